@@ -1,0 +1,159 @@
+"""Apply a plan: one shell script per host, run as root in one round trip.
+
+Order: users, directories, files and removals; then validators (``nginx -t``), which restore
+every file they cover when they fail; then daemon-reload if a unit changed; then services;
+then each notified handler, once. The script prints ``@@`` markers so each step's fate is known.
+"""
+
+import shlex
+from dataclasses import dataclass
+
+from .operations import Step
+from .resources import Handler
+
+VALIDATORS = {"nginx": "nginx -t"}
+DAEMON_RELOAD = "daemon-reload"
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What the script reported: steps done, the failed step, a validator's error, handlers run."""
+
+    done: frozenset[int]
+    invalid: tuple[str, str] | None  # (validator, its error output)
+    handlers_started: tuple[str, ...]
+    handlers_done: tuple[str, ...]
+    error: str
+
+
+def notified_handlers(steps: list[Step], handlers: list[Handler]) -> list[Handler]:
+    """Handlers some changed step notified, each once, in handler order."""
+    wanted = {name for step in steps if step.changed for name in step.notify}
+    chosen = [h for h in handlers if h.name in wanted or set(h.listen) & wanted]
+    return sorted(chosen, key=lambda h: h.order)
+
+
+def build_script(steps: list[Step], handlers: list[Handler]) -> str:
+    """The whole apply script for the changed steps of one host."""
+    todo = [(i, s) for i, s in enumerate(steps) if s.changed]
+    files = [(i, s) for i, s in todo if s.kind != "service"]
+    services = [(i, s) for i, s in todo if s.kind == "service"]
+    validated = [(i, s) for i, s in files if s.validate]
+    lines = ["set -e", "umask 077", _restore_function(validated)]
+    if validated:
+        lines.append("trap mtls_restore EXIT")
+    for i, step in files:
+        lines += _backup(i, step) if step.validate else []
+        lines += [*step.commands, f"echo '@@done {i}'"]
+    lines += _validations(validated)
+    if any(DAEMON_RELOAD in s.notify for _, s in todo):
+        lines.append("systemctl daemon-reload")
+    for i, step in services:
+        lines += [*step.commands, f"echo '@@done {i}'"]
+    for handler in notified_handlers(steps, handlers):
+        if handler.name != DAEMON_RELOAD:
+            lines += [
+                f"echo {shlex.quote('@@handler ' + handler.name)}",
+                handler.command,
+                f"echo {shlex.quote('@@handled ' + handler.name)}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _backup_path(path: str) -> str:
+    """Beside the file, hidden, so nginx's ``include dir/*`` never reads it."""
+    folder, _, name = path.rpartition("/")
+    return f"{folder}/.{name}.mtls-prev"
+
+
+def _backup(index: int, step: Step) -> list[str]:
+    path, backup = shlex.quote(step.name), shlex.quote(_backup_path(step.name))
+    return [
+        f"rm -f {backup}; had_{index}=",
+        f"if [ -e {path} ] || [ -L {path} ]; then cp -a {path} {backup}; had_{index}=1; fi",
+        f"touched_{index}=1",
+    ]
+
+
+def _restore_function(validated: list[tuple[int, Step]]) -> str:
+    """Put back every validated file this run touched: the old copy, or nothing if it was new."""
+    body = [":"]
+    for index, step in validated:
+        path, backup = shlex.quote(step.name), shlex.quote(_backup_path(step.name))
+        body.append(
+            f'if [ -n "${{touched_{index}:-}}" ]; then if [ -n "${{had_{index}:-}}" ]; '
+            f"then mv -f {backup} {path}; else rm -f {path}; fi; fi"
+        )
+    return "mtls_restore() {\n  " + "\n  ".join(body) + "\n}"
+
+
+def _validations(validated: list[tuple[int, Step]]) -> list[str]:
+    if not validated:
+        return []
+    lines = []
+    for name in dict.fromkeys(step.validate for _, step in validated):
+        command = VALIDATORS[name]
+        lines += [
+            f"if ! mtls_out=$( {{ {command}; }} 2>&1); then mtls_restore; trap - EXIT",
+            f"  printf '@@invalid {name}\\n%s\\n@@end\\n' \"$mtls_out\"; exit 3; fi",
+        ]
+    backups = " ".join(shlex.quote(_backup_path(s.name)) for _, s in validated)
+    return [*lines, "trap - EXIT", f"rm -f {backups}"]
+
+
+def parse_outcome(stdout: str, stderr: str) -> ApplyOutcome:
+    """Read the ``@@`` markers the script printed."""
+    done, started, handled, invalid, capture = set(), [], [], None, None
+    for line in stdout.splitlines():
+        if capture is not None:
+            if line == "@@end":
+                invalid, capture = (capture[0], "\n".join(capture[1])), None
+            else:
+                capture[1].append(line)
+        elif line.startswith("@@done "):
+            done.add(int(line.split()[1]))
+        elif line.startswith("@@handler "):
+            started.append(line.split(" ", 1)[1])
+        elif line.startswith("@@handled "):
+            handled.append(line.split(" ", 1)[1])
+        elif line.startswith("@@invalid "):
+            capture = (line.split(" ", 1)[1], [])
+    error = next((x for x in reversed(stderr.strip().splitlines()) if x.strip()), "")
+    return ApplyOutcome(frozenset(done), invalid, tuple(started), tuple(handled), error)
+
+
+def settle(steps: list[Step], outcome: ApplyOutcome, exit_status: int) -> list[Step]:
+    """Mark each changed step: stays changed if done, failed where the script stopped,
+    reverted when its validator refused it, skipped after a failure."""
+    extra = []
+    if outcome.invalid:
+        name, output = outcome.invalid
+        extra.append(Step("validate", VALIDATORS[name], "failed", _last_error(output)))
+    failed_once = False
+    for index, step in enumerate(steps):
+        if not step.changed:
+            continue
+        if outcome.invalid and step.validate == outcome.invalid[0]:
+            step.status, step.reason = "failed", f"reverted: {VALIDATORS[step.validate]} failed"
+        elif index not in outcome.done and exit_status != 0:
+            step.status = "skipped" if failed_once else "failed"
+            step.reason = step.reason if failed_once else (outcome.error or f"exit {exit_status}")
+            failed_once = True
+    return steps + extra + _handler_steps(outcome, exit_status, failed_once)
+
+
+def _handler_steps(outcome: ApplyOutcome, exit_status: int, step_failed: bool) -> list[Step]:
+    """A line per handler run; the one that broke the script fails with its error."""
+    steps = [Step("handler", name, "changed", "notified") for name in outcome.handlers_done]
+    broken = [n for n in outcome.handlers_started if n not in outcome.handlers_done]
+    if exit_status != 0 and not step_failed and not outcome.invalid:
+        name = broken[0] if broken else "apply"
+        steps.append(Step("handler", name, "failed", outcome.error or f"exit {exit_status}"))
+    return steps
+
+
+def _last_error(output: str) -> str:
+    """nginx's own words: the line with 'emerg' or the last non-empty line."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    emerg = [line for line in lines if "[emerg]" in line]
+    return (emerg or lines or ["validation failed"])[0]

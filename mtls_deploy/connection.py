@@ -1,0 +1,314 @@
+"""SSH to inventory hosts: the one place connections are built, with strict host-key checking.
+
+A ``Remote`` wraps one Fabric ``Connection`` per host. Commands run on a single exec channel
+each (script on stdin, so a batch of checks is one round trip); privileged commands go through
+``sudo -n`` when the host has ``ansible_become: true``.
+"""
+
+import base64
+import hashlib
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_KNOWN_HOSTS = "inventory/known_hosts"
+DEFAULT_CONNECT_TIMEOUT = 10
+
+
+class ConnectError(UserError):
+    """The host could not be reached, or refused us, or offered a key we don't trust."""
+
+
+class RemoteCommandError(UserError):
+    """A remote command exited non-zero."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to log in, read from a host's inventory vars."""
+
+    host: str
+    address: str
+    port: int
+    user: str
+    key_file: Path | None
+    known_hosts: Path
+    become: bool
+    timeout: float
+
+    @classmethod
+    def from_vars(cls, name: str, v: dict) -> "SshTarget":
+        """Build from ``ansible_host/ansible_port/ansible_user/ansible_ssh_private_key_file``."""
+        key = v.get("ansible_ssh_private_key_file")
+        return cls(
+            host=name,
+            address=v.get("ansible_host", name),
+            port=v.get("ansible_port", 22),
+            user=v.get("ansible_user") or "root",
+            key_file=Path(key).expanduser() if key else None,
+            known_hosts=Path(v.get("ssh_known_hosts_file") or DEFAULT_KNOWN_HOSTS).expanduser(),
+            become=bool(v.get("ansible_become", False)),
+            timeout=v.get("ssh_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        )
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name OpenSSH and paramiko use in known_hosts: ``[addr]:port`` off port 22."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command printed and how it exited."""
+
+    stdout: str
+    stderr: str
+    exit_status: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def fingerprint(key) -> str:
+    """OpenSSH's SHA256 fingerprint of a paramiko public key: ``SHA256:abc...``."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class Remote:
+    """One SSH connection to one host. Counts channels so benchmarks can report round trips.
+
+    Example::
+
+        with Remote(target) as remote:
+            print(remote.run("uname -r").stdout)
+    """
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+        self.channels = 0
+        self._connection = None
+
+    def __enter__(self) -> "Remote":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Connect and authenticate, or raise one ``ConnectError`` line saying why and what to do."""
+        if self._connection is None:
+            self._connection = _connect(self.target)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = False,
+        stdin: bytes = b"",
+        check: bool = False,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run ``command`` with ``sh -c`` (as root through sudo when ``sudo``), feeding ``stdin``."""
+        self.open()
+        channel = self._connection.client.get_transport().open_session(timeout=self.target.timeout)
+        self.channels += 1
+        channel.exec_command(self.wrap(command, sudo))
+        result = _communicate(channel, stdin, timeout)
+        if check and not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RemoteCommandError(
+                f"{self.target.host}: `{_short(command)}` failed "
+                f"(exit {result.exit_status}): {detail[0]}"
+            )
+        return result
+
+    def run_script(
+        self, script: str, *, sudo: bool = False, check: bool = False, timeout: float | None = None
+    ) -> CommandResult:
+        """Run a whole shell script in one round trip: ``sh -s`` reading it from stdin."""
+        return self.run("sh -s", sudo=sudo, stdin=script.encode(), check=check, timeout=timeout)
+
+    def wrap(self, command: str, sudo: bool) -> str:
+        """The command line sent to the host: ``sudo -n`` only when needed and allowed."""
+        if not sudo or self.target.user == "root":
+            return f"sh -c {shlex.quote(command)}"
+        if not self.target.become:
+            raise UserError(
+                f"{self.target.host}: this step needs root, but {self.target.user} may not use "
+                "sudo here; set ansible_become: true for this host (with passwordless sudo)"
+            )
+        return f"sudo -n -- sh -c {shlex.quote(command)}"
+
+    def sftp(self):
+        """An SFTP session on this connection (counts as one channel)."""
+        self.open()
+        self.channels += 1
+        return self._connection.sftp()
+
+
+def _short(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else command
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+def _communicate(channel, stdin: bytes, timeout: float | None) -> CommandResult:
+    """Send stdin, then read stdout and stderr until the command exits."""
+    if stdin:
+        channel.sendall(stdin)
+    channel.shutdown_write()
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout if timeout else None
+    channel.settimeout(0.05)
+    while True:
+        _drain(channel, out, err)
+        if (
+            channel.exit_status_ready()
+            and not channel.recv_ready()
+            and not channel.recv_stderr_ready()
+        ):
+            break
+        if deadline and time.monotonic() > deadline:
+            channel.close()
+            return CommandResult(out.decode(errors="replace"), "timed out", 124)
+    status = channel.recv_exit_status()
+    channel.close()
+    return CommandResult(out.decode(errors="replace"), err.decode(errors="replace"), status)
+
+
+def _drain(channel, out: bytearray, err: bytearray) -> None:
+    try:
+        chunk = channel.recv(65536)
+        if chunk:
+            out += chunk
+    except TimeoutError:
+        pass
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+
+
+def _connect(target: SshTarget):
+    """Open a Fabric Connection that trusts only the keys in ``target.known_hosts``."""
+    from fabric import Config, Connection
+
+    _check_files(target)
+    config = Config(lazy=True, runtime_ssh_path=None)
+    config.load_ssh_configs = False  # the user's ~/.ssh/config must not change what we do
+    connection = Connection(
+        host=target.address,
+        port=target.port,
+        user=target.user,
+        config=config,
+        connect_timeout=int(target.timeout),
+        connect_kwargs={
+            "key_filename": str(target.key_file) if target.key_file else None,
+            "allow_agent": target.key_file is None,
+            "look_for_keys": target.key_file is None,
+            "banner_timeout": target.timeout,
+            "auth_timeout": target.timeout,
+        },
+    )
+    connection.client.load_host_keys(str(target.known_hosts))
+    connection.client.set_missing_host_key_policy(_RefuseUnknown(target))
+    try:
+        connection.open()
+    except Exception as error:  # paramiko and socket errors: one line each
+        raise ConnectError(describe_connect_error(target, error)) from None
+    return connection
+
+
+def _check_files(target: SshTarget) -> None:
+    if target.key_file and not target.key_file.is_file():
+        raise ConnectError(
+            f"{target.host}: SSH key file {target.key_file} does not exist; fix "
+            "ansible_ssh_private_key_file (for the lab, run `inv lab.up`)"
+        )
+    if not target.known_hosts.is_file():
+        raise ConnectError(
+            f"{target.host}: known_hosts file {target.known_hosts} does not exist; "
+            f"run `inv hosts.trust --host {target.host}` (for the lab, `inv lab.up`)"
+        )
+
+
+class _RefuseUnknown:
+    """paramiko policy: an unknown host key is refused, showing its fingerprint and the fix."""
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+
+    def missing_host_key(self, client, hostname, key):
+        raise ConnectError(
+            f"{self.target.host}: unknown host key for {hostname} "
+            f"({key.get_name()} {fingerprint(key)}); if that is right, run "
+            f"`inv hosts.trust --host {self.target.host}`"
+        )
+
+
+def describe_connect_error(target: SshTarget, error: Exception) -> str:
+    """One line for each way a connection fails: what happened and what to do."""
+    import paramiko
+
+    where = f"{target.user}@{target.address}:{target.port}"
+    if isinstance(error, ConnectError):
+        return str(error)
+    if isinstance(error, paramiko.BadHostKeyException):
+        return (
+            f"{target.host}: HOST KEY CHANGED for {target.known_hosts_name}: offered "
+            f"{error.key.get_name()} {fingerprint(error.key)}, expected {fingerprint(error.expected_key)}"
+            f" (in {target.known_hosts}); if the host was rebuilt, remove its line there and run "
+            f"`inv hosts.trust --host {target.host}`"
+        )
+    if isinstance(error, paramiko.AuthenticationException):
+        return (
+            f"{target.host}: authentication refused for {where}; check ansible_user and "
+            "ansible_ssh_private_key_file"
+        )
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
+        return f"{target.host}: cannot reach {where}: connection refused; is the host up and sshd running?"
+    if isinstance(error, socket.timeout | TimeoutError):
+        return f"{target.host}: cannot reach {where}: timed out after {target.timeout:g} s"
+    if isinstance(error, socket.gaierror):
+        return f"{target.host}: cannot resolve {target.address}: {error.strerror}"
+    return f"{target.host}: SSH to {where} failed: {type(error).__name__}: {error}"
+
+
+def fetch_host_key(target: SshTarget):
+    """The host key the server offers, without logging in (for ``inv hosts.trust``)."""
+    import paramiko
+
+    try:
+        sock = socket.create_connection((target.address, target.port), timeout=target.timeout)
+        transport = paramiko.Transport(sock)
+        transport.start_client(timeout=target.timeout)
+        key = transport.get_remote_server_key()
+        transport.close()
+        return key
+    except Exception as error:
+        raise ConnectError(describe_connect_error(target, error)) from None
+
+
+def trust_host(target: SshTarget) -> tuple[str, bool]:
+    """Record the offered host key in the known_hosts file; (fingerprint line, changed)."""
+    from .files import atomic_write
+
+    key = fetch_host_key(target)
+    line = f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}"
+    described = f"{target.known_hosts_name} {key.get_name()} {fingerprint(key)}"
+    lines = target.known_hosts.read_text().splitlines() if target.known_hosts.is_file() else []
+    if line in lines:
+        return described, False
+    kept = [entry for entry in lines if entry.split(" ", 1)[0] != target.known_hosts_name]
+    target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target.known_hosts, ("\n".join([*kept, line]) + "\n").encode(), mode=0o644)
+    return described, True

@@ -1,0 +1,207 @@
+"""Facts: what a host has now. Each fact is a shell command plus a pure parser."""
+
+import re
+from dataclasses import dataclass, field
+
+
+def version_tuple(text: str | None) -> tuple[int, ...] | None:
+    """The upstream part of a Debian version: ``"1:1.22.1-9+deb12u1"`` -> ``(1, 22, 1)``."""
+    if not text:
+        return None
+    upstream = text.split(":", 1)[-1].rsplit("-", 1)[0]
+    digits = []
+    for part in upstream.split("."):
+        leading = re.match(r"\d+", part)
+        if not leading:
+            break
+        digits.append(int(leading.group()))
+        if leading.group() != part:  # "2+93", "3~rc1": the number ends here
+            break
+    return tuple(digits) or None
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """System facts, gathered once per host per run (again only after packages were installed)."""
+
+    os_id: str = ""
+    os_version: str = ""
+    init: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # installed package -> version
+    nginx_version: tuple[int, ...] | None = None
+    openssl_version: tuple[int, ...] | None = None
+    apt_lists_age: float | None = None  # seconds since the package lists were refreshed
+
+    @property
+    def php_version(self) -> str | None:
+        """``"8.2"`` when php-fpm is installed, from the package name ``php8.2-fpm``."""
+        for name in self.packages:
+            if name.startswith("php") and name.endswith("-fpm") and name != "php-fpm":
+                return name[3:-4]
+        return None
+
+
+# --- system facts: one round trip before anything is planned ----------------------------------
+
+# Packages whose versions change what we render (nginx, OpenSSL) or where we put files (PHP).
+VERSIONED_PACKAGES = ("nginx", "nginx-core", "libssl3", "openssl", "php*-fpm")
+
+
+def system_facts_script(packages: tuple[str, ...]) -> str:
+    """A shell script printing the system facts as ``KEY<TAB>value`` lines."""
+    names = " ".join(dict.fromkeys((*VERSIONED_PACKAGES, *packages)))
+    return "\n".join(
+        [
+            '. /etc/os-release 2>/dev/null; printf \'os\\t%s\\t%s\\n\' "$ID" "$VERSION_ID"',
+            "printf 'init\\t%s\\n' \"$(cat /proc/1/comm 2>/dev/null)\"",
+            "printf 'now\\t%s\\n' \"$(date +%s)\"",
+            'for f in /var/lib/apt/lists/*_Packages*; do [ -e "$f" ] && '
+            'printf \'lists\\t%s\\n\' "$(stat -c %Y "$f")"; break; done',
+            f"dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' {names} "
+            "2>/dev/null || true",
+            "",
+        ]
+    )
+
+
+def parse_system_facts(output: str) -> HostFacts:
+    """Parse ``system_facts_script`` output; unknown or missing lines leave defaults."""
+    os_id = os_version = init = ""
+    now = lists = None
+    packages = {}
+    for line in output.splitlines():
+        key, _, rest = line.partition("\t")
+        fields = rest.split("\t")
+        if key == "os":
+            os_id, os_version = (fields + [""])[:2]
+        elif key == "init":
+            init = rest
+        elif key == "now" and rest.isdigit():
+            now = int(rest)
+        elif key == "lists" and rest.isdigit():
+            lists = int(rest)
+        elif key == "pkg" and len(fields) == 3 and fields[1].startswith("ii"):
+            packages[fields[0]] = fields[2]
+    return HostFacts(
+        os_id=os_id,
+        os_version=os_version,
+        init=init,
+        packages=packages,
+        nginx_version=version_tuple(packages.get("nginx") or packages.get("nginx-core")),
+        openssl_version=version_tuple(packages.get("libssl3") or packages.get("openssl")),
+        apt_lists_age=(now - lists) if now is not None and lists is not None else None,
+    )
+
+
+# --- resource facts: the state of every managed path, user and unit, in one round trip --------
+
+
+@dataclass(frozen=True)
+class PathState:
+    """What is at a path: kind is absent, file, directory, link or other."""
+
+    kind: str
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """``systemctl show`` for one unit: UnitFileState (enabled, disabled, ...) and ActiveState."""
+
+    enabled: str
+    active: str
+
+
+@dataclass(frozen=True)
+class ResourceFacts:
+    """The actual state the plan compares against."""
+
+    paths: dict[str, PathState]
+    users: frozenset[str]
+    units: dict[str, UnitState]
+
+    def path(self, path: str) -> PathState:
+        return self.paths.get(path, PathState("absent"))
+
+    def unit(self, name: str) -> UnitState:
+        return self.units.get(_unit_name(name), UnitState("not-found", "inactive"))
+
+
+STAT_KINDS = {
+    "regular file": "file",
+    "regular empty file": "file",
+    "directory": "directory",
+    "symbolic link": "link",
+}
+
+
+def _unit_name(name: str) -> str:
+    return name if "." in name else f"{name}.service"
+
+
+def resource_facts_script(paths, users, units) -> str:
+    """One script: ``stat`` every path, hash every regular file, look up users and units."""
+    quoted = " ".join(_q(p) for p in paths)
+    lines = []
+    if paths:
+        lines += [
+            f"stat -c 'stat\t%n\t%F\t%a\t%U\t%G' -- {quoted} 2>/dev/null",
+            f'for p in {quoted}; do [ -f "$p" ] && [ ! -L "$p" ] && set -- "$@" "$p"; done',
+            '[ $# -gt 0 ] && sha256sum -- "$@" | sed "s/^/sha\t/"',
+        ]
+    if users:
+        lines.append(f"getent passwd {' '.join(_q(u) for u in users)} | sed 's/^/user\t/'")
+    if units:
+        names = " ".join(_q(_unit_name(u)) for u in units)
+        lines.append(
+            f"systemctl show -p Id,UnitFileState,ActiveState -- {names} 2>/dev/null "
+            "| sed 's/^/unit\t/'"
+        )
+    lines.append("true")
+    return "\n".join(lines) + "\n"
+
+
+def parse_resource_facts(output: str) -> ResourceFacts:
+    """Parse ``resource_facts_script`` output. Paths not mentioned are absent."""
+    paths, hashes, users, unit_lines = {}, {}, set(), []
+    for line in output.splitlines():
+        key, _, rest = line.partition("\t")
+        if key == "stat":
+            name, kind, mode, owner, group = rest.split("\t")
+            paths[name] = (STAT_KINDS.get(kind, "other"), int(mode, 8), owner, group)
+        elif key == "sha":
+            digest, _, name = rest.partition("  ")
+            hashes[name] = digest
+        elif key == "user":
+            users.add(rest.split(":", 1)[0])
+        elif key == "unit":
+            unit_lines.append(rest)
+    states = {
+        name: PathState(kind, mode, owner, group, hashes.get(name))
+        for name, (kind, mode, owner, group) in paths.items()
+    }
+    return ResourceFacts(paths=states, users=frozenset(users), units=parse_units(unit_lines))
+
+
+def parse_units(lines: list[str]) -> dict[str, UnitState]:
+    """``systemctl show`` output: ``Name=value`` lines, one block per unit, blank between."""
+    units, block = {}, {}
+    for line in [*lines, ""]:
+        if line:
+            name, _, value = line.partition("=")
+            block[name] = value
+        elif "Id" in block:
+            units[block["Id"]] = UnitState(
+                block.get("UnitFileState") or "not-found", block.get("ActiveState", "inactive")
+            )
+            block = {}
+    return units
+
+
+def _q(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -1,0 +1,55 @@
+"""Work on several inventory hosts at once: ad-hoc commands and provisioning, with reports."""
+
+import sys
+
+from . import inventory as inventory_module
+from . import report
+from .cli import print_json
+from .connection import Remote, SshTarget
+from .operations import Step
+from .provision import RunOptions, provision_host
+from .runner import GroupResult, HostResult, run_on_hosts
+
+
+def select(
+    names: list[str],
+    group: str | None,
+    default_group: str | None = None,
+    extra_vars: dict | None = None,
+) -> list:
+    """Inventory hosts by name and/or group; ``default_group`` when neither is given."""
+    loaded = inventory_module.load(extra_vars=extra_vars)
+    if not names and not group and default_group:
+        group = default_group
+    return loaded.select(names, group)
+
+
+def run_command(names: list[str], group: str | None, command: str, sudo: bool) -> GroupResult:
+    """Run one shell command on each host in parallel; print each host's output as it ends.
+
+    Example: ``run_command(["api1", "bob"], None, "id -un", sudo=False)``
+    """
+
+    def on_host(host) -> HostResult:
+        with Remote(SshTarget.from_vars(host.name, host.vars)) as remote:
+            result = remote.run(command, sudo=sudo)
+        status = "ok" if result.ok else "failed"
+        reason = (result.stdout or result.stderr).strip() or f"exit {result.exit_status}"
+        return HostResult(host.name, [Step("command", command, status, reason)])
+
+    group_result = run_on_hosts(select(names, group), on_host, on_result=report.print_host)
+    report.print_recap(group_result)
+    return group_result
+
+
+def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> GroupResult:
+    """``inv provision``: every selected host (default: group api) in parallel or in batches."""
+    hosts = select(names, group, default_group="api", extra_vars=extra_vars)
+    options = RunOptions(check=check, diff=diff)
+    printer = None if json else (lambda r: report.print_host(r, diff=diff))
+    group_result = run_on_hosts(hosts, lambda h: provision_host(h, options), serial, printer)
+    if json:
+        print_json(report.as_json(group_result))
+    else:
+        report.print_recap(group_result, sys.stdout)
+    return group_result

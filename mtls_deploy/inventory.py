@@ -1,0 +1,240 @@
+"""Ansible-format YAML inventory: hosts, groups, and variables layered with provenance.
+
+Precedence, lowest first (Ansible's order for the sources we read):
+role defaults < group ``all`` < other groups (shallow first, then by name) < host < command line.
+Within one group or host, vars written inline in ``hosts.yml`` sit below ``group_vars/`` and
+``host_vars/`` files. Dicts are replaced, never deep-merged, as in Ansible.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInput, UserError
+from .variables import check_types
+
+DEFAULT_INVENTORY = Path("inventory")
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of variables: where it came from and what it sets."""
+
+    source: str
+    values: dict
+
+
+@dataclass
+class Host:
+    """A host with its groups and the layers of variables that apply to it, lowest first."""
+
+    name: str
+    groups: tuple[str, ...]
+    layers: list[Layer] = field(default_factory=list)
+
+    @property
+    def vars(self) -> dict:
+        """The merged variables: each later layer replaces whole values of earlier ones."""
+        merged = {}
+        for layer in self.layers:
+            merged.update(layer.values)
+        merged["inventory_hostname"] = self.name
+        merged["group_names"] = [g for g in self.groups if g != "all"]
+        return merged
+
+    def source_of(self, name: str) -> str:
+        """The file (or 'command line', 'role defaults ...') that set ``name`` last."""
+        for layer in reversed(self.layers):
+            if name in layer.values:
+                return layer.source
+        return "inventory" if name in ("inventory_hostname", "group_names") else "unset"
+
+
+@dataclass
+class Inventory:
+    """Hosts by name and groups by name, loaded from an inventory directory."""
+
+    path: Path
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]
+
+    def host(self, name: str) -> Host:
+        """The host called ``name``, or one clear error listing the known hosts."""
+        if name not in self.hosts:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise BadInput(f"unknown host {name!r}; known hosts: {known}")
+        return self.hosts[name]
+
+    def select(self, hosts: list[str] | None = None, group: str | None = None) -> list[Host]:
+        """Hosts named in ``hosts`` and/or members of ``group``; every host when both are empty.
+
+        Example: ``inventory.select(["api1"])``, ``inventory.select(group="api")``.
+        """
+        names = list(hosts or [])
+        if group:
+            names += [n for n in self.group_members(group) if n not in names]
+        if not hosts and not group:
+            names = sorted(self.hosts)
+        return [self.host(n) for n in names]
+
+    def group_members(self, group: str) -> list[str]:
+        """Host names in ``group``, or one clear error listing the known groups."""
+        if group not in self.groups:
+            known = ", ".join(sorted(self.groups))
+            raise BadInput(f"unknown group {group!r}; known groups: {known}")
+        return self.groups[group]
+
+
+def inventory_dir(path: str | Path | None = None) -> Path:
+    """The inventory to read: ``path``, else ``$MTLS_DEPLOY_INVENTORY``, else ``inventory/``."""
+    return Path(path or os.environ.get("MTLS_DEPLOY_INVENTORY") or DEFAULT_INVENTORY)
+
+
+def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inventory:
+    """Read an inventory directory (``hosts.yml``, ``group_vars/``, ``host_vars/``).
+
+    ``extra_vars`` are command-line values: they beat every file.
+    Example: ``load("inventory", {"backend": "python"}).host("api1").vars["backend"]``
+    """
+    root = inventory_dir(path)
+    hosts_file = _hosts_file(root)
+    tree = read_yaml(hosts_file) or {}
+    if not isinstance(tree, dict) or "all" not in tree:
+        raise BadInput(f"{hosts_file}: the top level must be the group 'all' (Ansible YAML format)")
+    groups: dict[str, _Group] = {}
+    _walk_group("all", tree["all"] or {}, depth=0, parents=(), groups=groups, source=hosts_file)
+    defaults = role_defaults()
+    hosts = {}
+    for name in sorted({h for g in groups.values() for h in g.hosts}):
+        hosts[name] = _build_host(name, root, groups, defaults, extra_vars or {})
+    for host in hosts.values():
+        check_types(host)
+    members = {g.name: sorted(g.all_hosts(groups)) for g in groups.values()}
+    return Inventory(path=root, hosts=hosts, groups=members)
+
+
+def role_defaults() -> list[Layer]:
+    """Every role's ``defaults.yml``, the lowest layer, in role name order."""
+    layers = []
+    for defaults in sorted(ROLES_DIR.glob("*/defaults.yml")):
+        values = read_yaml(defaults) or {}
+        layers.append(Layer(f"roles/{defaults.parent.name}/defaults.yml", values))
+    return layers
+
+
+def read_yaml(path: Path):
+    """Parse a YAML file; a syntax error becomes one line with the file and line number."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise BadInput(f"{where}: YAML syntax error: {error.problem or error.context}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+
+
+@dataclass
+class _Group:
+    name: str
+    depth: int
+    parents: tuple[str, ...]
+    vars: dict = field(default_factory=dict)
+    hosts: dict[str, dict] = field(default_factory=dict)
+    children: list[str] = field(default_factory=list)
+
+    def all_hosts(self, groups: dict[str, "_Group"]) -> set[str]:
+        names = set(self.hosts)
+        for child in self.children:
+            names |= groups[child].all_hosts(groups)
+        return names
+
+
+def _hosts_file(root: Path) -> Path:
+    if not root.is_dir():
+        raise UserError(
+            f"no inventory at {root}: set MTLS_DEPLOY_INVENTORY to an inventory directory"
+        )
+    for name in ("hosts.yml", "hosts.yaml"):
+        if (root / name).is_file():
+            return root / name
+    raise UserError(f"{root}: no hosts.yml; an inventory directory needs one (Ansible YAML format)")
+
+
+def _walk_group(name, body, depth, parents, groups, source):
+    if not isinstance(body, dict):
+        raise BadInput(f"{source}: group {name!r} must be a mapping, not {type(body).__name__}")
+    group = groups.setdefault(name, _Group(name, depth, parents))
+    group.depth = max(group.depth, depth)
+    group.vars.update(_mapping(body.get("vars"), f"{source}: vars of group {name!r}"))
+    for host, host_vars in _mapping(body.get("hosts"), f"{source}: hosts of {name!r}").items():
+        group.hosts[str(host)] = _mapping(host_vars, f"{source}: host {host!r}")
+    children = _mapping(body.get("children"), f"{source}: children of {name!r}")
+    for child, child_body in children.items():
+        group.children.append(child)
+        _walk_group(child, child_body or {}, depth + 1, (*parents, name), groups, source)
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInput(f"{where} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _groups_of(host: str, groups: dict[str, _Group]) -> list[_Group]:
+    member = [g for g in groups.values() if host in g.all_hosts(groups)]
+    return sorted(member, key=lambda g: (g.depth, g.name))
+
+
+def _build_host(name, root, groups, defaults, extra_vars) -> Host:
+    member_of = _groups_of(name, groups)
+    layers = list(defaults)
+    for group in member_of:
+        if group.vars:
+            layers.append(Layer(f"{_hosts_file(root)} (group {group.name})", group.vars))
+        layers += _vars_files(root / "group_vars", group.name)
+    inline = [g.hosts[name] for g in member_of if name in g.hosts and g.hosts[name]]
+    for values in inline:
+        layers.append(Layer(f"{_hosts_file(root)} (host {name})", values))
+    layers += _vars_files(root / "host_vars", name)
+    if extra_vars:
+        layers.append(Layer("command line", dict(extra_vars)))
+    return Host(name=name, groups=tuple(g.name for g in member_of), layers=layers)
+
+
+def _vars_files(folder: Path, name: str) -> list[Layer]:
+    """``group_vars/<name>.yml`` or every ``*.yml`` in ``group_vars/<name>/``, as Ansible reads."""
+    candidates = [folder / f"{name}.yml", folder / f"{name}.yaml"]
+    if (folder / name).is_dir():
+        candidates += sorted((folder / name).glob("*.y*ml"))
+    layers = []
+    for path in candidates:
+        if path.is_file():
+            values = _mapping(read_yaml(path), str(path))
+            layers.append(Layer(str(path), values))
+    return layers
+
+
+def masked(name: str, value):
+    """``value``, or ``'********'`` when the variable's name looks like a secret."""
+    return "********" if SECRET_NAME.search(name) and value not in (None, "") else value
+
+
+def host_report(host: Host) -> dict:
+    """``{var: {"value": ..., "source": ...}}`` for ``inv inventory --host``, secrets masked."""
+    return {
+        name: {"value": masked(name, value), "source": host.source_of(name)}
+        for name, value in sorted(host.vars.items())
+    }
+
+
+def groups_report(inventory: Inventory) -> dict:
+    """``{group: [hosts]}`` for ``inv inventory``, leaving out 'all' and empty groups."""
+    return {g: hosts for g, hosts in sorted(inventory.groups.items()) if g != "all" and hosts}

@@ -1,0 +1,265 @@
+"""The plan: desired resources + facts -> steps. Pure Python over plain data; no host needed.
+
+Each step says ok or changed with a reason ("already present, sha256 matches"), and for a
+change carries the shell commands that make it so. ``apply.py`` runs them; check mode
+stops after the plan, so it costs nothing extra and cannot lie.
+"""
+
+import difflib
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+
+from .facts import HostFacts, PathState, ResourceFacts
+from .resources import Absent, Directory, File, Packages, Service, User
+
+APT_LISTS_MAX_AGE = 24 * 3600
+DIFF_MAX_BYTES = 64 * 1024
+
+
+@dataclass
+class Step:
+    """One line of the report: what, ok or changed (or failed after apply), why, and how."""
+
+    kind: str
+    name: str
+    status: str
+    reason: str
+    commands: list[str] = field(default_factory=list)
+    notify: tuple[str, ...] = ()
+    validate: str | None = None
+    resource: object = None
+    diff: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.status == "changed"
+
+
+def ok(kind: str, name: str, reason: str, resource=None) -> Step:
+    return Step(kind, name, "ok", reason, resource=resource)
+
+
+def changed(kind, name, reason, commands, resource=None, notify=(), validate=None) -> Step:
+    return Step(kind, name, "changed", reason, list(commands), tuple(notify), validate, resource)
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+
+def plan_packages(desired: Packages, facts: HostFacts) -> Step:
+    """Install what is missing, refreshing the package lists first when they are stale."""
+    missing = [name for name in desired.names if name not in facts.packages]
+    label = " ".join(desired.names)
+    if not missing:
+        return ok("packages", label, "all installed", desired)
+    commands = []
+    if facts.apt_lists_age is None or facts.apt_lists_age > APT_LISTS_MAX_AGE:
+        commands.append("apt-get update -qq")
+    commands.append(install_without_starting(missing))
+    return changed("packages", label, f"missing: {' '.join(missing)}", commands, desired)
+
+
+def install_without_starting(names: list[str]) -> str:
+    """apt-get install with services held back (policy-rc.d), so a distribution default
+    (nginx on port 80) never starts before our configuration is in place."""
+    quoted = " ".join(shlex.quote(n) for n in names)
+    return (
+        "own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then own_policy=1; "
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+        f"-o Dpkg::Options::=--force-confold {quoted} >/dev/null; rc=$?; "
+        '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; [ $rc -eq 0 ]'
+    )
+
+
+# --- users and directories ----------------------------------------------------------------------
+
+
+def plan_user(desired: User, actual: ResourceFacts) -> Step:
+    """A system user for a service; present users are left alone."""
+    if desired.name in actual.users:
+        return ok("user", desired.name, "present", desired)
+    groups = f" --groups {shlex.quote(','.join(desired.groups))}" if desired.groups else ""
+    command = (
+        f"useradd --system --no-create-home --home-dir {shlex.quote(desired.home)} "
+        f"--shell /usr/sbin/nologin{groups} {shlex.quote(desired.name)}"
+    )
+    return changed("user", desired.name, "absent -> created", [command], desired)
+
+
+def plan_directory(desired: Directory, actual: PathState) -> Step:
+    """mkdir, then fix owner and mode; a file or link in the way is an error, not a change."""
+    if actual.kind not in ("absent", "directory"):
+        return Step(
+            "directory", desired.path, "failed", f"{actual.kind} in the way", resource=desired
+        )
+    fixes = attribute_changes(desired, actual)
+    if actual.kind == "directory" and not fixes:
+        return ok("directory", desired.path, "present, owner and mode match", desired)
+    path = shlex.quote(desired.path)
+    commands = [f"mkdir -p {path}", *ownership_commands(desired, path)]
+    reason = "absent -> created" if actual.kind == "absent" else ", ".join(fixes)
+    return changed("directory", desired.path, reason, commands, desired)
+
+
+def attribute_changes(desired, actual: PathState) -> list[str]:
+    """Human-readable differences in owner, group and mode (normalised as numbers and names)."""
+    if actual.kind == "absent":
+        return []
+    found = []
+    if actual.owner != desired.owner or actual.group != desired.group:
+        found.append(f"owner {actual.owner}:{actual.group} -> {desired.owner}:{desired.group}")
+    if actual.mode != desired.mode:
+        found.append(f"mode {actual.mode:04o} -> {desired.mode:04o}")
+    return found
+
+
+def ownership_commands(desired, quoted_path: str) -> list[str]:
+    return [
+        f"chown {shlex.quote(desired.owner)}:{shlex.quote(desired.group)} {quoted_path}",
+        f"chmod {desired.mode:04o} {quoted_path}",
+    ]
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def plan_file(desired: File, actual: PathState) -> Step:
+    """Write when content differs (by sha256), else fix only owner and mode."""
+    if actual.kind not in ("absent", "file"):
+        return Step("file", desired.path, "failed", f"{actual.kind} in the way", resource=desired)
+    digest = sha256(desired.content)
+    fixes = attribute_changes(desired, actual)
+    if actual.kind == "file" and actual.sha256 == digest and not fixes:
+        return ok("file", desired.path, "already present, sha256 matches", desired)
+    if actual.kind == "file" and actual.sha256 == digest:
+        commands = ownership_commands(desired, shlex.quote(desired.path))
+        reason = ", ".join(fixes)
+    else:
+        commands = [write_file_command(desired, digest)]
+        reason = "absent -> created" if actual.kind == "absent" else content_reason(actual, digest)
+    return changed(
+        "file", desired.path, reason, commands, desired, desired.notify, desired.validate
+    )
+
+
+def content_reason(actual: PathState, digest: str) -> str:
+    return f"content differs (sha256 {(actual.sha256 or '?')[:12]} -> {digest[:12]})"
+
+
+def write_file_command(desired: File, digest: str) -> str:
+    """Write to a temporary file beside the target, check its sha256, set owner and mode,
+    then rename over the target: the file is always either the old one or the new one."""
+    import base64
+
+    path = shlex.quote(desired.path)
+    folder = shlex.quote(desired.path.rsplit("/", 1)[0] or "/")
+    encoded = base64.encodebytes(desired.content).decode()
+    return "\n".join(
+        [
+            f"t=$(mktemp {folder}/.mtls-XXXXXX.tmp)",
+            "base64 -d > \"$t\" <<'MTLS_DEPLOY_EOF'",
+            encoded.rstrip("\n"),
+            "MTLS_DEPLOY_EOF",
+            f"echo '{digest}  '\"$t\" | sha256sum -c --status",
+            *ownership_commands(desired, '"$t"'),
+            f'mv -f "$t" {path}',
+        ]
+    )
+
+
+def plan_absent(desired: Absent, actual: PathState) -> Step:
+    """Remove a file or link (never a directory: that would be a surprise)."""
+    if actual.kind == "absent":
+        return ok("absent", desired.path, "already absent", desired)
+    if actual.kind == "directory":
+        return Step(
+            "absent", desired.path, "failed", "is a directory; remove it by hand", resource=desired
+        )
+    command = f"rm -f {shlex.quote(desired.path)}"
+    return changed(
+        "absent",
+        desired.path,
+        f"{actual.kind} present -> removed",
+        [command],
+        desired,
+        desired.notify,
+        desired.validate,
+    )
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+def plan_service(desired: Service, actual_enabled: str, actual_active: str) -> Step:
+    """enable --now (or disable --now); 'static' and 'indirect' units count as enabled."""
+    enabled = actual_enabled in ("enabled", "static", "indirect", "generated", "alias")
+    running = actual_active in ("active", "reloading", "activating")
+    name = shlex.quote(desired.name)
+    if desired.running:
+        if running and (enabled or not desired.enabled):
+            return ok("service", desired.name, "enabled and running", desired)
+        verb = "enable --now" if desired.enabled else "start"
+        reason = ", ".join(
+            filter(None, ["" if enabled else "not enabled", "" if running else "not running"])
+        )
+        return changed("service", desired.name, reason, [f"systemctl {verb} {name}"], desired)
+    if not running and not enabled:
+        return ok("service", desired.name, "stopped and disabled", desired)
+    return changed(
+        "service", desired.name, "running or enabled", [f"systemctl disable --now {name}"], desired
+    )
+
+
+# --- the whole plan ---------------------------------------------------------------------------
+
+
+def plan(resources: list, facts: ResourceFacts) -> list[Step]:
+    """Steps for every non-package resource, in the order the roles gave them."""
+    steps = []
+    for resource in resources:
+        if isinstance(resource, User):
+            steps.append(plan_user(resource, facts))
+        elif isinstance(resource, Directory):
+            steps.append(plan_directory(resource, facts.path(resource.path)))
+        elif isinstance(resource, File):
+            steps.append(plan_file(resource, facts.path(resource.path)))
+        elif isinstance(resource, Absent):
+            steps.append(plan_absent(resource, facts.path(resource.path)))
+        elif isinstance(resource, Service):
+            unit = facts.unit(resource.name)
+            steps.append(plan_service(resource, unit.enabled, unit.active))
+    return steps
+
+
+def watched(resources: list) -> tuple[list[str], list[str], list[str]]:
+    """The paths, users and units whose state the plan needs: gathered in one round trip."""
+    paths = [r.path for r in resources if isinstance(r, File | Directory | Absent)]
+    users = [r.name for r in resources if isinstance(r, User)]
+    units = [r.name for r in resources if isinstance(r, Service)]
+    return paths, users, units
+
+
+def unified_diff(path: str, before: bytes | None, after: bytes) -> str:
+    """A unified diff with before/after headers; binary or large files get a one-line summary."""
+    if (before and b"\0" in before) or b"\0" in after:
+        return f"--- {path}: binary file differs\n"
+    if len(after) > DIFF_MAX_BYTES or (before and len(before) > DIFF_MAX_BYTES):
+        return f"--- {path}: larger than {DIFF_MAX_BYTES // 1024} KiB, diff not shown\n"
+    lines = difflib.unified_diff(
+        (before or b"").decode(errors="replace").splitlines(keepends=True),
+        after.decode(errors="replace").splitlines(keepends=True),
+        fromfile=f"before: {path}",
+        tofile=f"after: {path}",
+    )
+    return "".join(lines)
+
+
+def secret_summary(path: str, after: bytes) -> str:
+    """Private keys are never diffed: only a fingerprint of the new content."""
+    return f"--- {path}: secret, not shown (new sha256 {sha256(after)[:16]})\n"

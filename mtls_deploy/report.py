@@ -1,0 +1,78 @@
+"""What the user reads: a line per step, diffs on request, then a recap per host."""
+
+import sys
+
+from .runner import GroupResult, HostResult
+
+COLOURS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "36"}
+
+
+def _paint(text: str, status: str, tty: bool) -> str:
+    return f"\033[{COLOURS[status]}m{text}\033[0m" if tty and status in COLOURS else text
+
+
+def step_lines(result: HostResult, tty: bool = False, diff: bool = False) -> list[str]:
+    """``changed  api1  file /etc/nginx/conf.d/api.conf  (content differs ...)``"""
+    lines = []
+    for step in result.steps:
+        status = _paint(f"{step.status:<8}", step.status, tty)
+        lines.append(f"{status} {result.host}  {step.kind} {step.name}  ({step.reason})")
+        if diff and step.diff:
+            lines.append(step.diff.rstrip("\n"))
+    if result.error:
+        lines.append(f"{_paint('failed  ', 'failed', tty)} {result.host}  {result.error}")
+    return lines
+
+
+def recap_lines(group: GroupResult, tty: bool = False) -> list[str]:
+    """Ansible's PLAY RECAP: ``api1 : ok=23 changed=0 failed=0 skipped=0``."""
+    width = max((len(r.host) for r in group.results), default=0)
+    lines = ["", "RECAP"]
+    for result in group.results:
+        figures = " ".join(f"{k}={v}" for k, v in result.recap().items())
+        lines.append(_paint(f"{result.host:<{width}} : {figures}", _worst(result), tty))
+    return lines
+
+
+def _worst(result: HostResult) -> str:
+    if result.failed:
+        return "failed"
+    return "changed" if result.count("changed") else "ok"
+
+
+def print_host(result: HostResult, diff: bool = False, stream=None) -> None:
+    """Print one host's lines as soon as it finishes (hosts run in parallel)."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    stream.write("\n".join(step_lines(result, tty, diff)) + "\n")
+    stream.flush()
+
+
+def print_recap(group: GroupResult, stream=None) -> None:
+    stream = stream or sys.stdout
+    stream.write("\n".join(recap_lines(group, stream.isatty())) + "\n")
+
+
+def as_json(group: GroupResult) -> dict:
+    """The same report as one JSON document (``--json``)."""
+    return {
+        "hosts": {
+            r.host: {
+                "recap": r.recap(),
+                "error": r.error,
+                "steps": [
+                    {
+                        "kind": s.kind,
+                        "name": s.name,
+                        "status": s.status,
+                        "reason": s.reason,
+                        **({"diff": s.diff} if s.diff else {}),
+                    }
+                    for s in r.steps
+                ],
+                **r.data,
+            }
+            for r in group.results
+        },
+        "failed": [r.host for r in group.failed],
+    }

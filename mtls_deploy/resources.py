@@ -1,0 +1,83 @@
+"""Desired state: what a role says a host should have. Plain frozen data, no I/O.
+
+Roles return a list of these; the engine gathers the matching facts in one batch,
+plans the difference (``operations.py``) and applies only what is missing.
+"""
+
+from dataclasses import dataclass, field
+
+Handlers = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Packages:
+    """Debian packages that must be installed (apt), installed without auto-starting services."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A directory with an owner, group and mode."""
+
+    path: str
+    mode: int = 0o755
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True)
+class File:
+    """A file with exact content, owner, group and mode.
+
+    ``secret`` files (private keys) are never diffed or printed: their fingerprint is shown.
+    ``validate`` names a check ("nginx") run after the file is in place; when it fails,
+    every file of that check is restored and the host fails.
+    ``notify`` names handlers to run once, at the end of the host's run, if this changed.
+    """
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+    validate: str | None = None
+    notify: Handlers = ()
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A path (file or symlink) that must not exist, such as a distribution's default site."""
+
+    path: str
+    validate: str | None = None
+    notify: Handlers = ()
+
+
+@dataclass(frozen=True)
+class User:
+    """A system user (no login shell, no home in /home) for a service."""
+
+    name: str
+    home: str = "/nonexistent"
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A systemd unit that must be enabled and running (``running=False``: stopped and disabled)."""
+
+    name: str
+    running: bool = True
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A command run once at the end of a host's run when some change notified it."""
+
+    name: str
+    command: str
+    order: int = 50
+    listen: Handlers = field(default=())

@@ -1,0 +1,78 @@
+"""Fact parsers: absent, wrong type and a value are three different answers."""
+
+import subprocess
+
+from mtls_deploy import facts
+
+SYSTEM_OUTPUT = """os\tdebian\t12
+init\tsystemd
+now\t1700003600
+lists\t1700000000
+pkg\tnginx\tii \t1.22.1-9+deb12u1
+pkg\tlibssl3\tii \t3.0.17-1~deb12u2
+pkg\tphp8.2-fpm\tii \t8.2.29-1~deb12u1
+pkg\tapache2\trc \t2.4.62-1
+"""
+
+
+def test_system_facts_parse_versions_and_skip_removed_packages():
+    parsed = facts.parse_system_facts(SYSTEM_OUTPUT)
+    assert (parsed.os_id, parsed.os_version, parsed.init) == ("debian", "12", "systemd")
+    assert parsed.nginx_version == (1, 22, 1)
+    assert parsed.openssl_version == (3, 0, 17)
+    assert parsed.php_version == "8.2"
+    assert parsed.apt_lists_age == 3600
+    assert "apache2" not in parsed.packages  # 'rc': removed, config files left
+
+
+def test_system_facts_of_a_bare_host():
+    parsed = facts.parse_system_facts("os\tdebian\t12\ninit\tsystemd\nnow\t5\n")
+    assert parsed.packages == {} and parsed.nginx_version is None
+    assert parsed.apt_lists_age is None and parsed.php_version is None
+
+
+def test_version_tuple():
+    assert facts.version_tuple("1.25.3-1~bookworm") == (1, 25, 3)
+    assert facts.version_tuple("2:8.2+93") == (8, 2)  # epoch and Debian suffix dropped
+    assert facts.version_tuple(None) is None
+
+
+def test_resource_facts_script_runs_for_real(tmp_path):
+    """The script is plain sh: run it here on real paths and parse what it prints."""
+    present = tmp_path / "present.conf"
+    present.write_bytes(b"hello\n")
+    present.chmod(0o640)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to(present)
+    paths = [str(present), str(tmp_path / "dir"), str(tmp_path / "link"), str(tmp_path / "gone")]
+    script = facts.resource_facts_script(paths, ["root", "no-such-user-xyz"], [])
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True)
+    parsed = facts.parse_resource_facts(out.stdout)
+    assert parsed.path(str(present)) == facts.PathState(
+        "file",
+        0o640,
+        "root",
+        "root",
+        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+    )
+    assert parsed.path(str(tmp_path / "dir")).kind == "directory"
+    assert parsed.path(str(tmp_path / "link")).kind == "link"
+    assert parsed.path(str(tmp_path / "link")).sha256 is None  # links are not followed
+    assert parsed.path(str(tmp_path / "gone")).kind == "absent"
+    assert parsed.users == frozenset({"root"})
+
+
+def test_units_parse_blocks_in_any_property_order():
+    lines = [
+        "ActiveState=active",
+        "UnitFileState=enabled",
+        "Id=nginx.service",
+        "",
+        "Id=mtls-api.service",
+        "ActiveState=inactive",
+        "UnitFileState=",
+        "",
+    ]
+    units = facts.parse_units(lines)
+    assert units["nginx.service"] == facts.UnitState("enabled", "active")
+    assert units["mtls-api.service"] == facts.UnitState("not-found", "inactive")
