@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what mtls-deploy needs on a fresh Debian 12 / Ubuntu 22.04+ machine, as root.
+# Safe to run twice: apt and pip skip what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: run as root (the lab boots systemd-nspawn containers)" >&2
+  exit 1
+fi
+
+packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+echo "setup done: .venv ready ($(.venv/bin/python --version))"

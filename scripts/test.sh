@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, then integration tests on the lab (started here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export MTLS_DEPLOY_CA_PASSPHRASE=${MTLS_DEPLOY_CA_PASSPHRASE:-lab-only-passphrase}
+.venv/bin/inv lab.up
+status=0
+.venv/bin/pytest -q "$@" || status=$?
+.venv/bin/inv lab.down || true
+exit $status
