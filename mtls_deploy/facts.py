@@ -138,8 +138,12 @@ STAT_KINDS = {
 }
 
 
+UNIT_SUFFIXES = (".service", ".socket", ".timer", ".target", ".path", ".mount")
+
+
 def _unit_name(name: str) -> str:
-    return name if "." in name else f"{name}.service"
+    """``nginx`` -> ``nginx.service``; ``php8.2-fpm`` too (a dot is not a suffix)."""
+    return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
 
 def resource_facts_script(paths, users, units) -> str:

@@ -76,3 +76,10 @@ def test_units_parse_blocks_in_any_property_order():
     units = facts.parse_units(lines)
     assert units["nginx.service"] == facts.UnitState("enabled", "active")
     assert units["mtls-api.service"] == facts.UnitState("not-found", "inactive")
+
+
+def test_unit_names_with_dots_get_the_service_suffix():
+    parsed = facts.ResourceFacts({}, frozenset(), {"php8.2-fpm.service": facts.UnitState("enabled", "active")})
+    assert parsed.unit("php8.2-fpm") == facts.UnitState("enabled", "active")
+    assert "php8.2-fpm.service" in facts.resource_facts_script([], [], ["php8.2-fpm"])
+    assert "api.socket " in facts.resource_facts_script([], [], ["api.socket"]) + " "
