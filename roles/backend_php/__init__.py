@@ -1,0 +1,1 @@
+"""backend_php role: the API on PHP-FPM. See README.md."""

@@ -1,0 +1,1 @@
+"""nginx role: the mTLS site. See README.md."""

@@ -1,0 +1,167 @@
+"""nginx: the mTLS site in front of the host's FastCGI backend (``backend: php | python``).
+
+What the site says depends on the versions on the host: nginx >= 1.25.1 wants ``http2 on;``
+instead of ``listen ... http2``; nginx >= 1.23.2 rotates session-ticket keys itself, so tickets
+are only turned off before it; OpenSSL >= 3.5 offers the post-quantum X25519MLKEM768 group.
+Unknown versions (nginx not installed yet) get the form every version accepts.
+"""
+
+import importlib
+import re
+
+from mtls_deploy.errors import BadInput
+from mtls_deploy.facts import HostFacts
+from mtls_deploy.resources import Absent, File, Handler, Packages, Service
+from mtls_deploy.templating import render
+from roles import backend_role_name, with_defaults
+
+ROLE = "nginx"
+NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+# Mozilla Server Side TLS, guideline 6.0, "intermediate".
+MOZILLA_PROTOCOLS = "TLSv1.2 TLSv1.3"
+MOZILLA_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+CURVES = "X25519:prime256v1:secp384r1"
+CURVES_PQ = "X25519MLKEM768:" + CURVES  # OpenSSL 3.5 and later
+
+
+def tls_paths(v: dict) -> dict:
+    """The tls role's files under ``tls_dir``: server chain and key, client CA, CRL."""
+    folder = v.get("tls_dir") or "/etc/nginx/mtls"
+    return {
+        "certificate": f"{folder}/server.crt",
+        "certificate_key": f"{folder}/server.key",
+        "client_ca": f"{folder}/client-ca.crt",
+        "crl": f"{folder}/crl.pem",
+    }
+
+
+def tls_profile(facts: HostFacts) -> dict:
+    """The version-dependent part of the site, from the host's nginx and OpenSSL versions."""
+    nginx, openssl = facts.nginx_version, facts.openssl_version
+    return {
+        "http2_directive": bool(nginx) and nginx >= (1, 25, 1),
+        "session_tickets_off": not nginx or nginx < (1, 23, 2),
+        "ssl_ecdh_curve": CURVES_PQ if openssl and openssl >= (3, 5) else CURVES,
+        "ssl_protocols": MOZILLA_PROTOCOLS,
+        "ssl_ciphers": MOZILLA_CIPHERS,
+    }
+
+
+def backend(v: dict):
+    """The backend role module (``roles.backend_php.role`` or ``roles.backend_python.role``)."""
+    return importlib.import_module(f"roles.{backend_role_name(v)}.role")
+
+
+def listen_address(v: dict) -> str:
+    """``127.0.0.1:8441``, ``*:443``, ``[::1]:443``."""
+    for name in ("https_listen", "https_port"):
+        if v.get(name) in (None, ""):
+            raise BadInput(f"{name} is not set: the site needs the address and port to listen on")
+    address = str(v["https_listen"])
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"{address}:{v['https_port']}"
+
+
+def client_verify(v: dict) -> str:
+    """``on`` or ``optional``; YAML's bare ``on`` (a boolean) counts as ``on``."""
+    value = "on" if v["client_verify"] is True else v["client_verify"]
+    if value not in ("on", "optional"):
+        raise BadInput(f"client_verify must be on or optional, not {value!r}")
+    return value
+
+
+def api_name(v: dict) -> str:
+    """``api_name``, checked: it becomes a file name and part of nginx variable names."""
+    name = str(v["api_name"])
+    if not API_NAME.fullmatch(name):
+        raise BadInput(f"api_name must be letters, digits, '-' and '_', not {name!r}")
+    return name
+
+
+def site_context(v: dict, facts: HostFacts) -> dict:
+    """Every variable the site template uses."""
+    v = with_defaults(ROLE, v)
+    if not v.get("server_name"):
+        raise BadInput("server_name is not set: the site needs the name clients connect to")
+    name, log_dir = api_name(v), v["nginx_log_dir"]
+    return {
+        "api_name": name,
+        "site_id": name.replace("-", "_"),
+        "server_names": list(dict.fromkeys([v["server_name"], *(v.get("server_aliases") or [])])),
+        "listen": listen_address(v),
+        "client_verify": client_verify(v),
+        "ssl_verify_depth": int(v["ssl_verify_depth"]),
+        "hsts_max_age": int(v["hsts_max_age"]),
+        "client_max_body_size": v["client_max_body_size"],
+        "access_log": f"{log_dir}/{name}.access.log",
+        "error_log": f"{log_dir}/{name}.error.log",
+        "fastcgi_socket": backend(v).backend_socket(v, facts),
+        "front_controller": backend(v).front_controller(v),
+        **{f"tls_{key}": path for key, path in tls_paths(v).items()},
+        **tls_profile(facts),
+    }
+
+
+def site_path(v: dict) -> str:
+    """``/etc/nginx/conf.d/api.conf``."""
+    v = with_defaults(ROLE, v)
+    return f"{v['nginx_site_dir']}/{api_name(v)}.conf"
+
+
+def render_site(v: dict, facts: HostFacts) -> bytes:
+    """The site file for this host."""
+    template = with_defaults(ROLE, v)["nginx_site_template"]
+    return render(template, **site_context(v, facts))
+
+
+def resources(v: dict, facts: HostFacts) -> list:
+    """nginx installed, Debian's default site gone, our site in place (checked with nginx -t),
+    nginx enabled and running."""
+    return [
+        Packages(("nginx",)),
+        Absent(DEFAULT_SITE, **NGINX),
+        File(site_path(v), render_site(v, facts), **NGINX),
+        Service("nginx"),
+    ]
+
+
+# `systemctl reload nginx` returns as soon as the signal is sent, while the old workers still
+# accept connections for a moment: a revoked client could get in right after a CRL push.
+# So wait (at most 5 s) until every old worker is gone or is shutting down.
+RELOAD_AND_WAIT = r"""
+master=$(cat /run/nginx.pid 2>/dev/null || true)
+if [ -n "$master" ] && kill -0 "$master" 2>/dev/null; then
+  old=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v m="$master" '$4 == m {print $1}')
+  systemctl reload nginx
+  tries=0
+  while [ $tries -lt 100 ]; do
+    serving=
+    for p in $old; do
+      if tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q 'worker process *$'; then serving=1; fi
+    done
+    [ -z "$serving" ] && break
+    sleep 0.05; tries=$((tries + 1))
+  done
+else
+  systemctl restart nginx
+fi
+""".strip()
+
+
+def handlers(v: dict, facts: HostFacts) -> list[Handler]:
+    """Reload nginx after its files changed (the engine ran ``nginx -t`` before), and return
+    only once the old workers no longer take new connections."""
+    return [Handler("reload nginx", RELOAD_AND_WAIT, order=60)]

@@ -1,0 +1,421 @@
+"""The nginx site template: every directive the mTLS site needs, for each nginx/OpenSSL version
+and client_verify mode, and ``nginx -t`` on the result when nginx is installed here."""
+
+import datetime
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mtls_deploy.errors import BadInput
+from mtls_deploy.facts import HostFacts
+from mtls_deploy.templating import TEMPLATES_DIR, render
+from roles.nginx import role as nginx
+
+OLD = HostFacts(nginx_version=(1, 22, 1), openssl_version=(3, 0, 19))  # Debian 12
+NEW = HostFacts(nginx_version=(1, 27, 4), openssl_version=(3, 5, 1))
+UNKNOWN = HostFacts()
+
+SIX_SUITES = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+def host_vars(**overrides) -> dict:
+    v = {
+        "inventory_hostname": "api1",
+        "server_name": "api1.lab.test",
+        "server_aliases": ["api.lab.test"],
+        "https_listen": "127.0.0.1",
+        "https_port": 8441,
+        "tls_dir": "/etc/nginx/mtls",
+        "backend": "php",
+        "client_verify": "on",
+    }
+    return {**v, **overrides}
+
+
+def site(facts=OLD, **overrides) -> str:
+    return nginx.render_site(host_vars(**overrides), facts).decode()
+
+
+def directives(text: str) -> list[str]:
+    """Each directive on one line, comments dropped, whitespace collapsed."""
+    lines = (re.sub(r"\s+", " ", line.split("#", 1)[0]).strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+# --- what every site has ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verify", ["on", "optional"])
+@pytest.mark.parametrize("facts", [OLD, NEW, UNKNOWN], ids=["nginx1.22", "nginx1.27", "unknown"])
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "server_name api1.lab.test api.lab.test;",
+        "ssl_certificate /etc/nginx/mtls/server.crt;",
+        "ssl_certificate_key /etc/nginx/mtls/server.key;",
+        "ssl_client_certificate /etc/nginx/mtls/client-ca.crt;",
+        "ssl_verify_depth 2;",
+        "ssl_crl /etc/nginx/mtls/crl.pem;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        f"ssl_ciphers {SIX_SUITES};",
+        "ssl_prefer_server_ciphers off;",
+        "ssl_session_cache shared:MozSSL:10m;",
+        "ssl_session_timeout 1d;",
+        'add_header Strict-Transport-Security "max-age=63072000" always;',
+        "server_tokens off;",
+        "fastcgi_pass unix:/run/php/api-php.sock;",
+        "include fastcgi_params;",
+        "fastcgi_param SCRIPT_FILENAME /srv/api-php/index.php;",
+        "fastcgi_param VERIFIED $ssl_client_verify;",
+        "fastcgi_param DN $ssl_client_s_dn;",
+        "fastcgi_param ISSUER_DN $ssl_client_i_dn;",
+        "fastcgi_param SERIAL $ssl_client_serial;",
+        "fastcgi_param FINGERPRINT $ssl_client_fingerprint;",
+        "fastcgi_param NOT_AFTER $ssl_client_v_end;",
+        "error_page 495 = @mtls_certificate_rejected;",
+        "error_page 496 = @mtls_certificate_missing;",
+        "error_page 497 = @mtls_plain_http;",
+        "access_log /var/log/nginx/api.access.log mtls_api;",
+        "error_log /var/log/nginx/api.error.log;",
+    ],
+)
+def test_site_has_directive(directive, facts, verify):
+    assert directive in directives(site(facts, client_verify=verify))
+
+
+@pytest.mark.parametrize("verify", ["on", "optional"])
+def test_client_verify_mode(verify):
+    assert f"ssl_verify_client {verify};" in directives(site(client_verify=verify))
+
+
+def test_yaml_boolean_on_means_on():
+    assert "ssl_verify_client on;" in directives(site(client_verify=True))
+
+
+@pytest.mark.parametrize("bad", ["off", "optional_no_ca", False])
+def test_other_verify_modes_are_refused(bad):
+    with pytest.raises(BadInput, match="client_verify must be on or optional"):
+        site(client_verify=bad)
+
+
+def test_no_ocsp_stapling_and_no_plain_http_listener():
+    text = site()
+    assert "ssl_stapling" not in text
+    assert "listen 80" not in text and "0.0.0.0" not in text
+    assert [d for d in directives(text) if d.startswith("listen ")] == [
+        "listen 127.0.0.1:8441 ssl http2;"
+    ]
+
+
+def test_only_forward_secret_aead_suites():
+    ciphers = next(d for d in directives(site()) if d.startswith("ssl_ciphers "))
+    suites = ciphers.removeprefix("ssl_ciphers ").rstrip(";").split(":")
+    assert len(suites) == 6
+    assert all(s.startswith("ECDHE-") and ("GCM" in s or "CHACHA20" in s) for s in suites)
+
+
+# --- what depends on the versions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "listen", "http2_on"),
+    [
+        ((1, 22, 1), "listen 127.0.0.1:8441 ssl http2;", False),
+        ((1, 25, 0), "listen 127.0.0.1:8441 ssl http2;", False),
+        ((1, 25, 1), "listen 127.0.0.1:8441 ssl;", True),
+        ((1, 27, 4), "listen 127.0.0.1:8441 ssl;", True),
+        (None, "listen 127.0.0.1:8441 ssl http2;", False),
+    ],
+)
+def test_http2_syntax_follows_nginx_version(version, listen, http2_on):
+    lines = directives(site(HostFacts(nginx_version=version)))
+    assert listen in lines
+    assert ("http2 on;" in lines) is http2_on
+
+
+@pytest.mark.parametrize(
+    ("version", "tickets_off"),
+    [
+        ((1, 22, 1), True),
+        ((1, 23, 1), True),
+        ((1, 23, 2), False),
+        ((1, 27, 4), False),
+        (None, True),
+    ],
+)
+def test_session_tickets_off_before_1_23_2(version, tickets_off):
+    lines = directives(site(HostFacts(nginx_version=version)))
+    assert ("ssl_session_tickets off;" in lines) is tickets_off
+
+
+@pytest.mark.parametrize(
+    ("version", "curves"),
+    [
+        ((3, 0, 19), "X25519:prime256v1:secp384r1"),
+        ((3, 4, 1), "X25519:prime256v1:secp384r1"),
+        ((3, 5, 0), "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+        (None, "X25519:prime256v1:secp384r1"),
+    ],
+)
+def test_curves_follow_openssl_version(version, curves):
+    assert f"ssl_ecdh_curve {curves};" in directives(site(HostFacts(openssl_version=version)))
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("*", "*:443"), ("192.0.2.10", "192.0.2.10:443"), ("::", "[::]:443"), ("::1", "[::1]:443")],
+)
+def test_listen_address_forms(listen, expected):
+    lines = directives(site(https_listen=listen, https_port=443))
+    assert f"listen {expected} ssl http2;" in lines
+
+
+def test_aliases_are_optional_and_not_repeated():
+    lines = directives(site(server_aliases=["api1.lab.test", "b.lab.test"]))
+    assert "server_name api1.lab.test b.lab.test;" in lines
+    v = host_vars()
+    del v["server_aliases"]
+    assert "server_name api1.lab.test;" in directives(nginx.render_site(v, OLD).decode())
+
+
+def test_python_backend_socket_and_front_controller():
+    lines = directives(site(backend="python"))
+    assert "fastcgi_pass unix:/run/api-python.sock;" in lines
+    assert "fastcgi_param SCRIPT_FILENAME /srv/api-python/app.py;" in lines
+
+
+# --- error pages: JSON that says why --------------------------------------------------------------
+
+
+def error_bodies(text: str) -> dict[str, tuple[str, str]]:
+    """{named location: (status, body)} for each ``location @x { ... return CODE '...'; }``."""
+    found = re.findall(r"location (@\w+) \{[^}]*?return (\d{3}) '([^']*)';", text, re.S)
+    return {name: (status, body) for name, status, body in found}
+
+
+def test_certificate_errors_answer_json_with_status_400():
+    bodies = error_bodies(site())
+    for location in ("@mtls_certificate_rejected", "@mtls_certificate_missing", "@mtls_plain_http"):
+        status, body = bodies[location]
+        assert status == "400"
+        # nginx fills the variables in with OpenSSL's reason and our hint: plain text
+        filled = re.sub(r"\$mtls_api_\w+", "certificate revoked", body).replace("\\n", "")
+        document = json.loads(filled)
+        assert document["error"] and document["hint"]
+
+
+def test_rejected_certificate_body_carries_reason_and_hint():
+    status, body = error_bodies(site())["@mtls_certificate_rejected"]
+    assert '"reason":"$mtls_api_reason"' in body
+    assert '"hint":"$mtls_api_hint"' in body
+
+
+def hint_for(text: str, verify: str) -> str:
+    """What nginx's ``map $ssl_client_verify $mtls_api_hint`` gives for ``verify``: an exact
+    key first, else the first regex that matches, else the default."""
+    body = re.search(r"map \$ssl_client_verify \$mtls_api_hint \{(.*?)\n\}", text, re.S).group(1)
+    entries = re.findall(r'^\s*("[^"]*"|\S+)\s+"([^"]*)";', body, re.M)
+    keys = [(key.strip('"'), value) for key, value in entries]
+    exact = {k: value for k, value in keys if not k.startswith("~")}
+    if verify in exact:
+        return exact[verify]
+    regexes = [(k[1:], value) for k, value in keys if k.startswith("~")]
+    return next((value for k, value in regexes if re.search(k, verify)), exact["default"])
+
+
+@pytest.mark.parametrize(
+    ("verify", "hint"),
+    [
+        ("FAILED:certificate revoked", "was revoked"),
+        ("FAILED:certificate has expired", "certificate has expired"),
+        ("FAILED:CRL has expired", "revocation list has expired"),
+        ("FAILED:certificate is not yet valid", "not valid yet"),
+        ("FAILED:unable to verify the first certificate", "not issued by this API's client CA"),
+        ("FAILED:unable to get local issuer certificate", "not issued by this API's client CA"),
+        ("FAILED:self-signed certificate", "not issued by this API's client CA"),
+        ("FAILED:unsuitable certificate purpose", "client authentication"),
+        ("NONE", "send your client certificate"),
+        ("FAILED:something new", "the certificate and key the API operator gave you"),
+    ],
+)
+def test_each_failure_gets_a_hint_that_fits(verify, hint):
+    assert hint in hint_for(site(), verify)
+
+
+def test_map_variables_are_named_after_the_api():
+    text = site(api_name="shop-api")
+    assert "$mtls_shop_api_reason" in text and "log_format mtls_shop_api " in text
+    assert "access_log /var/log/nginx/shop-api.access.log mtls_shop_api;" in directives(text)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a b", "", "x;y"])
+def test_api_name_must_be_a_plain_word(name):
+    with pytest.raises(BadInput, match="api_name"):
+        site(api_name=name)
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "$ssl_client_cert",
+        "$ssl_client_raw_cert",
+        "$ssl_session_id",
+        "$http_authorization",
+        "$http_cookie",
+        "$ssl_early_data",
+        "$request_body",
+    ],
+)
+def test_log_format_has_no_key_material(secret):
+    log_format = re.search(r"log_format .*?;", site(), re.S).group(0)
+    assert secret not in log_format
+
+
+# --- blocks: extend without forking -------------------------------------------------------------------
+
+
+def test_blocks_extend_the_site(tmp_path):
+    (tmp_path / "nginx").symlink_to(TEMPLATES_DIR / "nginx")
+    (tmp_path / "custom.conf.j2").write_text(
+        '{% extends "nginx/site.conf.j2" %}\n'
+        "{% block server_extra %}    limit_req zone=api;\n{% endblock %}\n"
+        "{% block fastcgi_extra %}        fastcgi_param TENANT acme;\n{% endblock %}\n"
+    )
+    context = nginx.site_context(host_vars(), OLD)
+    lines = directives(render("custom.conf.j2", templates_dir=tmp_path, **context).decode())
+    assert "limit_req zone=api;" in lines
+    assert "fastcgi_param TENANT acme;" in lines
+    assert "ssl_verify_client on;" in lines
+
+
+def test_missing_server_name_is_one_clear_error():
+    with pytest.raises(BadInput, match="server_name is not set"):
+        site(server_name="")
+
+
+# --- nginx -t on the rendered site, when nginx is installed here ------------------------------------
+
+
+def local_versions() -> HostFacts:
+    """This machine's nginx and OpenSSL versions, as the engine's facts would give them."""
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    openssl_v = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout
+
+    def version(pattern, text):
+        match = re.search(pattern, text)
+        return tuple(int(x) for x in match.group(1).split(".")) if match else None
+
+    return HostFacts(
+        nginx_version=version(r"nginx/(\d+\.\d+\.\d+)", nginx_v),
+        openssl_version=version(r"OpenSSL (\d+\.\d+\.\d+)", openssl_v),
+    )
+
+
+def write_throwaway_pki(folder: Path) -> None:
+    """server.crt/.key, client-ca.crt and crl.pem, as the tls role lays them out."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def certificate(subject, issuer, key, signer, ca):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    client_ca = certificate("Client CA", "Client CA", ca_key, ca_key, True)
+    server = certificate("api1.lab.test", "api1.lab.test", server_key, server_key, False)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(name("Client CA"))
+        .last_update(now)
+        .next_update(now + datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "server.crt").write_bytes(server.public_bytes(pem))
+    (folder / "server.key").write_bytes(
+        server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (folder / "client-ca.crt").write_bytes(client_ca.public_bytes(pem))
+    (folder / "crl.pem").write_bytes(crl.public_bytes(pem))
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed on this machine")
+@pytest.mark.parametrize("backend", ["php", "python"])
+@pytest.mark.parametrize("verify", ["on", "optional"])
+def test_nginx_accepts_the_rendered_site(tmp_path, backend, verify):
+    write_throwaway_pki(tmp_path)
+    shutil.copy("/etc/nginx/fastcgi_params", tmp_path / "fastcgi_params")
+    v = host_vars(
+        tls_dir=str(tmp_path),
+        nginx_log_dir=str(tmp_path),
+        backend=backend,
+        client_verify=verify,
+        https_port=18443,
+    )
+    (tmp_path / "site.conf").write_bytes(nginx.render_site(v, local_versions()))
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n    include {tmp_path}/site.conf;\n}}\n"
+    )
+    result = subprocess.run(
+        [
+            "nginx",
+            "-t",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-e",
+            str(tmp_path / "error.log"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
+
+
+def test_nginx_site_template_can_be_a_file_of_ones_own(tmp_path):
+    own = tmp_path / "api.conf.j2"
+    own.write_text(
+        '{% extends "nginx/site.conf.j2" %}\n'
+        "{% block http_extra %}\n"
+        "limit_req_zone $ssl_client_serial zone=per_client:1m rate=10r/s;\n"
+        "{% endblock %}\n"
+        "{% block server_extra %}\n    limit_req zone=per_client burst=20;\n{% endblock %}\n"
+    )
+    lines = directives(site(nginx_site_template=str(own)))
+    assert "limit_req_zone $ssl_client_serial zone=per_client:1m rate=10r/s;" in lines
+    assert "limit_req zone=per_client burst=20;" in lines
+    assert "ssl_client_certificate /etc/nginx/mtls/client-ca.crt;" in lines
