@@ -13,6 +13,7 @@ from .resources import Handler
 
 VALIDATORS = {"nginx": "nginx -t"}
 DAEMON_RELOAD = "daemon-reload"
+UNTRAP = "trap - EXIT HUP INT TERM PIPE"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,11 @@ def build_script(steps: list[Step], handlers: list[Handler]) -> str:
     validated = [(i, s) for i, s in files if s.validate]
     lines = ["set -e", "umask 077", _restore_function(validated)]
     if validated:
-        lines.append("trap mtls_restore EXIT")
+        # A dropped SSH connection ends the script with SIGHUP or SIGPIPE: restore then too.
+        lines += [
+            "trap mtls_restore EXIT",
+            "trap 'mtls_restore; trap - EXIT; exit 129' HUP INT TERM PIPE",
+        ]
     for i, step in files:
         lines += _backup(i, step) if step.validate else []
         lines += [*step.commands, f"echo '@@done {i}'"]
@@ -77,7 +82,7 @@ def _backup(index: int, step: Step) -> list[str]:
 
 def _restore_function(validated: list[tuple[int, Step]]) -> str:
     """Put back every validated file this run touched: the old copy, or nothing if it was new."""
-    body = [":"]
+    body = ['[ -n "${t:-}" ] && rm -f "$t"']  # a temporary file not yet renamed into place
     for index, step in validated:
         path, backup = shlex.quote(step.name), shlex.quote(_backup_path(step.name))
         body.append(
@@ -94,11 +99,11 @@ def _validations(validated: list[tuple[int, Step]]) -> list[str]:
     for name in dict.fromkeys(step.validate for _, step in validated):
         command = VALIDATORS[name]
         lines += [
-            f"if ! mtls_out=$( {{ {command}; }} 2>&1); then mtls_restore; trap - EXIT",
+            f"if ! mtls_out=$( {{ {command}; }} 2>&1); then mtls_restore; {UNTRAP}",
             f"  printf '@@invalid {name}\\n%s\\n@@end\\n' \"$mtls_out\"; exit 3; fi",
         ]
     backups = " ".join(shlex.quote(_backup_path(s.name)) for _, s in validated)
-    return [*lines, "trap - EXIT", f"rm -f {backups}"]
+    return [*lines, UNTRAP, f"rm -f {backups}"]
 
 
 def parse_outcome(stdout: str, stderr: str) -> ApplyOutcome:

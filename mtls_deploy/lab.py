@@ -38,7 +38,9 @@ from .errors import BadInput, UserError
 
 INSTALL_COMMAND = "apt-get install -y systemd-container debootstrap"
 SUITE = "bookworm"
-BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,sudo,python3,iproute2"
+BASE_PACKAGES = (  # curl, openssl, ca-certificates: as on a Debian cloud image (smoke test, --csr)
+    "systemd,systemd-sysv,dbus,openssh-server,sudo,python3,iproute2,curl,openssl,ca-certificates"
+)
 BOOT_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 KEY_COMMENT = "mtls-deploy-lab"
@@ -532,13 +534,24 @@ def nspawn_command(host: LabHost, paths: HostPaths) -> list[str]:
     ]
 
 
+# As systemd-nspawn@.service's RestartForceExitStatus=133: a reboot inside the container makes
+# nspawn exit with 133, and the host boots again, as a VPS does after `systemctl reboot`.
+SUPERVISOR_NAME = "mtls-lab-host"
+SUPERVISOR = 'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done'
+
+
+def supervised(command: list[str]) -> list[str]:
+    """``command`` run again whenever it exits with 133 (a reboot), else its exit ends it."""
+    return ["sh", "-c", SUPERVISOR, SUPERVISOR_NAME, *command]
+
+
 def boot(host: LabHost, paths: HostPaths) -> int:
     """Start the container in its own session and wait for its sshd; return the nspawn pid."""
     require_port_free(host)
     paths.apt_archives.mkdir(parents=True, exist_ok=True)
     with open(paths.boot_log, "wb") as log:
         process = subprocess.Popen(
-            nspawn_command(host, paths),
+            supervised(nspawn_command(host, paths)),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -600,10 +613,11 @@ def stop(paths: HostPaths) -> bool:
     if pid is None:
         paths.pid_file.unlink(missing_ok=True)  # none or stale
         return False
-    children = child_pids(pid)
-    _signal(pid, signal.SIGTERM)
+    nspawn = nspawn_of_supervisor(pid)
+    _signal(nspawn, signal.SIGTERM)  # nspawn exits 0 after poweroff: the supervisor ends too
     if not wait_for_exit(pid, STOP_TIMEOUT):
-        for process in [*children, pid]:  # killing the init kills its whole pid namespace
+        _signal(pid, signal.SIGKILL)  # the supervisor first, so nothing boots again
+        for process in [*child_pids(nspawn), nspawn]:  # the init's death ends its pid namespace
             _signal(process, signal.SIGKILL)
         if not wait_for_exit(pid, 5.0):
             raise UserError(f"systemd-nspawn (pid {pid}) does not exit, even on SIGKILL")
@@ -668,8 +682,24 @@ def parse_pid(text: str) -> int | None:
 def is_nspawn_of(cmdline: bytes, root: Path) -> bool:
     """Whether a /proc/<pid>/cmdline is systemd-nspawn booting ``root``."""
     argv = cmdline.split(b"\0")
+    if len(argv) > 4 and argv[3] == SUPERVISOR_NAME.encode():
+        argv = argv[4:]  # our supervisor: sh -c SCRIPT mtls-lab-host systemd-nspawn ...
     program = os.path.basename(argv[0])
     return program == b"systemd-nspawn" and f"--directory={root}".encode() in argv
+
+
+def nspawn_of_supervisor(pid: int, timeout: float = 5.0) -> int:
+    """The systemd-nspawn the supervisor ``pid`` runs now (itself for an unsupervised pid file);
+    during a reboot there is none for a moment, so wait a little."""
+    if os.path.basename(read_cmdline(pid).split(b"\0")[0]) == b"systemd-nspawn":
+        return pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in child_pids(pid):
+            if os.path.basename(read_cmdline(child).split(b"\0")[0]) == b"systemd-nspawn":
+                return child
+        time.sleep(0.1)
+    return pid
 
 
 def read_cmdline(pid: int) -> bytes:

@@ -1,73 +1,29 @@
 """Provisioning on fresh lab hosts, one per backend: the API answers, re-runs change nothing,
 check mode reports drift without touching it, a broken site is refused and the old one serves."""
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from mtls_deploy import inventory, lab
-from mtls_deploy.bundle import write_client_bundle
-from mtls_deploy.connection import Remote, SshTarget
-from mtls_deploy.pki_store import PkiStore
-from mtls_deploy.provision import RunOptions, provision_host
-
-from .conftest import needs_lab
+from .conftest import ROOT, ApiHost, lab_world, needs_lab
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 BROKEN_SITE = Path(__file__).parent / "fixtures" / "broken-site.conf.j2"
 # One fresh host per backend, on ports of their own (the default lab keeps 2201/2202, 8441).
-HOSTS = {"php": ("itest-php", 2211, 8451), "python": ("itest-py", 2212, 8452)}
-
-
-def write_inventory(folder: Path) -> Path:
-    hosts = "\n".join(
-        f"        {name}: {{ansible_port: {ssh}, https_port: {https}, backend: {backend}, "
-        f"server_name: {name}.lab.test}}"
-        for backend, (name, ssh, https) in HOSTS.items()
-    )
-    (folder / "group_vars").mkdir(parents=True)
-    (folder / "hosts.yml").write_text(textwrap.dedent("""\
-        all:
-          vars: {ansible_host: 127.0.0.1, ansible_user: deploy, ansible_become: true, lab: true,
-                 https_listen: 127.0.0.1}
-          children:
-            api:
-              hosts:
-        """) + hosts + "\n")
-    (folder / "group_vars" / "all.yml").write_text(
-        f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
-        f"ssh_known_hosts_file: {ROOT}/.lab/known_hosts\n"
-    )
-    return folder
+HOSTS = {
+    "php": ApiHost("itest-php", 2211, 8451, "php"),
+    "python": ApiHost("itest-py", 2212, 8452, "python"),
+}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A PKI, an inventory and two freshly reset lab hosts, all of this module's own."""
-    base = tmp_path_factory.mktemp("provision")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MTLS_DEPLOY_PKI_DIR", str(base / "pki"))
-        patch.setenv("MTLS_DEPLOY_DIST_DIR", str(base / "dist"))
-        patch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "integration-test")
-        patch.chdir(ROOT)
-        inv_dir = write_inventory(base / "inventory")
-        hosts = lab.hosts_from_inventory(inventory.load(inv_dir).select())
-        lab.reset(hosts)
-        PkiStore().init(name="Integration API", key_type="ec")
-        store = PkiStore.open()
-        store.issue_client("alice", org="Example, Inc.")
-        bundle = write_client_bundle(store, "alice")
-        try:
-            yield {"inventory": inv_dir, "bundle": bundle}
-        finally:
-            lab.down(hosts)
+    with lab_world(tmp_path_factory, list(HOSTS.values())) as made:
+        yield made
 
 
 @pytest.fixture(params=sorted(HOSTS), scope="module")
@@ -76,30 +32,15 @@ def backend(request):
 
 
 def provision(world, backend, check=False, diff=False, **extra):
-    host = inventory.load(world["inventory"], extra).host(HOSTS[backend][0])
-    result = provision_host(host, RunOptions(check=check, diff=diff))
-    assert result.error is None, result.error
-    return result
+    return world.provision(HOSTS[backend].name, check=check, diff=diff, **extra)
 
 
 def curl(world, backend, path="/whoami", cert=True, headers=()):
-    name, _, https = HOSTS[backend]
-    bundle = world["bundle"]
-    command = ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
-               "--resolve", f"{name}.lab.test:{https}:127.0.0.1", "--cacert", str(bundle / "api-ca.crt")]
-    if cert:
-        command += ["--cert", str(bundle / "alice.crt"), "--key", str(bundle / "alice.key")]
-    for header in headers:
-        command += ["-H", header]
-    out = subprocess.run([*command, f"https://{name}.lab.test:{https}{path}"],
-                         capture_output=True, text=True, check=True).stdout
-    body, _, code = out.rpartition("\n")
-    return int(code), json.loads(body) if body.startswith("{") else body
+    return world.curl(HOSTS[backend].name, path, cert, headers)
 
 
-def remote(world, backend) -> Remote:
-    host = inventory.load(world["inventory"]).host(HOSTS[backend][0])
-    return Remote(SshTarget.from_vars(host.name, host.vars))
+def remote(world, backend):
+    return world.remote(HOSTS[backend].name)
 
 
 def test_fresh_host_is_provisioned_and_serves_whoami(world, backend):
@@ -134,7 +75,9 @@ def test_api_with_client_verify_on(world, backend):
 def test_api_with_client_verify_optional(world, backend):
     changed = provision(world, backend, client_verify="optional")
     assert [s.name for s in changed.steps if s.status == "changed"] == [
-        "/etc/nginx/conf.d/api.conf", "reload nginx"]
+        "/etc/nginx/conf.d/api.conf",
+        "reload nginx",
+    ]
     try:
         assert curl(world, backend, "/health", cert=False) == (200, {"status": "ok"})
         assert curl(world, backend, cert=False)[0] == 401
@@ -167,7 +110,9 @@ def test_private_key_is_never_diffed(world, backend):
     with remote(world, backend) as r:
         r.run(f"cp -p {key} /root/key.bak && echo junk >> {key}", sudo=True, check=True)
     try:
-        step = next(s for s in provision(world, backend, check=True, diff=True).steps if s.name == key)
+        step = next(
+            s for s in provision(world, backend, check=True, diff=True).steps if s.name == key
+        )
         assert step.status == "changed" and "secret, not shown" in step.diff
         assert "PRIVATE KEY" not in step.diff and "junk" not in step.diff
     finally:
@@ -189,16 +134,18 @@ def test_broken_site_is_refused_and_the_old_one_keeps_serving(world, backend):
 
 
 def test_unreachable_host_fails_alone_with_a_nonzero_exit(world):
-    (world["inventory"] / "host_vars").mkdir(exist_ok=True)
-    (world["inventory"] / "host_vars" / "itest-py.yml").write_text("ansible_port: 2299\n")
+    (world.inventory / "host_vars").mkdir(exist_ok=True)
+    (world.inventory / "host_vars" / "itest-py.yml").write_text("ansible_port: 2299\n")
     try:
         run = subprocess.run(
             [sys.executable, "-m", "invoke", "provision", "--group", "api"],
-            capture_output=True, text=True, cwd=ROOT,
-            env={**os.environ, "MTLS_DEPLOY_INVENTORY": str(world["inventory"])},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "MTLS_DEPLOY_INVENTORY": str(world.inventory)},
         )
     finally:
-        (world["inventory"] / "host_vars" / "itest-py.yml").unlink()
+        (world.inventory / "host_vars" / "itest-py.yml").unlink()
     assert run.returncode == 2, run.stdout + run.stderr
     assert "itest-php : ok=" in run.stdout and "failed=0" in run.stdout.split("itest-php : ")[1]
     assert "itest-py  : ok=0 changed=0 failed=1" in run.stdout

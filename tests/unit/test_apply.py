@@ -120,3 +120,14 @@ def test_handlers_are_deduplicated_and_ordered():
     ]
     chosen = applying.notified_handlers([a, b], handlers)
     assert [h.name for h in chosen] == ["restart backend", "reload nginx"]
+
+
+def test_a_dropped_connection_mid_run_restores_validated_files(site, monkeypatch):
+    """SIGHUP (sshd gone) after the first file: the trap puts the old site back."""
+    steps = steps_for(site, b"new site\n")
+    steps[1].commands = [f"kill -HUP $$; sleep 5; echo never > {site}/marker", *steps[1].commands]
+    result = run(applying.build_script(steps, HANDLERS), "true", monkeypatch)
+    assert result.returncode == 129
+    assert (site / "site.conf").read_text() == "old site\n"
+    assert not (site / "new.conf").exists() and not (site / "marker").exists()
+    assert sorted(p.name for p in site.iterdir()) == ["default", "site.conf"]

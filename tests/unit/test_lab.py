@@ -253,3 +253,20 @@ def test_debootstrap_command_is_minbase_bookworm_with_sshd(tmp_path):
     assert command[:2] == ["debootstrap", "--variant=minbase"]
     assert "openssh-server" in command[2] and "systemd-sysv" in command[2]
     assert command[-2:] == ["bookworm", str(tmp_path)]
+
+
+def test_the_supervisor_of_a_host_counts_as_its_nspawn():
+    root = Path("/var/lib/mtls-deploy/lab/api1/root")
+    argv = lab.supervised(["systemd-nspawn", "--boot", f"--directory={root}"])
+    assert lab.is_nspawn_of("\0".join(argv).encode() + b"\0", root)
+    assert not lab.is_nspawn_of("\0".join(argv).encode(), Path("/other/root"))
+
+
+def test_the_supervisor_restarts_only_on_exit_133(tmp_path):
+    """A command that exits 133 twice then 0 runs three times; any other status ends it."""
+    counter = tmp_path / "runs"
+    script = f"echo x >> {counter}; [ $(wc -l < {counter}) -ge 3 ] && exit 0; exit 133"
+    done = subprocess.run(lab.supervised(["sh", "-c", script]), timeout=10)
+    assert done.returncode == 0 and counter.read_text().count("x") == 3
+    failed = subprocess.run(lab.supervised(["sh", "-c", "exit 7"]), timeout=10)
+    assert failed.returncode == 7
