@@ -1,0 +1,530 @@
+"""The certificate profile, pure: keys, names and ``now`` in; ``cryptography`` objects out.
+
+Nothing here touches the disk or the clock. The store (``pki_store``) decides what to sign and
+keeps the results. Model: the cryptography docs' X.509 tutorial, "Creating a CA hierarchy".
+"""
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import BadInput, UserError
+
+KEY_TYPES = ("ec", "rsa")
+RSA_KEY_SIZE = 3072
+CA_DAYS = 3650
+LEAF_DAYS = 365
+CRL_DAYS = 180
+CLOCK_SKEW = dt.timedelta(minutes=5)
+SERIAL_BYTES = 20  # 160 random bits, shifted to 159: positive and below 2**159 in 20 DER octets
+CA_KEY_KDF_ROUNDS = 600_000  # PBKDF2-HMAC-SHA256, OWASP 2023; cryptography's default is 2048
+
+CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+CLIENT_NAME_RULE = "1-64 characters from a-z 0-9 . _ -, starting with a letter or digit"
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DNS_NAME = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+REVOCATION_REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key_compromise": x509.ReasonFlags.key_compromise,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
+    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
+}
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One CRL entry: which serial, when, and why (a key of ``REVOCATION_REASONS``)."""
+
+    serial: int
+    revoked_at: dt.datetime
+    reason: str = "unspecified"
+
+
+# --- input checks ---------------------------------------------------------------------------
+
+
+def validate_client_name(name) -> str:
+    """Return ``name`` if it is a safe client name, else raise ``BadInput`` (exit 2).
+
+    A client name becomes a directory, a file name and the certificate CN, so path separators
+    and DN syntax are out. Example: ``validate_client_name("bob") == "bob"``.
+    """
+    if not isinstance(name, str) or not CLIENT_NAME.fullmatch(name):
+        raise BadInput(f"invalid client name {_show(name)}: use {CLIENT_NAME_RULE}")
+    return name
+
+
+def validate_host_name(host) -> str:
+    """Return ``host`` if it is a safe inventory host name (a directory under ``servers/``)."""
+    if not isinstance(host, str) or not HOST_NAME.fullmatch(host):
+        raise BadInput(f"invalid host name {_show(host)}: use 1-64 characters A-Z a-z 0-9 . _ -")
+    return host
+
+
+def validate_revocation_reason(reason: str) -> str:
+    """Return ``reason`` if it is one of ``REVOCATION_REASONS``, else raise ``BadInput``."""
+    if reason not in REVOCATION_REASONS:
+        raise BadInput(
+            f"unknown revocation reason {_show(reason)}: use one of {', '.join(REVOCATION_REASONS)}"
+        )
+    return reason
+
+
+def validate_key_type(key_type: str) -> str:
+    """Return ``key_type`` if it is ``ec`` or ``rsa``, else raise ``BadInput``."""
+    if key_type not in KEY_TYPES:
+        raise BadInput(f"unknown key type {_show(key_type)}: use ec (P-256) or rsa (3072 bits)")
+    return key_type
+
+
+def parse_names(text: str, source: str = "names file") -> list[str]:
+    """Client names from a names file: one a line, blank lines and ``#`` comments skipped.
+
+    Every line is checked before anything is issued; duplicates are kept once, in order.
+    Example: ``parse_names("bob\\n# team\\nalice\\n") == ["bob", "alice"]``.
+    """
+    names, seen = [], set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        try:
+            validate_client_name(name)
+        except BadInput as error:
+            raise BadInput(f"{source} line {number}: {error}") from None
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate_email(email: str | None) -> None:
+    """Raise ``BadInput`` unless ``email`` is ``None`` or looks like ``bob@example.com``."""
+    if email is not None and not EMAIL.fullmatch(email):
+        raise BadInput(f"invalid email {_show(email)}: expected something like bob@example.com")
+
+
+def validate_org(org: str | None) -> None:
+    """Raise ``BadInput`` unless ``org`` is ``None`` or 1-64 printable characters."""
+    if org is not None and not (0 < len(org) <= 64 and org.isprintable()):
+        raise BadInput(f"invalid organisation {_show(org)}: use 1-64 printable characters")
+
+
+def validate_days(days: int) -> None:
+    """Raise ``BadInput`` unless ``days`` is a whole number of days, at least 1."""
+    if not isinstance(days, int) or days < 1:
+        raise BadInput(
+            f"invalid validity {_show(days)} days: use a whole number of days, at least 1"
+        )
+
+
+# --- keys and serials -----------------------------------------------------------------------
+
+
+def generate_key(key_type: str = "ec"):
+    """A new private key: ECDSA P-256 (``ec``, default) or RSA 3072 (``rsa``)."""
+    if validate_key_type(key_type) == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_SIZE)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_type_of(key) -> str:
+    """``ec`` or ``rsa`` for a private or public key."""
+    return "rsa" if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) else "ec"
+
+
+def new_serial(is_taken: Callable[[int], bool] = lambda serial: False, randbytes=None) -> int:
+    """A fresh serial: 159 bits from the OS CSPRNG, positive, below 2**159, not ``is_taken``.
+
+    ``randbytes`` defaults to ``os.urandom``. Example: ``new_serial(lambda s: index.has(s))``.
+    """
+    while True:
+        serial = int.from_bytes((randbytes or os.urandom)(SERIAL_BYTES), "big") >> 1
+        if serial > 0 and not is_taken(serial):
+            return serial
+
+
+def serial_hex(serial: int) -> str:
+    """Upper-case hex with an even number of digits, as ``openssl x509 -serial`` prints it."""
+    text = f"{serial:X}"
+    return text if len(text) % 2 == 0 else "0" + text
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint of a certificate, lower-case hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def make_ca(
+    key,
+    common_name: str,
+    now: dt.datetime,
+    days: int = CA_DAYS,
+    org: str | None = None,
+    serial: int | None = None,
+):
+    """A self-signed CA certificate: CA:TRUE pathlen:0, keyCertSign + cRLSign, SKI; 10 years.
+
+    Example: ``make_ca(generate_key(), "Example API client CA", now)``.
+    """
+    validate_days(days)
+    name = _name(common_name, org)
+    serial = serial or new_serial()
+    builder = _builder(name, name, key.public_key(), serial, now, now + dt.timedelta(days=days))
+    builder = (
+        builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return builder.sign(key, hashes.SHA256())
+
+
+def issue_client_cert(
+    ca_cert,
+    ca_key,
+    public_key,
+    name: str,
+    serial: int,
+    now: dt.datetime,
+    days: int = LEAF_DAYS,
+    org: str | None = None,
+    email: str | None = None,
+):
+    """A client certificate for ``name`` (CN), clientAuth, signed by the client CA.
+
+    ``email`` becomes an rfc822Name subjectAltName. Example:
+    ``issue_client_cert(ca, ca_key, key.public_key(), "bob", new_serial(), now)``.
+    """
+    validate_client_name(name)
+    validate_org(org)
+    validate_email(email)
+    builder = _leaf_builder(ca_cert, public_key, _name(name, org), serial, now, days)
+    builder = builder.add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+    )
+    if email:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def issue_server_cert(
+    ca_cert,
+    ca_key,
+    public_key,
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str],
+    serial: int,
+    now: dt.datetime,
+    days: int = LEAF_DAYS,
+):
+    """A server certificate, serverAuth, with every DNS name and IP address in its SAN.
+
+    The CN is the first DNS name (one of the SAN names); with IP addresses only, the subject is
+    empty and the SAN critical, as RFC 5280 asks. Example:
+    ``issue_server_cert(ca, ca_key, key.public_key(), ["api1.example.com"], [], serial, now)``.
+    """
+    dns, ips = server_names(dns_names, ip_addresses)
+    subject = _name(dns[0]) if dns else x509.Name([])
+    alt_names = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ip) for ip in ips]
+    builder = _leaf_builder(ca_cert, public_key, subject, serial, now, days)
+    builder = builder.add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+    )
+    builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=not dns)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def server_names(dns_names: Iterable[str], ip_addresses: Iterable[str]):
+    """The checked, de-duplicated (DNS names, IP addresses) of a server certificate."""
+    dns = list(dict.fromkeys(n.lower().rstrip(".") for n in dns_names))
+    for n in dns:
+        if not DNS_NAME.fullmatch(n) or len(n) > 253:
+            raise BadInput(f"invalid DNS name {_show(n)} for a server certificate")
+    ips = []
+    for text in dict.fromkeys(ip_addresses):
+        try:
+            ips.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise BadInput(f"invalid IP address {_show(text)} for a server certificate") from None
+    if not dns and not ips:
+        raise BadInput("a server certificate needs at least one DNS name or IP address")
+    return dns, ips
+
+
+def san_names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
+    """The (DNS names, IP addresses as text) in a certificate's subjectAltName."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return set(san.get_values_for_type(x509.DNSName)), {
+        str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _leaf_builder(
+    ca_cert, public_key, subject: x509.Name, serial: int, now: dt.datetime, days: int
+):
+    validate_days(days)
+    check_ca_usable(ca_cert, now)
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = _builder(subject, ca_cert.subject, public_key, serial, now, not_after)
+    return (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(encipherment=key_type_of(public_key) == "rsa"), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+
+
+def _builder(subject, issuer, public_key, serial, now, not_after):
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+    )
+
+
+def _name(common_name: str, org: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attributes)
+
+
+def _key_usage(cert_sign=False, encipherment=False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def check_ca_usable(ca_cert: x509.Certificate, now: dt.datetime) -> None:
+    """Raise ``UserError`` if the CA cannot sign at ``now``, saying how long ago it expired."""
+    label = ca_cert.subject.rfc4514_string()
+    if now > ca_cert.not_valid_after_utc:
+        ago = human_duration(now - ca_cert.not_valid_after_utc)
+        raise UserError(
+            f"the CA {label} expired {ago} ago ({ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC) "
+            "and refuses to sign: create a new PKI with `inv pki.init` in an empty directory"
+        )
+    if now < ca_cert.not_valid_before_utc:
+        raise UserError(
+            f"the CA {label} is not valid before {ca_cert.not_valid_before_utc}: check the clock"
+        )
+
+
+def human_duration(delta: dt.timedelta) -> str:
+    """``timedelta(days=3, hours=2)`` -> ``"3 days"``; the largest whole unit, for messages."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+# --- CRL and CSR ----------------------------------------------------------------------------
+
+
+def sign_crl(
+    ca_cert,
+    ca_key,
+    revoked: Iterable[Revocation],
+    number: int,
+    now: dt.datetime,
+    days: int = CRL_DAYS,
+) -> x509.CertificateRevocationList:
+    """A v2 CRL from the client CA: CRL number ``number``, AKI, one entry per revocation.
+
+    thisUpdate is back-dated 5 minutes for clock skew; nextUpdate is ``days`` after ``now``. The
+    reason code is recorded except for ``unspecified`` (RFC 5280 5.3.1: omit it rather than use 0).
+    """
+    validate_days(days)
+    check_ca_usable(ca_cert, now)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - CLOCK_SKEW)
+        .next_update(now + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(_revoked_certificate(entry))
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _revoked_certificate(entry: Revocation) -> x509.RevokedCertificate:
+    builder = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(entry.serial)
+        .revocation_date(entry.revoked_at)
+    )
+    if entry.reason != "unspecified":
+        builder = builder.add_extension(
+            x509.CRLReason(REVOCATION_REASONS[entry.reason]), critical=False
+        )
+    return builder.build()
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    """The CRL number extension of ``crl``."""
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def check_csr(csr: x509.CertificateSigningRequest, expected_name: str):
+    """Return the CSR's public key if it is fit for client ``expected_name``, else ``BadInput``.
+
+    Fit means: the signature verifies, the subject is exactly ``CN=<expected_name>``, and the key
+    is ECDSA P-256/P-384 or RSA of at least 3072 bits. Extensions the CSR asks for are ignored:
+    the profile decides them.
+    """
+    validate_client_name(expected_name)
+    if not csr.is_signature_valid:
+        raise BadInput("the CSR's signature does not verify: regenerate it with its own key")
+    attributes = list(csr.subject)
+    if (
+        len(attributes) != 1
+        or attributes[0].oid != NameOID.COMMON_NAME
+        or attributes[0].value != expected_name
+    ):
+        raise BadInput(
+            f"the CSR's subject is {csr.subject.rfc4514_string()!r}: "
+            f"it must be exactly CN={expected_name}"
+        )
+    return _check_public_key(csr.public_key())
+
+
+def _check_public_key(public_key):
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in (
+        "secp256r1",
+        "secp384r1",
+    ):
+        return public_key
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= RSA_KEY_SIZE:
+        return public_key
+    raise BadInput(
+        "the CSR's key is not allowed: use ECDSA P-256/P-384 or RSA with at least 3072 bits"
+    )
+
+
+# --- key files ------------------------------------------------------------------------------
+
+
+def private_key_pem(key) -> bytes:
+    """An unencrypted PKCS#8 PEM (the leaf keys nginx and curl read)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def encrypted_private_key_pem(key, passphrase: bytes, rounds: int | None = None) -> bytes:
+    """PKCS#8 ``ENCRYPTED PRIVATE KEY``: PBES2, PBKDF2-HMAC-SHA256 ``rounds``, AES-256-CBC.
+
+    cryptography's ``BestAvailableEncryption`` uses 2048 PBKDF2 rounds, cheap to brute-force for
+    a human passphrase; this is the same format (openssl and ``load_pem_private_key`` read it)
+    with a real work factor (``rounds`` defaults to ``CA_KEY_KDF_ROUNDS``).
+    """
+    rounds = rounds or CA_KEY_KDF_ROUNDS
+    salt, iv = os.urandom(16), os.urandom(16)
+    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, rounds).derive(passphrase)
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(_pkcs8_der(key)) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
+    encrypted = encryptor.update(plain) + encryptor.finalize()
+    der = _der_sequence(_pbes2_algorithm(salt, rounds, iv), _der(0x04, encrypted))
+    return _pem("ENCRYPTED PRIVATE KEY", der)
+
+
+def load_private_key(pem: bytes, passphrase: bytes | None):
+    """Load a PEM private key: ``ValueError`` on a wrong passphrase, ``TypeError`` on none."""
+    return serialization.load_pem_private_key(pem, passphrase)
+
+
+def _pkcs8_der(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+_OID_PBES2 = bytes.fromhex("06092a864886f70d01050d")
+_OID_PBKDF2 = bytes.fromhex("06092a864886f70d01050c")
+_OID_HMAC_SHA256 = bytes.fromhex("06082a864886f70d0209")
+_OID_AES256_CBC = bytes.fromhex("060960864801650304012a")
+_DER_NULL = bytes.fromhex("0500")
+
+
+def _pbes2_algorithm(salt: bytes, rounds: int, iv: bytes) -> bytes:
+    prf = _der_sequence(_OID_HMAC_SHA256, _DER_NULL)
+    kdf_params = _der_sequence(_der(0x04, salt), _der_integer(rounds), _der_integer(32), prf)
+    kdf = _der_sequence(_OID_PBKDF2, kdf_params)
+    cipher = _der_sequence(_OID_AES256_CBC, _der(0x04, iv))
+    return _der_sequence(_OID_PBES2, _der_sequence(kdf, cipher))
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _der_sequence(*parts: bytes) -> bytes:
+    return _der(0x30, b"".join(parts))
+
+
+def _der_integer(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join(
+        [f"-----BEGIN {label}-----".encode(), *lines, f"-----END {label}-----".encode(), b""]
+    )
