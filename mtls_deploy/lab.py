@@ -15,6 +15,7 @@ Needs root, ``systemd-nspawn`` and ``debootstrap``. The base lives in ``/var/cac
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -331,9 +332,16 @@ def atomic_write(path: Path, content: bytes, mode: int, owner: tuple[int, int] |
 # --- the base and each host's root ---------------------------------------------------------------
 
 
+def base_name() -> str:
+    """``base-bookworm-1a2b3c4d``: a change to the package list builds a new base, never
+    reusing a stale one."""
+    digest = hashlib.sha256(" ".join(debootstrap_command(Path("/"))).encode()).hexdigest()
+    return f"base-{SUITE}-{digest[:8]}"
+
+
 def ensure_base(progress: Progress) -> Path:
     """The cached Debian base root filesystem, built once with debootstrap (about a minute)."""
-    base = cache_dir() / f"base-{SUITE}"
+    base = cache_dir() / base_name()
     if base.is_dir():
         return base
     with _locked(cache_dir() / "base.lock"):

@@ -1,0 +1,382 @@
+"""mtls-deploy: the front door. Each task parses its flags, calls the engine, prints, exits.
+
+    inv lab.up                  # throwaway Debian 12 "VPSes" on this machine
+    inv pki.init                # client CA + server CA in pki/
+    inv provision --host api1   # nginx mTLS site + FastCGI backend, idempotent
+    inv issue-client --name bob # client certificate, delivered to the consumer
+    inv smoke-test              # curl from the remote machines: who gets in
+"""
+
+from invoke import Collection
+
+from mtls_deploy.cli import print_json, raise_on_failure, split_names, task
+
+# --- inventory -------------------------------------------------------------------------------
+
+
+@task(help={"host": "show one host's merged variables and where each came from",
+            "json": "print one JSON document"})
+def inventory(c, host=None, json=False):
+    """List hosts by group, or one host's variables with their source. Ex: inv inventory --host api1"""
+    from mtls_deploy import inventory as inv
+
+    loaded = inv.load()
+    report = inv.host_report(loaded.host(host)) if host else inv.groups_report(loaded)
+    if json:
+        return print_json(report)
+    for name, value in report.items():
+        print(f"{name} = {value['value']!r}  ({value['source']})" if host else f"{name}: {', '.join(value)}")
+
+# --- hosts -----------------------------------------------------------------------------------
+
+
+@task(help={"host": "host(s) to trust, comma-separated"})
+def hosts_trust(c, host):
+    """Record a host's SSH key in the known_hosts file, after printing its fingerprint."""
+    from mtls_deploy.connection import SshTarget, trust_host
+    from mtls_deploy.inventory import load
+
+    loaded = load()
+    for name in split_names(host):
+        line, changed = trust_host(SshTarget.from_vars(name, loaded.host(name).vars))
+        print(f"{'trusted' if changed else 'already trusted'}: {name} {line}")
+
+
+@task(help={"host": "hosts, comma-separated (default: all)", "group": "a group of hosts",
+            "command": "the shell command to run", "sudo": "run it as root"})
+def hosts_run(c, command, host=None, group=None, sudo=False):
+    """Run a command on hosts over SSH, in parallel. Ex: inv hosts.run --command 'uname -r'"""
+    from mtls_deploy.hosts import run_command
+
+    raise_on_failure(run_command(split_names(host), group, command, sudo))
+
+# --- lab -------------------------------------------------------------------------------------
+
+LAB_HOSTS_HELP = {"hosts": "lab hosts, comma-separated (default: every host in the inventory)"}
+
+
+def lab_hosts(names):
+    """The inventory's lab hosts (all when ``names`` is empty) as ``LabHost``s."""
+    from mtls_deploy import lab
+    from mtls_deploy.inventory import load
+
+    return lab.hosts_from_inventory(load().select(names))
+
+
+@task(help=LAB_HOSTS_HELP)
+def lab_up(c, hosts=None):
+    """Boot the lab hosts, building the Debian 12 base on first use; idempotent. Ex: inv lab.up"""
+    from mtls_deploy import lab
+
+    for name, outcome in lab.up(lab_hosts(split_names(hosts)), progress=print).items():
+        print(f"{name}: {outcome}")
+
+
+@task(help=LAB_HOSTS_HELP)
+def lab_down(c, hosts=None):
+    """Stop the lab's containers and leave nothing running. Ex: inv lab.down --hosts bob"""
+    from mtls_deploy import lab
+
+    for name, outcome in lab.down(lab_hosts(split_names(hosts))).items():
+        print(f"{name}: {outcome}")
+
+
+@task(help=LAB_HOSTS_HELP)
+def lab_status(c, hosts=None):
+    """Show each lab host: running/stopped/absent, nspawn pid, SSH address. Ex: inv lab.status"""
+    from mtls_deploy import lab
+
+    statuses = lab.status(lab_hosts(split_names(hosts)))
+    print(f"{'host':<12} {'state':<8} {'pid':>7}  ssh")
+    for s in statuses:
+        print(f"{s.name:<12} {s.state:<8} {s.pid or '-':>7}  {s.address}:{s.ssh_port}")
+
+
+@task(help=LAB_HOSTS_HELP)
+def lab_reset(c, hosts=None):
+    """Throw hosts away, boot fresh copies of the base: new VPSes. Ex: inv lab.reset --hosts api1"""
+    from mtls_deploy import lab
+
+    for name, outcome in lab.reset(lab_hosts(split_names(hosts)), progress=print).items():
+        print(f"{name}: reset, {outcome}")
+
+
+# --- pki -------------------------------------------------------------------------------------
+
+P12_HELP = {"p12": "also write <name>.p12 (default; --no-p12 to skip)",
+            "p12_legacy": "3DES/SHA-1 .p12 for macOS keychains and older Windows"}
+
+
+@task(help={"key_type": "ec (P-256, default) or rsa (3072 bits)",
+            "name": "name in the CAs' subjects"})
+def pki_init(c, key_type="ec", name="Example API"):
+    """Create the client CA and the server CA (keys encrypted); refuses to overwrite a PKI.
+
+    Passphrase from MTLS_DEPLOY_CA_PASSPHRASE, else a prompt. Ex: inv pki.init --key-type rsa
+    """
+    from mtls_deploy.pki_store import PkiStore
+
+    store = PkiStore()
+    store.init(name=name, key_type=key_type)
+    print(f"created {store.path}: client CA and server CA ({key_type}), crl.pem valid until "
+          f"{store.crl_next_update():%Y-%m-%d}")
+
+
+@task(help={"days": "days until nextUpdate (default 180)",
+            "push": "then push it to every host of group api (nginx -t, reload)"})
+def pki_crl(c, days=180, push=False):
+    """Re-sign the CRL with a fresh thisUpdate/nextUpdate (an expired CRL locks out every client).
+
+    Ex: inv pki.crl --push
+    """
+    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.rollout import push_crl
+
+    store = PkiStore.open()
+    store.refresh_crl(days=days)
+    print(f"crl.pem re-signed: valid until {store.crl_next_update():%Y-%m-%d %H:%M} UTC")
+    if push:
+        raise_on_failure(push_crl(store))
+
+
+@task(help={"json": "print one JSON document", "all": "include replaced server certificates"})
+def pki_list(c, json=False, all=False):
+    """Every certificate: name, kind, serial, not_after, days left, status. Ex: inv pki.list"""
+    from mtls_deploy.pki_store import PkiStore
+
+    store = PkiStore.open()
+    records = store.list(include_replaced=all)
+    if json:
+        return print_json({"certificates": [r.to_dict() for r in records],
+                           "crl_next_update": store.crl_next_update().isoformat()})
+    print(f"{'name':<24} {'kind':<9} {'serial':<40} {'not_after':<10} {'days':>5}  status")
+    for r in records:
+        print(f"{r.name:<24} {r.kind:<9} {r.serial_hex:<40} {r.not_after:%Y-%m-%d} "
+              f"{r.days_left:>5}  {r.status}")
+    _warn_crl_expiry(store)
+
+
+@task(help={"name": "client name (a-z 0-9 . _ -)",
+            "names_file": "bulk: a file with one client name a line",
+            "days": "validity in days (default 365)", "org": "organisation (O=) in the subject",
+            "email": "email address for the subjectAltName",
+            "reissue": "replace a valid certificate (the old one is revoked as superseded)",
+            "deliver": "deliver each bundle to its consumer host over SFTP (default; --no-deliver)",
+            "csr": "make the key on the consumer host; only the CSR and certificate travel",
+            **P12_HELP})
+def issue_client(c, name=None, names_file=None, days=365, org=None, email=None, reissue=False,
+                 p12=True, p12_legacy=False, deliver=True, csr=False):
+    """Issue client keys and certificates; write each bundle to dist/<name>/ and deliver it.
+
+    Ex: inv issue-client --name bob  |  inv issue-client --name bob --csr
+    """
+    from mtls_deploy import deliver as delivery
+    from mtls_deploy.bundle import default_dist_dir, issue_bundles
+    from mtls_deploy.pki_store import PkiStore
+
+    names = _client_names(name, names_file)
+    store = PkiStore.open()
+    crl_before = store.crl_pem()
+    if csr:
+        report = delivery.issue_with_csr(store, names, delivery.CsrOptions(days, org, email, reissue))
+    else:
+        with _progress(len(names)) as advance:
+            results = issue_bundles(store, names, days=days, org=org, email=email,
+                                    reissue=reissue, p12=p12, legacy=p12_legacy, on_result=advance)
+        _report_issued(results)
+        report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=deliver)
+    _delivered(report, store, crl_before)
+
+
+@task(help={"name": "client name", "reason": "key_compromise, superseded, cessation_of_operation, "
+            "affiliation_changed or unspecified (default)",
+            "push": "push the CRL to every host of group api (default; --no-push to skip)"})
+def revoke_client(c, name, reason="unspecified", push=True):
+    """Revoke a client's certificate, re-sign the CRL and push it to every API host.
+
+    Hosts in parallel, each: CRL, nginx -t, reload. Ex: inv revoke-client --name bob
+    """
+    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.rollout import push_crl
+
+    store = PkiStore.open()
+    if store.client_status(name) == "revoked":
+        print(f"{name}: already revoked")
+    else:
+        serial = store.revoke_client(name, reason)
+        print(f"{name}: revoked serial {serial} ({reason}); crl.pem re-signed")
+    if push:
+        raise_on_failure(push_crl(store))
+
+
+@task(help={"name": "client name", **P12_HELP})
+def renew_client(c, name, p12=True, p12_legacy=False):
+    """A new key and certificate for a client; the old one is revoked as superseded.
+
+    Ex: inv renew-client --name bob
+    """
+    from mtls_deploy.bundle import write_client_bundle
+    from mtls_deploy.pki_store import PkiStore
+
+    store = PkiStore.open()
+    result = store.renew_client(name)
+    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
+    print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
+
+
+def _client_names(name, names_file):
+    """Names from --name or --names-file (exactly one), all checked before anything is issued."""
+    from pathlib import Path
+
+    from mtls_deploy.errors import BadInput
+    from mtls_deploy.pki import parse_names, validate_client_name
+
+    if bool(name is not None) == bool(names_file):
+        raise BadInput("give either --name NAME or --names-file FILE")
+    if name is not None:
+        return [validate_client_name(name)]
+    try:
+        return parse_names(Path(names_file).read_text(), names_file)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise BadInput(f"cannot read {names_file}: {reason}") from None
+
+
+def _progress(total):
+    """A rich progress bar on a terminal for bulk issuance; yields the per-client callback."""
+    import contextlib
+    import sys
+
+    from rich.progress import Progress
+
+    if total < 2 or not sys.stdout.isatty():
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(transient=True) as progress:
+            job = progress.add_task("issuing", total=total)
+            yield lambda _result: progress.advance(job)
+
+    return bar()
+
+
+def _report_issued(results):
+    """One line per client, or a summary for bulk runs; the bundle path is the delivery seam."""
+    if len(results) <= 20:
+        for r in results:
+            print(f"{r.issue.name}: {r.issue.reason}; bundle {r.bundle_dir}/")
+        return
+    issued = sum(r.issue.changed for r in results)
+    print(f"{len(results)} clients: {issued} issued, {len(results) - issued} unchanged; "
+          f"bundles in {results[0].bundle_dir.parent}/")
+
+
+def _delivered(report, store, crl_before):
+    """Print where each bundle went (or why it stayed in dist/); push the CRL when a --reissue
+    superseded a certificate; exit 2 if a delivery or a push failed."""
+    from mtls_deploy.bundle import default_dist_dir
+    from mtls_deploy.deliver import print_deliveries
+    from mtls_deploy.rollout import push_crl
+    from mtls_deploy.runner import GroupResult
+
+    print_deliveries(report, default_dist_dir())
+    pushed = push_crl(store) if store.crl_pem() != crl_before else GroupResult([])
+    raise_on_failure(GroupResult(report.group.results + pushed.results))
+
+
+def _warn_crl_expiry(store):
+    """Warn when crl.pem expires within 30 days: nginx would then reject every client."""
+    from datetime import UTC, datetime
+
+    left = store.crl_next_update() - datetime.now(UTC)
+    if left.days < 30:
+        state = f"expires in {left.days} days" if left.total_seconds() > 0 else "has EXPIRED"
+        print(f"warning: crl.pem {state}: run `inv pki.crl`, then `inv provision`")
+
+
+# --- provision -------------------------------------------------------------------------------
+
+
+@task(help={"host": "hosts, comma-separated", "group": "a group of hosts (default: api)",
+            "check": "change nothing; report what would change", "diff": "show file diffs",
+            "serial": "provision N hosts at a time, stop after a failed batch",
+            "json": "print one JSON document", "backend": "override the backend: php or python"})
+def provision(c, host=None, group=None, check=False, diff=False, serial=0, json=False, backend=None):
+    """Make API hosts match their roles: TLS files, nginx mTLS site, FastCGI backend.
+
+    Ex: inv provision --host api1 --check --diff
+    """
+    from mtls_deploy.hosts import provision_hosts
+
+    extra = {"backend": backend} if backend else {}
+    group_result = provision_hosts(split_names(host), group, check, diff, serial or None, json, extra)
+    raise_on_failure(group_result)
+
+# --- smoke test ------------------------------------------------------------------------------
+
+
+@task(help={"host": "API hosts, comma-separated (default: group api)",
+            "from": "consumer hosts to curl from, comma-separated (default: group consumers)",
+            "json": "print one JSON document"})
+def smoke_test(c, host=None, from_=None, json=False):
+    """curl from the consumers and the API hosts: who gets in; and each host's CRL.
+
+    Bundles, no/revoked/foreign/expired certificates, spoofed identity headers, old TLS, the
+    server certificate. Exit 1 on any failure. Ex: inv smoke-test --host api1 --from bob
+    """
+    from invoke import Exit
+
+    from mtls_deploy.smoke import print_report, run_smoke
+
+    report = run_smoke(split_names(host), split_names(from_))
+    print_report(report, as_json=json)
+    if report.failed:
+        raise Exit(code=1)
+
+# --- bench -----------------------------------------------------------------------------------
+
+
+@task(help={"only": "benchmarks, comma-separated: provision-noop, fleet, provision-fresh, "
+            "mtls-handshakes, api-throughput, pki-bulk (default: all)",
+            "quick": "a short variant of each, written to bench/results/quick.tmp/",
+            "results": "directory for the JSON files (default bench/results/)"})
+def bench(c, only=None, quick=False, results=None):
+    """Run the benchmarks on lab hosts fleet1..8; print a table each, write <name>.json.
+
+    Ex: inv bench --only provision-noop,fleet  |  inv bench --quick
+    """
+    from invoke import Exit
+
+    from bench.run import run_benchmarks
+
+    failed = run_benchmarks(split_names(only), quick, results)
+    if failed:
+        raise Exit(f"failed: {', '.join(failed)}", code=1)
+
+# --- namespace -------------------------------------------------------------------------------
+
+ns = Collection()
+ns.configure({"run": {"echo": False}})
+ns.add_task(inventory)
+ns.add_task(provision)
+ns.add_task(bench)
+hosts = Collection("hosts")
+hosts.add_task(hosts_trust, "trust")
+hosts.add_task(hosts_run, "run")
+ns.add_collection(hosts)
+lab_ns = Collection("lab")
+lab_ns.add_task(lab_up, "up")
+lab_ns.add_task(lab_down, "down")
+lab_ns.add_task(lab_status, "status")
+lab_ns.add_task(lab_reset, "reset")
+ns.add_collection(lab_ns)
+pki = Collection("pki")
+pki.add_task(pki_init, "init")
+pki.add_task(pki_crl, "crl")
+pki.add_task(pki_list, "list")
+ns.add_collection(pki)
+ns.add_task(issue_client)
+ns.add_task(revoke_client)
+ns.add_task(renew_client)
+ns.add_task(smoke_test)
