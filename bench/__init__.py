@@ -1,0 +1,1 @@
+"""mtls-deploy's benchmarks: ``inv bench [--only NAME] [--quick]``; see bench/README.md."""

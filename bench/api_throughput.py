@@ -1,0 +1,147 @@
+"""api-throughput: requests per second and p50/p99 latency on keep-alive mTLS connections.
+
+Three targets on the same TLS setup (same nginx site, same client-certificate check, same
+access log): ``/whoami`` through PHP-FPM (fleet1), ``/whoami`` through uWSGI (fleet2), and
+``/ceiling``, nginx answering 200 by itself (the ceiling, on fleet1). The load tool is
+ApacheBench (``ab`` from Debian's apache2-utils): it sends a client certificate (``-E``),
+keeps connections alive (``-k``), and stops at a request count or a time limit, whichever
+comes first. h2load and wrk have no client-certificate option.
+
+Each target runs at 1 connection (latency) and at 8 (throughput) for ``-t`` seconds (15; 2
+with ``--quick``), after a short warm-up. Beside each figure: the CPU the host's nginx and
+backend used per request, and ab's own CPU share (ab is one thread: near 1.0 means the client
+is the limit, which is what caps the ceiling row on a 2-core machine that runs both sides).
+After the runs, the resident memory of nginx plus the backend on each host (the sum of their
+processes' RSS, and PSS, which counts shared pages once) must fit the tutorial's 256 MB VPS
+with room to spare: the goal is at most half of it, 128 MB.
+"""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .common import goal, print_goals, print_table, run_process
+from .world import Bundle, host_processes, https_port, lab_cpu_seconds, memory_kb, server_name
+
+NAME = "api-throughput"
+TARGETS = {  # name: (host, path, the host's server processes)
+    "php /whoami": ("fleet1", "/whoami", ("nginx", "php-fpm")),
+    "python /whoami": ("fleet2", "/whoami", ("nginx", "uwsgi")),
+    "nginx return 200 (ceiling)": ("fleet1", "/ceiling", ("nginx",)),
+}
+HOSTS = ["fleet1", "fleet2"]
+BACKENDS = {"fleet1": ("nginx", "php-fpm"), "fleet2": ("nginx", "uwsgi")}
+CONCURRENCY = (1, 8)
+MAX_REQUESTS = 200_000
+VPS_MB, GOAL_MB = 256, 128
+
+
+def run(world, quick: bool) -> dict:
+    """Measure; print the table; return the report for bench/results/api-throughput.json."""
+    seconds = 2 if quick else 15
+    with tempfile.TemporaryDirectory() as scratch:
+        pem = client_pem(world.bundle, Path(scratch))
+        for host, path, _ in TARGETS.values():  # warm-up: workers spawned, caches filled
+            load(host, path, pem, 1, 1, Path(scratch))
+        figures = {
+            f"{name} c={c}": load(host, path, pem, c, seconds, Path(scratch), comms)
+            for name, (host, path, comms) in TARGETS.items()
+            for c in CONCURRENCY
+        }
+    memory = {host: resident(host, BACKENDS[host]) for host in HOSTS}
+    worst = max(m["rss_mb"] for m in memory.values())
+    goals = [goal("nginx + backend RSS after the run, MB (256 MB VPS)", worst, GOAL_MB)]
+    show(figures, memory, goals, seconds)
+    return {"quick": quick, "seconds": seconds, "tool": ab_version(), "figures": figures,
+            "memory": memory, "goals": goals}  # fmt: skip
+
+
+def client_pem(bundle: Bundle, folder: Path) -> Path:
+    """ab's ``-E`` wants the certificate and its key in one PEM file."""
+    path = folder / "client.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(bundle.cert.read_bytes() + bundle.key.read_bytes())
+    return path
+
+
+def load(host, path, pem, concurrency, seconds, scratch: Path, comms=("nginx",)) -> dict:
+    """One ab run against ``host``; its figures and what it cost the host's servers."""
+    csv = scratch / "percentiles.csv"
+    argv = ["ab", "-q", "-k", "-l", "-t", seconds, "-n", MAX_REQUESTS if seconds > 1 else 200,
+            "-c", concurrency, "-s", 10, "-E", pem, "-e", csv, "-H", f"Host: {server_name(host)}",
+            f"https://127.0.0.1:{https_port(host)}{path}"]  # fmt: skip
+    before = lab_cpu_seconds([host], comms)
+    done = run_process(argv, timeout=seconds + 60).check()
+    server_cpu = lab_cpu_seconds([host], comms) - before
+    figures = parse_ab(done.stdout)
+    if figures["complete"] == 0 or figures["failed"] or figures["non_2xx"]:
+        raise RuntimeError(f"ab {host}{path}: {figures}: {done.stdout[-400:]}")
+    latency = parse_percentiles(csv.read_text())
+    return {
+        "host": host, "path": path, "concurrency": concurrency, **figures, **latency,
+        "server_cpu_ms_each": round(1000 * server_cpu / figures["complete"], 4),
+        "ab_cpu_share": round(done.cpu_s / done.wall_s, 3),
+    }  # fmt: skip
+
+
+def parse_ab(text: str) -> dict:
+    """The counts and the rate from ab's report."""
+
+    def number(label: str, default=0.0) -> float:
+        match = re.search(rf"^{label}:\s+([\d.]+)", text, re.M)
+        return float(match.group(1)) if match else default
+
+    protocol = re.search(r"^SSL/TLS Protocol:\s+(\S+)", text, re.M)
+    return {
+        "complete": int(number("Complete requests")),
+        "failed": int(number("Failed requests")),
+        "non_2xx": int(number("Non-2xx responses")),
+        "keep_alive": int(number("Keep-Alive requests")),
+        "seconds": number("Time taken for tests"),
+        "requests_per_s": number("Requests per second"),
+        "tls": protocol.group(1) if protocol else None,
+    }
+
+
+def parse_percentiles(csv: str) -> dict:
+    """p50 and p99 (ms) from ab's ``-e`` file: ``Percentage served,Time in ms``."""
+    rows = dict(line.split(",") for line in csv.strip().splitlines()[1:])
+    return {"p50_ms": float(rows["50"]), "p99_ms": float(rows["99"])}
+
+
+def resident(host: str, comms: tuple[str, ...]) -> dict:
+    """RSS and PSS of nginx and the backend on ``host``, summed over their processes."""
+    procs = [p for p in host_processes([host]) if p.comm.startswith(comms)]
+    sizes = [memory_kb(p.pid) for p in procs]
+    per_service = {}
+    for proc, (rss, _) in zip(procs, sizes, strict=True):
+        name = next(c for c in comms if proc.comm.startswith(c))
+        per_service[name] = per_service.get(name, 0) + rss
+    return {
+        "processes": len(procs),
+        "rss_mb": round(sum(r for r, _ in sizes) / 1024, 1),
+        "pss_mb": round(sum(p for _, p in sizes) / 1024, 1),
+        "rss_mb_by_service": {k: round(v / 1024, 1) for k, v in per_service.items()},
+    }
+
+
+def ab_version() -> str:
+    done = run_process(["ab", "-V"])
+    return done.stdout.splitlines()[0] if done.stdout else "ab"
+
+
+def show(figures: dict, memory: dict, goals: list, seconds: int) -> None:
+    rows = [
+        [name, f["requests_per_s"], f["p50_ms"], f["p99_ms"], f["server_cpu_ms_each"],
+         f["ab_cpu_share"], f["complete"]]
+        for name, f in figures.items()
+    ]  # fmt: skip
+    print_table(f"{NAME}: ab -k, keep-alive mTLS, {seconds} s a row",
+                ["", "req/s", "p50 ms", "p99 ms", "server CPU ms", "ab CPU", "requests"], rows)  # fmt: skip
+    for host, m in memory.items():
+        parts = ", ".join(f"{k} {v} MB" for k, v in m["rss_mb_by_service"].items())
+        print(f"{host}: RSS {m['rss_mb']} MB ({parts}; {m['processes']} processes), "
+              f"PSS {m['pss_mb']} MB, of a {VPS_MB} MB VPS")  # fmt: skip
+    print_goals(goals)
