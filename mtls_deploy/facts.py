@@ -209,3 +209,53 @@ def _q(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+# --- both at once: a no-op run needs a single round trip ---------------------------------------
+
+RESOURCES_MARK = "@@resources"
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a resource-facts query covered: a path, user or unit outside it is unknown, not absent."""
+
+    paths: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    units: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, paths, users, units) -> "Watched":
+        return cls(frozenset(paths), frozenset(users), frozenset(units))
+
+    def __sub__(self, other: "Watched") -> "Watched":
+        return Watched(self.paths - other.paths, self.users - other.users, self.units - other.units)
+
+    def __or__(self, other: "Watched") -> "Watched":
+        return Watched(self.paths | other.paths, self.users | other.users, self.units | other.units)
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.users or self.units)
+
+
+def gather_script(packages: tuple[str, ...], watched: Watched) -> str:
+    """System facts, then the state of the watched paths, users and units, in one script."""
+    resources = resource_facts_script(
+        sorted(watched.paths), sorted(watched.users), sorted(watched.units)
+    )
+    return system_facts_script(packages) + f"echo {RESOURCES_MARK}\n" + resources
+
+
+def parse_gathered(output: str) -> tuple[HostFacts, ResourceFacts]:
+    """Split ``gather_script`` output into its two halves and parse each."""
+    system, _, resources = output.partition(f"{RESOURCES_MARK}\n")
+    return parse_system_facts(system), parse_resource_facts(resources)
+
+
+def merge(first: ResourceFacts, second: ResourceFacts) -> ResourceFacts:
+    """Facts from two queries over different paths, users and units."""
+    return ResourceFacts(
+        paths={**first.paths, **second.paths},
+        users=first.users | second.users,
+        units={**first.units, **second.units},
+    )

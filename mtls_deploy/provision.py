@@ -1,20 +1,25 @@
-"""Provision one host: system facts -> packages -> role resources -> facts -> plan -> apply.
+"""Provision one host: facts -> packages -> role resources -> plan -> apply.
 
-A no-op run costs one SSH connection and two round trips (system facts, resource facts).
-Check mode is the same run without the two applies.
+A no-op run costs one SSH connection and one round trip: system facts and the state of every
+managed path, user and unit are gathered by one script, whose path list comes from the roles
+run on the last run's facts (``fact_cache``). Check mode is the same run without the applies.
 """
 
 import importlib
 from dataclasses import dataclass
 
 from . import apply as applying
+from . import fact_cache
 from .connection import Remote, SshTarget
 from .facts import (
     HostFacts,
+    ResourceFacts,
+    Watched,
+    gather_script,
+    merge,
+    parse_gathered,
     parse_resource_facts,
-    parse_system_facts,
     resource_facts_script,
-    system_facts_script,
 )
 from .operations import Step, plan, plan_packages, secret_summary, unified_diff, watched
 from .resources import File, Handler, Packages
@@ -55,68 +60,82 @@ def provision_host(host, options: RunOptions = RunOptions()) -> HostResult:
     roles = load_roles(role_names(v))
     if roles and "api" in v.get("group_names", []):
         require(host, "server_name", "https_port")
-    with Remote(SshTarget.from_vars(host.name, v)) as remote:
-        facts, package_steps = _packages(remote, roles, v, options)
-        if any(s.status == "failed" for s in package_steps):
-            return HostResult(host.name, package_steps, data=_counters(remote))
-        if options.check and any(s.changed for s in package_steps):
-            note = Step(
-                "note", "later steps", "skipped", "they depend on packages not yet installed"
-            )
-            return HostResult(host.name, package_steps + [note], data=_counters(remote))
-        steps = _converge(remote, roles, v, facts, options)
-        return HostResult(host.name, package_steps + steps, data=_counters(remote))
+    target = SshTarget.from_vars(host.name, v)
+    cache = fact_cache.cache_file(host.name, target.address, target.port)
+    with Remote(target) as remote:
+        run = HostRun(remote, roles, v, options)
+        steps = run.converge(fact_cache.load(cache))
+        if run.facts is not None:
+            fact_cache.save(cache, run.facts)
+        return HostResult(host.name, steps, data={"ssh_channels": remote.channels})
 
 
-def gather_system_facts(remote: Remote, packages: tuple[str, ...] = ()) -> HostFacts:
-    """OS, init, installed versions and package-list age, in one round trip."""
-    result = remote.run_script(system_facts_script(packages), check=True)
-    return parse_system_facts(result.stdout)
+class HostRun:
+    """One host's run: gather (one round trip when the guess is right), packages, plan, apply."""
 
+    def __init__(self, remote: Remote, roles: list, v: dict, options: RunOptions):
+        self.remote, self.roles, self.v, self.options = remote, roles, v, options
+        self.packages = [r for r in self.resources(HostFacts()) if isinstance(r, Packages)]
+        self.facts: HostFacts | None = None
 
-def _packages(remote: Remote, roles: list, v: dict, options: RunOptions):
-    wanted = _package_resources(roles, v)
-    names = tuple(name for p in wanted for name in p.names)
-    facts = gather_system_facts(remote, names)
-    steps = [plan_packages(p, facts) for p in wanted]
-    if options.check or not any(s.changed for s in steps):
-        return facts, steps
-    script = "set -e\n" + "\n".join(c for s in steps if s.changed for c in s.commands) + "\n"
-    result = remote.run_script(script, sudo=True, timeout=1800)
-    if not result.ok:
-        for step in steps:
+    def resources(self, facts: HostFacts) -> list:
+        return [r for role in self.roles for r in role.resources(self.v, facts)]
+
+    def converge(self, guess: HostFacts | None) -> list[Step]:
+        actual, covered = self.gather(guess)
+        package_steps = [plan_packages(p, self.facts) for p in self.packages]
+        if any(s.changed for s in package_steps):
+            if self.options.check:
+                note = Step(
+                    "note", "later steps", "skipped", "they depend on packages not yet installed"
+                )
+                return package_steps + [note]
+            if not self.install(package_steps):
+                return package_steps
+            actual, covered = self.gather(self.facts)
+        return package_steps + self.apply(actual, covered)
+
+    def gather(self, guess: HostFacts | None) -> tuple[ResourceFacts, Watched]:
+        """System facts, and the state of what the roles want given ``guess``, in one trip."""
+        covered = Watched.of(*watched(self.resources(guess))) if guess else Watched()
+        names = tuple(name for p in self.packages for name in p.names)
+        result = self.remote.run_script(gather_script(names, covered), sudo=True, check=True)
+        self.facts, actual = parse_gathered(result.stdout)
+        return actual, covered
+
+    def install(self, steps: list[Step]) -> bool:
+        """apt-get for the missing packages; on failure mark the steps failed with apt's words."""
+        script = "set -e\n" + "\n".join(c for s in steps if s.changed for c in s.commands) + "\n"
+        result = self.remote.run_script(script, sudo=True, timeout=1800)
+        for step in steps if not result.ok else []:
             if step.changed:
                 step.status, step.reason = "failed", _last_line(result.stderr) or "apt-get failed"
-        return facts, steps
-    return gather_system_facts(remote, names), steps
+        return result.ok
 
-
-def _package_resources(roles: list, v: dict) -> list[Packages]:
-    """Packages don't depend on versions, so ask roles with empty facts."""
-    empty = HostFacts()
-    return [r for role in roles for r in _role_resources(role, v, empty) if isinstance(r, Packages)]
-
-
-def _role_resources(role, v: dict, facts: HostFacts) -> list:
-    return list(role.resources(v, facts))
-
-
-def _converge(remote: Remote, roles: list, v: dict, facts: HostFacts, options: RunOptions):
-    resources = [
-        r for role in roles for r in _role_resources(role, v, facts) if not isinstance(r, Packages)
-    ]
-    handlers = ENGINE_HANDLERS + [h for role in roles for h in role.handlers(v, facts)]
-    actual = parse_resource_facts(
-        remote.run_script(resource_facts_script(*watched(resources)), sudo=True, check=True).stdout
-    )
-    steps = plan(resources, actual)
-    if options.diff:
-        _attach_diffs(remote, steps)
-    if options.check or not any(s.changed for s in steps):
-        return steps
-    result = remote.run_script(applying.build_script(steps, handlers), sudo=True, timeout=600)
-    outcome = applying.parse_outcome(result.stdout, result.stderr)
-    return applying.settle(steps, outcome, result.exit_status)
+    def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
+        resources = [r for r in self.resources(self.facts) if not isinstance(r, Packages)]
+        missing = Watched.of(*watched(resources)) - covered
+        if missing:  # the guess missed some: one more round trip for just those
+            script = resource_facts_script(
+                sorted(missing.paths), sorted(missing.users), sorted(missing.units)
+            )
+            actual = merge(
+                actual,
+                parse_resource_facts(self.remote.run_script(script, sudo=True, check=True).stdout),
+            )
+        steps = plan(resources, actual)
+        if self.options.diff:
+            _attach_diffs(self.remote, steps)
+        if self.options.check or not any(s.changed for s in steps):
+            return steps
+        handlers = ENGINE_HANDLERS + [
+            h for role in self.roles for h in role.handlers(self.v, self.facts)
+        ]
+        result = self.remote.run_script(
+            applying.build_script(steps, handlers), sudo=True, timeout=600
+        )
+        outcome = applying.parse_outcome(result.stdout, result.stderr)
+        return applying.settle(steps, outcome, result.exit_status)
 
 
 def _attach_diffs(remote: Remote, steps: list[Step]) -> None:
@@ -152,10 +171,6 @@ def fetch_files(remote: Remote, paths: list[str]) -> dict[str, bytes]:
         else:
             chunks.append(line)
     return contents
-
-
-def _counters(remote: Remote) -> dict:
-    return {"ssh_channels": remote.channels}
 
 
 def _last_line(text: str) -> str:

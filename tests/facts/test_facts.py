@@ -79,7 +79,45 @@ def test_units_parse_blocks_in_any_property_order():
 
 
 def test_unit_names_with_dots_get_the_service_suffix():
-    parsed = facts.ResourceFacts({}, frozenset(), {"php8.2-fpm.service": facts.UnitState("enabled", "active")})
+    parsed = facts.ResourceFacts(
+        {}, frozenset(), {"php8.2-fpm.service": facts.UnitState("enabled", "active")}
+    )
     assert parsed.unit("php8.2-fpm") == facts.UnitState("enabled", "active")
     assert "php8.2-fpm.service" in facts.resource_facts_script([], [], ["php8.2-fpm"])
     assert "api.socket " in facts.resource_facts_script([], [], ["api.socket"]) + " "
+
+
+def test_gather_script_runs_both_halves_in_one_script(tmp_path):
+    present = tmp_path / "a.conf"
+    present.write_text("x\n")
+    watched = facts.Watched.of([str(present), str(tmp_path / "gone")], ["root"], [])
+    script = facts.gather_script(("coreutils",), watched)
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True)
+    system, resources = facts.parse_gathered(out.stdout)
+    assert system.os_id and "coreutils" in system.packages
+    assert resources.path(str(present)).kind == "file"
+    assert resources.path(str(tmp_path / "gone")).kind == "absent"
+    assert resources.users == frozenset({"root"})
+
+
+def test_watched_sets_know_what_a_query_did_not_cover():
+    guessed = facts.Watched.of(["/a", "/b"], ["www-data"], ["nginx"])
+    wanted = facts.Watched.of(["/a", "/c"], ["www-data", "api-php"], ["nginx"])
+    assert wanted - guessed == facts.Watched.of(["/c"], ["api-php"], [])
+    assert not (guessed - (guessed | wanted))
+
+
+def test_fact_cache_round_trip_and_damage(tmp_path):
+    from mtls_deploy import fact_cache
+
+    path = tmp_path / "facts" / "api1.json"
+    assert fact_cache.load(path) is None
+    saved = facts.HostFacts(
+        "debian", "12", "systemd", {"nginx": "1.22.1-9"}, (1, 22, 1), (3, 0, 17), 42.0
+    )
+    fact_cache.save(path, saved)
+    loaded = fact_cache.load(path)
+    assert loaded.nginx_version == (1, 22, 1) and loaded.packages == {"nginx": "1.22.1-9"}
+    assert loaded.apt_lists_age is None  # never trust a cached age
+    path.write_text("{not json")
+    assert fact_cache.load(path) is None
