@@ -15,6 +15,10 @@ ROLE = "backend_php"
 RESTART = ("restart backend",)
 POOL_TEMPLATE = "php/pool.conf.j2"
 FRONT_CONTROLLER = "php/index.php"  # copied as is: PHP, not a Jinja template
+HARDENING_INI = "php/hardening.ini"  # pcre.jit = 0, copied as is
+# A sandbox applies when php-fpm starts: a changed drop-in needs a restart (a reload re-executes
+# the master inside the old one).
+UNIT_CHANGED = ("daemon-reload", "restart php-fpm")
 
 
 def php_version(v: dict, facts: HostFacts) -> str | None:
@@ -44,6 +48,45 @@ def pool_path(v: dict, version: str) -> str:
     return f"/etc/php/{version}/fpm/pool.d/{v['php_pool']}.conf"
 
 
+def drop_in_dir(version: str) -> str:
+    return f"/etc/systemd/system/{fpm_service(version)}.service.d"
+
+
+def jit_ini_path(version: str) -> str:
+    """FPM's own conf.d: the CLI keeps its JIT."""
+    return f"/etc/php/{version}/fpm/conf.d/90-mtls-deploy-hardening.ini"
+
+
+def render_hardening(v: dict, version: str) -> bytes:
+    """The systemd drop-in that sandboxes Debian's php<version>-fpm.service (writable: the
+    sockets' directories, /var/log for its log, PHP sessions when present)."""
+    v = with_defaults(ROLE, v)
+    socket_dir = v["php_socket"].rsplit("/", 1)[0] or "/"
+    writable = dict.fromkeys(["/run/php", socket_dir, "/var/log", "-/var/lib/php/sessions"])
+    return render(
+        "systemd/php-fpm-hardening.conf.j2",
+        service=fpm_service(version),
+        writable=list(writable),
+        jit_ini=jit_ini_path(version),
+    )
+
+
+def hardening(v: dict, version: str) -> list:
+    """Drop-in and pcre.jit ini in place, or both gone with ``php_hardening: false``."""
+    drop_in = f"{drop_in_dir(version)}/hardening.conf"
+    if not v["php_hardening"]:
+        return [
+            Absent(drop_in, notify=UNIT_CHANGED),
+            Absent(jit_ini_path(version), notify=RESTART),
+        ]
+    ini = (TEMPLATES_DIR / HARDENING_INI).read_bytes()
+    return [
+        File(jit_ini_path(version), ini, notify=RESTART),
+        Directory(drop_in_dir(version)),
+        File(drop_in, render_hardening(v, version), notify=UNIT_CHANGED),
+    ]
+
+
 def render_pool(v: dict) -> bytes:
     """The pool configuration for ``v`` (role defaults filled in)."""
     v = with_defaults(ROLE, v)
@@ -57,7 +100,8 @@ def packages(v: dict) -> Packages:
 
 
 def resources(v: dict, facts: HostFacts) -> list:
-    """Package, user, front controller, pool; Debian's www pool removed; php-fpm running."""
+    """Package, user, front controller, pool; Debian's www pool removed; the unit sandboxed
+    (pcre.jit off); php-fpm running."""
     v = with_defaults(ROLE, v)
     version = php_version(v, facts)
     if version is None:  # php-fpm not installed yet: the engine only wants the package now
@@ -72,13 +116,16 @@ def resources(v: dict, facts: HostFacts) -> list:
     ]
     if v["php_remove_www_pool"]:
         found.append(Absent(f"/etc/php/{version}/fpm/pool.d/www.conf", notify=RESTART))
+    found += hardening(v, version)
     found.append(Service(fpm_service(version)))
     return found
 
 
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
-    """The "restart backend" handler: test the whole FPM configuration first, so a bad pool
-    file leaves the running php-fpm alone (a reload with a broken pool stops it), then reload."""
+    """Two handlers. "restart backend": test the whole FPM configuration first, so a bad pool file leaves the
+    running php-fpm alone (a reload with a broken pool stops it), then reload. "restart php-fpm"
+    (its unit changed): the same test, then a real restart, last, so that when both are notified
+    (a first run) the restarted php-fpm has both."""
     version = php_version(with_defaults(ROLE, v), facts)
     if version is None:
         return []
@@ -88,4 +135,12 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
         f'{{ printf "%s\\n" "$out" | grep -m1 ERROR >&2; false; }}; }}'
     )
     command = f"{test} && systemctl reload-or-restart {service}"
-    return [Handler("restart backend", command, order=40)]
+    # If it does not come back (a path the sandbox hides), php-fpm's own ERROR line goes last.
+    restart = (
+        f"{test} && {{ systemctl restart {service} || "
+        f"{{ tail -n 5 /var/log/{service}.log | grep -m1 ERROR >&2; false; }}; }}"
+    )
+    return [
+        Handler("restart backend", command, order=40),
+        Handler("restart php-fpm", restart, order=41),
+    ]

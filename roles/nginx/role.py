@@ -11,13 +11,18 @@ import re
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
-from mtls_deploy.resources import Absent, File, Handler, Packages, Service
+from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service
 from mtls_deploy.templating import render
 from roles import backend_role_name, with_defaults
 
 ROLE = "nginx"
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+DROP_IN_DIR = "/etc/systemd/system/nginx.service.d"
+DROP_IN = f"{DROP_IN_DIR}/hardening.conf"
+# A sandbox applies when nginx starts: a changed drop-in needs a restart (a reload keeps the
+# master, and so the old sandbox).
+UNIT_CHANGED = ("daemon-reload", "restart nginx")
 API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 # Mozilla Server Side TLS, guideline 6.0, "intermediate".
@@ -127,13 +132,29 @@ def render_site(v: dict, facts: HostFacts) -> bytes:
     return render(template, **site_context(v, facts))
 
 
+def render_hardening(v: dict) -> bytes:
+    """The systemd drop-in that sandboxes Debian's nginx.service (writable: its logs, its
+    buffers, /run for the pid file)."""
+    v = with_defaults(ROLE, v)
+    writable = dict.fromkeys(["/var/log/nginx", v["nginx_log_dir"], "/var/lib/nginx", "/run"])
+    return render("systemd/nginx-hardening.conf.j2", writable=list(writable))
+
+
+def hardening(v: dict) -> list:
+    """The drop-in in place, or gone with ``nginx_hardening: false``; either way nginx restarts."""
+    if not with_defaults(ROLE, v)["nginx_hardening"]:
+        return [Absent(DROP_IN, notify=UNIT_CHANGED)]
+    return [Directory(DROP_IN_DIR), File(DROP_IN, render_hardening(v), notify=UNIT_CHANGED)]
+
+
 def resources(v: dict, facts: HostFacts) -> list:
     """nginx installed, Debian's default site gone, our site in place (checked with nginx -t),
-    nginx enabled and running."""
+    the unit sandboxed, nginx enabled and running (inside the sandbox from its first start)."""
     return [
         Packages(("nginx",)),
         Absent(DEFAULT_SITE, **NGINX),
         File(site_path(v), render_site(v, facts), **NGINX),
+        *hardening(v),
         Service("nginx"),
     ]
 
@@ -161,7 +182,20 @@ fi
 """.strip()
 
 
+# A sandbox applies at start: restart. If nginx does not come back (a path the sandbox hides),
+# its own [emerg] line goes last on stderr, where the report takes the reason from.
+RESTART_OR_SAY_WHY = (
+    "systemctl restart nginx || { journalctl _SYSTEMD_UNIT=nginx.service --since=-30s "
+    "--no-pager -o cat | grep -m1 emerg >&2; false; }"
+)
+
+
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     """Reload nginx after its files changed (the engine ran ``nginx -t`` before), and return
-    only once the old workers no longer take new connections."""
-    return [Handler("reload nginx", RELOAD_AND_WAIT, order=60)]
+    only once the old workers no longer take new connections. Restart it after its unit changed:
+    last, so that when both changed (a first run) the restarted nginx has both; the reload
+    before it is then redundant but harmless, and keeps the two handlers independent."""
+    return [
+        Handler("reload nginx", RELOAD_AND_WAIT, order=60),
+        Handler("restart nginx", RESTART_OR_SAY_WHY, order=61),
+    ]
