@@ -562,7 +562,7 @@ class PkiStore:
         ip_addresses: Iterable[str],
         now: dt.datetime | None = None,
     ) -> tuple[bytes, bytes]:
-        """What ``server_cert`` would return as (certificate + chain, key), issuing nothing.
+        """What ``server_cert`` would return as (certificate, key), issuing nothing.
 
         For check mode: the stored pair when it is up to date, else placeholders naming the reason
         (so a diff shows the change) — no CA key, no passphrase, no write.
@@ -571,7 +571,7 @@ class PkiStore:
         dns, ips = pki.server_names(dns_names, ip_addresses)
         current = self._current_server(host, dns, ips, now or _utcnow())
         if current.reason.startswith("ok"):
-            return current.cert_pem + current.chain_pem, current.key_pem
+            return current.cert_pem, current.key_pem
         note = (
             f"(check mode: a new server certificate would be issued: {current.reason})\n".encode()
         )

@@ -49,14 +49,16 @@ def server_names(v: dict) -> list[str]:
 
 
 def server_certificate(store, v: dict) -> tuple[bytes, bytes]:
-    """(full chain PEM, key PEM) for this host."""
+    """(certificate chain PEM as nginx sends it, key PEM) for this host."""
     if v.get("server_cert") == "files":
         return certificate_from_files(v)
     names, addresses = server_names(v), v.get("server_ip_addresses", [])
     if v.get("ansible_check_mode"):
         return store.server_cert_preview(v["inventory_hostname"], names, addresses)
     issued = store.server_cert(v["inventory_hostname"], names, addresses)
-    return issued.cert_pem + issued.chain_pem, issued.key_pem
+    # The server CA is the root clients already hold (api-ca.crt): sending it on every
+    # handshake costs bytes and proves nothing, so the chain is the leaf alone.
+    return issued.cert_pem, issued.key_pem
 
 
 def certificate_from_files(v: dict) -> tuple[bytes, bytes]:

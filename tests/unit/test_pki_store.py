@@ -404,7 +404,7 @@ def test_server_cert_preview_issues_nothing(pki_store, pki_env):
     assert b"would be issued" in cert and not (pki_env.pki_dir / "servers").exists()
     issued = pki_store.server_cert("api1", ["api1.example.test"], [])
     assert pki_store.server_cert_preview("api1", ["api1.example.test"], []) == (
-        issued.cert_pem + issued.chain_pem,
+        issued.cert_pem,
         issued.key_pem,
     )
 
