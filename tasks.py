@@ -142,6 +142,7 @@ def pki_crl(c, days=180, push=False):
 @task(help={"json": "print one JSON document", "all": "include replaced server certificates"})
 def pki_list(c, json=False, all=False):
     """Every certificate: name, kind, serial, not_after, days left, status. Ex: inv pki.list"""
+    from mtls_deploy import clients
     from mtls_deploy.pki_store import PkiStore
 
     store = PkiStore.open()
@@ -153,7 +154,8 @@ def pki_list(c, json=False, all=False):
     for r in records:
         print(f"{r.name:<24} {r.kind:<9} {r.serial_hex:<40} {r.not_after:%Y-%m-%d} "
               f"{r.days_left:>5}  {r.status}")
-    _warn_crl_expiry(store)
+    if warning := clients.crl_expiry_warning(store):
+        print(warning)
 
 
 @task(help={"name": "client name (a-z 0-9 . _ -)",
@@ -170,22 +172,11 @@ def issue_client(c, name=None, names_file=None, days=365, org=None, email=None, 
 
     Ex: inv issue-client --name bob  |  inv issue-client --name bob --csr
     """
-    from mtls_deploy import deliver as delivery
-    from mtls_deploy.bundle import default_dist_dir, issue_bundles
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy import clients
 
-    names = _client_names(name, names_file)
-    store = PkiStore.open()
-    crl_before = store.crl_pem()
-    if csr:
-        report = delivery.issue_with_csr(store, names, delivery.CsrOptions(days, org, email, reissue))
-    else:
-        with _progress(len(names)) as advance:
-            results = issue_bundles(store, names, days=days, org=org, email=email,
-                                    reissue=reissue, p12=p12, legacy=p12_legacy, on_result=advance)
-        _report_issued(results)
-        report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=deliver)
-    _delivered(report, store, crl_before)
+    names = clients.client_names(name, names_file)
+    options = clients.IssueOptions(days, org, email, reissue, p12, p12_legacy, deliver, csr)
+    raise_on_failure(clients.issue(names, options))
 
 
 @task(help={"name": "client name", "reason": "key_compromise, superseded, cessation_of_operation, "
@@ -196,103 +187,20 @@ def revoke_client(c, name, reason="unspecified", push=True):
 
     Hosts in parallel, each: CRL, nginx -t, reload. Ex: inv revoke-client --name bob
     """
-    from mtls_deploy.pki_store import PkiStore
-    from mtls_deploy.rollout import push_crl
+    from mtls_deploy import clients
 
-    store = PkiStore.open()
-    if store.client_status(name) == "revoked":
-        print(f"{name}: already revoked")
-    else:
-        serial = store.revoke_client(name, reason)
-        print(f"{name}: revoked serial {serial} ({reason}); crl.pem re-signed")
-    if push:
-        raise_on_failure(push_crl(store))
+    raise_on_failure(clients.revoke(name, reason, push))
 
 
-@task(help={"name": "client name", **P12_HELP})
-def renew_client(c, name, p12=True, p12_legacy=False):
-    """A new key and certificate for a client; the old one is revoked as superseded.
-
-    Ex: inv renew-client --name bob
+@task(help={"name": "client name", "deliver": "deliver the new bundle (default; --no-deliver)",
+            **P12_HELP})
+def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
+    """A new key and certificate for a client; the old one is revoked as superseded, the CRL
+    pushed to every API host and the new bundle delivered. Ex: inv renew-client --name bob
     """
-    from mtls_deploy.bundle import write_client_bundle
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy import clients
 
-    store = PkiStore.open()
-    result = store.renew_client(name)
-    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
-    print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
-
-
-def _client_names(name, names_file):
-    """Names from --name or --names-file (exactly one), all checked before anything is issued."""
-    from pathlib import Path
-
-    from mtls_deploy.errors import BadInput
-    from mtls_deploy.pki import parse_names, validate_client_name
-
-    if bool(name is not None) == bool(names_file):
-        raise BadInput("give either --name NAME or --names-file FILE")
-    if name is not None:
-        return [validate_client_name(name)]
-    try:
-        return parse_names(Path(names_file).read_text(), names_file)
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise BadInput(f"cannot read {names_file}: {reason}") from None
-
-
-def _progress(total):
-    """A rich progress bar on a terminal for bulk issuance; yields the per-client callback."""
-    import contextlib
-    import sys
-
-    from rich.progress import Progress
-
-    if total < 2 or not sys.stdout.isatty():
-        return contextlib.nullcontext(None)
-
-    @contextlib.contextmanager
-    def bar():
-        with Progress(transient=True) as progress:
-            job = progress.add_task("issuing", total=total)
-            yield lambda _result: progress.advance(job)
-
-    return bar()
-
-
-def _report_issued(results):
-    """One line per client, or a summary for bulk runs; the bundle path is the delivery seam."""
-    if len(results) <= 20:
-        for r in results:
-            print(f"{r.issue.name}: {r.issue.reason}; bundle {r.bundle_dir}/")
-        return
-    issued = sum(r.issue.changed for r in results)
-    print(f"{len(results)} clients: {issued} issued, {len(results) - issued} unchanged; "
-          f"bundles in {results[0].bundle_dir.parent}/")
-
-
-def _delivered(report, store, crl_before):
-    """Print where each bundle went (or why it stayed in dist/); push the CRL when a --reissue
-    superseded a certificate; exit 2 if a delivery or a push failed."""
-    from mtls_deploy.bundle import default_dist_dir
-    from mtls_deploy.deliver import print_deliveries
-    from mtls_deploy.rollout import push_crl
-    from mtls_deploy.runner import GroupResult
-
-    print_deliveries(report, default_dist_dir())
-    pushed = push_crl(store) if store.crl_pem() != crl_before else GroupResult([])
-    raise_on_failure(GroupResult(report.group.results + pushed.results))
-
-
-def _warn_crl_expiry(store):
-    """Warn when crl.pem expires within 30 days: nginx would then reject every client."""
-    from datetime import UTC, datetime
-
-    left = store.crl_next_update() - datetime.now(UTC)
-    if left.days < 30:
-        state = f"expires in {left.days} days" if left.total_seconds() > 0 else "has EXPIRED"
-        print(f"warning: crl.pem {state}: run `inv pki.crl`, then `inv provision`")
+    raise_on_failure(clients.renew(name, p12, p12_legacy, deliver))
 
 
 # --- provision -------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""The client lifecycle as users type it: issue (and deliver), revoke and renew (and push the CRL).
+
+Each function does the whole command and returns the hosts' ``GroupResult``; ``tasks.py`` only
+turns a failure into the exit status.
+"""
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import BadInput
+from .runner import GroupResult
+
+CRL_WARN_DAYS = 30
+PRINT_EACH_UP_TO = 20
+
+
+@dataclass(frozen=True)
+class IssueOptions:
+    """``inv issue-client`` flags."""
+
+    days: int = 365
+    org: str | None = None
+    email: str | None = None
+    reissue: bool = False
+    p12: bool = True
+    p12_legacy: bool = False
+    deliver: bool = True
+    csr: bool = False
+
+
+def client_names(name: str | None, names_file: str | None) -> list[str]:
+    """Names from --name or --names-file (exactly one), all checked before anything is issued."""
+    from .pki import parse_names, validate_client_name
+
+    if (name is not None) == bool(names_file):
+        raise BadInput("give either --name NAME or --names-file FILE")
+    if name is not None:
+        return [validate_client_name(name)]
+    try:
+        return parse_names(Path(names_file).read_text(), names_file)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise BadInput(f"cannot read {names_file}: {reason}") from None
+
+
+def issue(names: list[str], options: IssueOptions) -> GroupResult:
+    """Issue each client (key made here, or on its consumer with ``csr``), deliver the bundles,
+    and push the CRL when a ``reissue`` superseded a certificate.
+
+    Example: ``issue(["bob"], IssueOptions(org="Example, Inc."))``
+    """
+    from . import deliver as delivery
+    from .bundle import default_dist_dir, issue_bundles
+    from .pki_store import PkiStore
+
+    store = PkiStore.open()
+    crl_before = store.crl_pem()
+    if options.csr:
+        csr = delivery.CsrOptions(options.days, options.org, options.email, options.reissue)
+        report = delivery.issue_with_csr(store, names, csr)
+    else:
+        with _progress(len(names)) as advance:
+            results = issue_bundles(
+                store, names, days=options.days, org=options.org, email=options.email,
+                reissue=options.reissue, p12=options.p12, legacy=options.p12_legacy,
+                on_result=advance,
+            )  # fmt: skip
+        print_issued(results)
+        report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=options.deliver)
+    delivery.print_deliveries(report, default_dist_dir())
+    return _with_crl_push(report.group, store, crl_before)
+
+
+def revoke(name: str, reason: str = "unspecified", push: bool = True) -> GroupResult:
+    """Revoke ``name``, re-sign the CRL and push it to every API host (again if already revoked,
+    so a failed push can be retried)."""
+    from .pki_store import PkiStore
+    from .rollout import push_crl
+
+    store = PkiStore.open()
+    if store.client_status(name) == "revoked":
+        print(f"{name}: already revoked")
+    else:
+        serial = store.revoke_client(name, reason)
+        print(f"{name}: revoked serial {serial} ({reason}); crl.pem re-signed")
+    return push_crl(store) if push else GroupResult([])
+
+
+def renew(
+    name: str, p12: bool = True, p12_legacy: bool = False, deliver: bool = True
+) -> GroupResult:
+    """A new key and certificate for ``name``; the old one is revoked as superseded, the CRL
+    pushed, and the new bundle delivered."""
+    from . import deliver as delivery
+    from .bundle import default_dist_dir, write_client_bundle
+    from .pki_store import PkiStore
+
+    store = PkiStore.open()
+    crl_before = store.crl_pem()
+    result = store.renew_client(name)
+    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
+    print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
+    report = delivery.deliver_bundles(store, [name], default_dist_dir(), enabled=deliver)
+    delivery.print_deliveries(report, default_dist_dir())
+    return _with_crl_push(report.group, store, crl_before)
+
+
+def _with_crl_push(group: GroupResult, store, crl_before: bytes) -> GroupResult:
+    from .rollout import push_crl
+
+    pushed = push_crl(store) if store.crl_pem() != crl_before else GroupResult([])
+    return GroupResult(group.results + pushed.results)
+
+
+def print_issued(results) -> None:
+    """One line per client, or a summary for bulk runs."""
+    if len(results) <= PRINT_EACH_UP_TO:
+        for r in results:
+            print(f"{r.issue.name}: {r.issue.reason}; bundle {r.bundle_dir}/")
+        return
+    issued = sum(r.issue.changed for r in results)
+    print(
+        f"{len(results)} clients: {issued} issued, {len(results) - issued} unchanged; "
+        f"bundles in {results[0].bundle_dir.parent}/"
+    )
+
+
+def _progress(total: int):
+    """A rich progress bar on a terminal for bulk issuance; yields the per-client callback."""
+    if total < 2 or not sys.stdout.isatty():
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            job = progress.add_task("issuing", total=total)
+            yield lambda _result: progress.advance(job)
+
+    return bar()
+
+
+def crl_expiry_warning(store, now: datetime | None = None) -> str | None:
+    """A warning when crl.pem expires within 30 days: nginx would then reject every client."""
+    left = store.crl_next_update() - (now or datetime.now(UTC))
+    if left.days >= CRL_WARN_DAYS:
+        return None
+    state = f"expires in {left.days} days" if left.total_seconds() > 0 else "has EXPIRED"
+    return f"warning: crl.pem {state}: run `inv pki.crl --push`"
