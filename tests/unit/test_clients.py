@@ -1,0 +1,53 @@
+"""The client lifecycle's pure parts: which names, and when the CRL deserves a warning."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mtls_deploy import clients
+from mtls_deploy.errors import BadInput
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+class FakeCrl:
+    """Only what crl_expiry_warning reads: the CRL's nextUpdate."""
+
+    def __init__(self, next_update):
+        self.next_update = next_update
+
+    def crl_next_update(self):
+        return self.next_update
+
+
+@pytest.mark.parametrize(
+    "left, expected",
+    [
+        (timedelta(days=179), None),
+        (timedelta(days=30, hours=1), None),
+        (
+            timedelta(days=6, hours=3),
+            "warning: crl.pem expires in 6 days: run `inv pki.crl --push`",
+        ),
+        (timedelta(hours=-1), "warning: crl.pem has EXPIRED: run `inv pki.crl --push`"),
+    ],
+)
+def test_crl_expiry_warning(left, expected):
+    assert clients.crl_expiry_warning(FakeCrl(NOW + left), now=NOW) == expected
+
+
+def test_exactly_one_of_name_and_names_file(tmp_path):
+    with pytest.raises(BadInput, match="give either --name NAME or --names-file FILE"):
+        clients.client_names(None, None)
+    with pytest.raises(BadInput, match="give either"):
+        clients.client_names("bob", str(tmp_path / "names.txt"))
+
+
+def test_names_file_is_read_and_checked(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("bob\ncarol\n")
+    assert clients.client_names(None, str(names)) == ["bob", "carol"]
+    with pytest.raises(BadInput, match="cannot read"):
+        clients.client_names(None, str(tmp_path / "missing.txt"))
+    with pytest.raises(BadInput, match="invalid client name"):
+        clients.client_names("../etc", None)
