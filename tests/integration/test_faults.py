@@ -4,6 +4,7 @@ its end. The faults are real (sshd killed, systemctl reboot); only their timing 
 import time
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
 
 from mtls_deploy import apply as applying
 from mtls_deploy.lab import ssh_banner
@@ -33,7 +34,7 @@ def world(tmp_path_factory):
         yield made
 
 
-def hashes(world) -> dict[str, str]:
+def file_hashes(world) -> dict[str, str]:
     with world.remote(HOST.name) as remote:
         out = remote.run("sha256sum " + " ".join(TLS_FILES), sudo=True, check=True).stdout
     return {line.split()[1]: line.split()[0] for line in out.splitlines()}
@@ -57,7 +58,7 @@ def leftovers(world) -> str:
 
 
 def test_connection_cut_mid_provision_leaves_old_files_and_nginx_serving(world, monkeypatch):
-    before = hashes(world)
+    before = file_hashes(world)
     original = applying.build_script
 
     def cut_after_first_step(steps, handlers):
@@ -71,7 +72,7 @@ def test_connection_cut_mid_provision_leaves_old_files_and_nginx_serving(world, 
     assert cut.count("failed") > 0  # the run knows it did not finish
     monkeypatch.undo()
     wait_for_orphaned_script(world)
-    assert hashes(world) == before  # every validated file is the old one again
+    assert file_hashes(world) == before  # every validated file is the old one again
     assert leftovers(world) == ""  # no temporary file or backup left behind
     assert world.curl(HOST.name)[0] == 200  # nginx still serves the old configuration
     assert world.provision(HOST.name, **change).count("changed") > 0
@@ -124,3 +125,47 @@ def test_a_crl_near_its_end_is_resigned_and_pushed_by_provision(world, tmp_path,
     assert world.provision(HOST.name).count("changed") == 0
     monkeypatch.undo()
     world.provision(HOST.name)
+
+
+def test_an_expired_crl_on_a_host_is_named_as_the_cause(world):
+    """A host whose CRL ran out (nobody touched it for months): nginx refuses every client; the
+    400 says why, the smoke test names it, and `pki.crl --push` ends it."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+
+    from mtls_deploy import inventory, pki
+    from mtls_deploy.rollout import push_crl
+    from mtls_deploy.smoke import run_smoke
+
+    store = PkiStore.open()
+    ca_cert = x509.load_pem_x509_certificate(store.client_ca_pem())
+    ca_key = pki.load_private_key((store.path / "client-ca.key").read_bytes(), b"integration-test")
+    past = datetime.now(UTC) - timedelta(days=2)
+    stale = (  # built by hand: our own signer refuses dates before the CA's birth
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(past)
+        .next_update(past + timedelta(days=1))
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = stale.public_bytes(serialization.Encoding.PEM).decode()
+    with world.remote(HOST.name) as remote:
+        remote.run(
+            f"printf '%s' '{pem}' > /etc/nginx/mtls/crl.pem && systemctl reload nginx",
+            sudo=True,
+            check=True,
+        )
+    time.sleep(1)  # the reload's new workers
+    code, body = world.curl(HOST.name)
+    assert (code, body["reason"]) == (400, "CRL has expired"), body
+    assert "revocation list has expired" in body["hint"]
+    loaded = inventory.load(world.inventory)
+    report = run_smoke([HOST.name], [], loaded=loaded, store=store)
+    crl_row = next(c for c in report.cases if c.number == 8)
+    assert crl_row.result == "fail" and crl_row.got.startswith("EXPIRED"), crl_row.got
+    store.refresh_crl()
+    assert not push_crl(store, loaded=loaded).failed
+    assert world.curl(HOST.name)[0] == 200
+    assert not run_smoke([HOST.name], [], loaded=loaded, store=store).failed
