@@ -25,4 +25,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
-echo "setup done: .venv ready ($(.venv/bin/python --version))"
+# The TLS scanners (sslyze) get a venv of their own: their pins must not drag the product's down.
+if [ ! -x .venv-scanners/bin/python ]; then
+  "$python" -m venv .venv-scanners
+fi
+.venv-scanners/bin/pip install -q --disable-pip-version-check -r requirements-scanners.lock
+echo "setup done: .venv and .venv-scanners ready ($(.venv/bin/python --version))"
