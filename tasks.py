@@ -1,10 +1,10 @@
 """mtls-deploy: the front door. Each task parses its flags, calls the engine, prints, exits.
 
-    inv lab.up                  # throwaway Debian 12 "VPSes" on this machine
-    inv pki.init                # client CA + server CA in pki/
-    inv provision --host api1   # nginx mTLS site + FastCGI backend, idempotent
-    inv issue-client --name bob # client certificate, delivered to the consumer
-    inv smoke-test              # curl from the remote machines: who gets in
+inv lab.up                  # throwaway Debian 12 "VPSes" on this machine
+inv pki.init                # client CA + server CA in pki/
+inv provision --host api1   # nginx mTLS site + FastCGI backend, idempotent
+inv issue-client --name bob # client certificate, delivered to the consumer
+inv smoke-test              # curl from the remote machines: who gets in
 """
 
 from invoke import Collection
@@ -14,8 +14,12 @@ from mtls_deploy.cli import print_json, raise_on_failure, split_names, task
 # --- inventory -------------------------------------------------------------------------------
 
 
-@task(help={"host": "show one host's merged variables and where each came from",
-            "json": "print one JSON document"})
+@task(
+    help={
+        "host": "show one host's merged variables and where each came from",
+        "json": "print one JSON document",
+    }
+)
 def inventory(c, host=None, json=False):
     """List hosts by group, or one host's variables with their source. Ex: inv inventory --host api1"""
     from mtls_deploy import inventory as inv
@@ -25,7 +29,12 @@ def inventory(c, host=None, json=False):
     if json:
         return print_json(report)
     for name, value in report.items():
-        print(f"{name} = {value['value']!r}  ({value['source']})" if host else f"{name}: {', '.join(value)}")
+        print(
+            f"{name} = {value['value']!r}  ({value['source']})"
+            if host
+            else f"{name}: {', '.join(value)}"
+        )
+
 
 # --- hosts -----------------------------------------------------------------------------------
 
@@ -42,13 +51,20 @@ def hosts_trust(c, host):
         print(f"{'trusted' if changed else 'already trusted'}: {name} {line}")
 
 
-@task(help={"host": "hosts, comma-separated (default: all)", "group": "a group of hosts",
-            "command": "the shell command to run", "sudo": "run it as root"})
+@task(
+    help={
+        "host": "hosts, comma-separated (default: all)",
+        "group": "a group of hosts",
+        "command": "the shell command to run",
+        "sudo": "run it as root",
+    }
+)
 def hosts_run(c, command, host=None, group=None, sudo=False):
     """Run a command on hosts over SSH, in parallel. Ex: inv hosts.run --command 'uname -r'"""
     from mtls_deploy.hosts import run_command
 
     raise_on_failure(run_command(split_names(host), group, command, sudo))
+
 
 # --- lab -------------------------------------------------------------------------------------
 
@@ -103,12 +119,15 @@ def lab_reset(c, hosts=None):
 
 # --- pki -------------------------------------------------------------------------------------
 
-P12_HELP = {"p12": "also write <name>.p12 (default; --no-p12 to skip)",
-            "p12_legacy": "3DES/SHA-1 .p12 for macOS keychains and older Windows"}
+P12_HELP = {
+    "p12": "also write <name>.p12 (default; --no-p12 to skip)",
+    "p12_legacy": "3DES/SHA-1 .p12 for macOS keychains and older Windows",
+}
 
 
-@task(help={"key_type": "ec (P-256, default) or rsa (3072 bits)",
-            "name": "name in the CAs' subjects"})
+@task(
+    help={"key_type": "ec (P-256, default) or rsa (3072 bits)", "name": "name in the CAs' subjects"}
+)
 def pki_init(c, key_type="ec", name="Example API"):
     """Create the client CA and the server CA (keys encrypted); refuses to overwrite a PKI.
 
@@ -118,12 +137,18 @@ def pki_init(c, key_type="ec", name="Example API"):
 
     store = PkiStore()
     store.init(name=name, key_type=key_type)
-    print(f"created {store.path}: client CA and server CA ({key_type}), crl.pem valid until "
-          f"{store.crl_next_update():%Y-%m-%d}")
+    print(
+        f"created {store.path}: client CA and server CA ({key_type}), crl.pem valid until "
+        f"{store.crl_next_update():%Y-%m-%d}"
+    )
 
 
-@task(help={"days": "days until nextUpdate (default 180)",
-            "push": "then push it to every host of group api (nginx -t, reload)"})
+@task(
+    help={
+        "days": "days until nextUpdate (default 180)",
+        "push": "then push it to every host of group api (nginx -t, reload)",
+    }
+)
 def pki_crl(c, days=180, push=False):
     """Re-sign the CRL with a fresh thisUpdate/nextUpdate (an expired CRL locks out every client).
 
@@ -148,26 +173,48 @@ def pki_list(c, json=False, all=False):
     store = PkiStore.open()
     records = store.list(include_replaced=all)
     if json:
-        return print_json({"certificates": [r.to_dict() for r in records],
-                           "crl_next_update": store.crl_next_update().isoformat()})
+        return print_json(
+            {
+                "certificates": [r.to_dict() for r in records],
+                "crl_next_update": store.crl_next_update().isoformat(),
+            }
+        )
     print(f"{'name':<24} {'kind':<9} {'serial':<40} {'not_after':<10} {'days':>5}  status")
     for r in records:
-        print(f"{r.name:<24} {r.kind:<9} {r.serial_hex:<40} {r.not_after:%Y-%m-%d} "
-              f"{r.days_left:>5}  {r.status}")
+        print(
+            f"{r.name:<24} {r.kind:<9} {r.serial_hex:<40} {r.not_after:%Y-%m-%d} "
+            f"{r.days_left:>5}  {r.status}"
+        )
     if warning := clients.crl_expiry_warning(store):
         print(warning)
 
 
-@task(help={"name": "client name (a-z 0-9 . _ -)",
-            "names_file": "bulk: a file with one client name a line",
-            "days": "validity in days (default 365)", "org": "organisation (O=) in the subject",
-            "email": "email address for the subjectAltName",
-            "reissue": "replace a valid certificate (the old one is revoked as superseded)",
-            "deliver": "deliver each bundle to its consumer host over SFTP (default; --no-deliver)",
-            "csr": "make the key on the consumer host; only the CSR and certificate travel",
-            **P12_HELP})
-def issue_client(c, name=None, names_file=None, days=365, org=None, email=None, reissue=False,
-                 p12=True, p12_legacy=False, deliver=True, csr=False):
+@task(
+    help={
+        "name": "client name (a-z 0-9 . _ -)",
+        "names_file": "bulk: a file with one client name a line",
+        "days": "validity in days (default 365)",
+        "org": "organisation (O=) in the subject",
+        "email": "email address for the subjectAltName",
+        "reissue": "replace a valid certificate (the old one is revoked as superseded)",
+        "deliver": "deliver each bundle to its consumer host over SFTP (default; --no-deliver)",
+        "csr": "make the key on the consumer host; only the CSR and certificate travel",
+        **P12_HELP,
+    }
+)
+def issue_client(
+    c,
+    name=None,
+    names_file=None,
+    days=365,
+    org=None,
+    email=None,
+    reissue=False,
+    p12=True,
+    p12_legacy=False,
+    deliver=True,
+    csr=False,
+):
     """Issue client keys and certificates; write each bundle to dist/<name>/ and deliver it.
 
     Ex: inv issue-client --name bob  |  inv issue-client --name bob --csr
@@ -179,9 +226,14 @@ def issue_client(c, name=None, names_file=None, days=365, org=None, email=None, 
     raise_on_failure(clients.issue(names, options))
 
 
-@task(help={"name": "client name", "reason": "key_compromise, superseded, cessation_of_operation, "
-            "affiliation_changed or unspecified (default)",
-            "push": "push the CRL to every host of group api (default; --no-push to skip)"})
+@task(
+    help={
+        "name": "client name",
+        "reason": "key_compromise, superseded, cessation_of_operation, "
+        "affiliation_changed or unspecified (default)",
+        "push": "push the CRL to every host of group api (default; --no-push to skip)",
+    }
+)
 def revoke_client(c, name, reason="unspecified", push=True):
     """Revoke a client's certificate, re-sign the CRL and push it to every API host.
 
@@ -192,8 +244,13 @@ def revoke_client(c, name, reason="unspecified", push=True):
     raise_on_failure(clients.revoke(name, reason, push))
 
 
-@task(help={"name": "client name", "deliver": "deliver the new bundle (default; --no-deliver)",
-            **P12_HELP})
+@task(
+    help={
+        "name": "client name",
+        "deliver": "deliver the new bundle (default; --no-deliver)",
+        **P12_HELP,
+    }
+)
 def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
     """A new key and certificate for a client; the old one is revoked as superseded, the CRL
     pushed to every API host and the new bundle delivered. Ex: inv renew-client --name bob
@@ -206,11 +263,20 @@ def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
 # --- provision -------------------------------------------------------------------------------
 
 
-@task(help={"host": "hosts, comma-separated", "group": "a group of hosts (default: api)",
-            "check": "change nothing; report what would change", "diff": "show file diffs",
-            "serial": "provision N hosts at a time, stop after a failed batch",
-            "json": "print one JSON document", "backend": "override the backend: php or python"})
-def provision(c, host=None, group=None, check=False, diff=False, serial=0, json=False, backend=None):
+@task(
+    help={
+        "host": "hosts, comma-separated",
+        "group": "a group of hosts (default: api)",
+        "check": "change nothing; report what would change",
+        "diff": "show file diffs",
+        "serial": "provision N hosts at a time, stop after a failed batch",
+        "json": "print one JSON document",
+        "backend": "override the backend: php or python",
+    }
+)
+def provision(
+    c, host=None, group=None, check=False, diff=False, serial=0, json=False, backend=None
+):
     """Make API hosts match their roles: TLS files, nginx mTLS site, FastCGI backend.
 
     Ex: inv provision --host api1 --check --diff
@@ -218,15 +284,22 @@ def provision(c, host=None, group=None, check=False, diff=False, serial=0, json=
     from mtls_deploy.hosts import provision_hosts
 
     extra = {"backend": backend} if backend else {}
-    group_result = provision_hosts(split_names(host), group, check, diff, serial or None, json, extra)
+    group_result = provision_hosts(
+        split_names(host), group, check, diff, serial or None, json, extra
+    )
     raise_on_failure(group_result)
+
 
 # --- smoke test ------------------------------------------------------------------------------
 
 
-@task(help={"host": "API hosts, comma-separated (default: group api)",
-            "from": "consumer hosts to curl from, comma-separated (default: group consumers)",
-            "json": "print one JSON document"})
+@task(
+    help={
+        "host": "API hosts, comma-separated (default: group api)",
+        "from": "consumer hosts to curl from, comma-separated (default: group consumers)",
+        "json": "print one JSON document",
+    }
+)
 def smoke_test(c, host=None, from_=None, json=False):
     """curl from the consumers and the API hosts: who gets in; and each host's CRL.
 
@@ -242,13 +315,18 @@ def smoke_test(c, host=None, from_=None, json=False):
     if report.failed:
         raise Exit(code=1)
 
+
 # --- bench -----------------------------------------------------------------------------------
 
 
-@task(help={"only": "benchmarks, comma-separated: provision-noop, fleet, provision-fresh, "
-            "mtls-handshakes, api-throughput, pki-bulk (default: all)",
-            "quick": "a short variant of each, written to bench/results/quick.tmp/",
-            "results": "directory for the JSON files (default bench/results/)"})
+@task(
+    help={
+        "only": "benchmarks, comma-separated: provision-noop, fleet, provision-fresh, "
+        "mtls-handshakes, api-throughput, pki-bulk (default: all)",
+        "quick": "a short variant of each, written to bench/results/quick.tmp/",
+        "results": "directory for the JSON files (default bench/results/)",
+    }
+)
 def bench(c, only=None, quick=False, results=None):
     """Run the benchmarks on lab hosts fleet1..8; print a table each, write <name>.json.
 
@@ -261,6 +339,7 @@ def bench(c, only=None, quick=False, results=None):
     failed = run_benchmarks(split_names(only), quick, results)
     if failed:
         raise Exit(f"failed: {', '.join(failed)}", code=1)
+
 
 # --- namespace -------------------------------------------------------------------------------
 
