@@ -339,7 +339,9 @@ def test_initial_crl_is_empty_number_1_and_lasts_180_days(pki_store):
     # NOW is taken when the module is imported, minutes before this test may run: compare the
     # CRL's own dates, and its start with the clock read around it.
     lifetime = pki_store.crl_next_update() - pki_store.crl_this_update()
-    assert dt.timedelta(days=180) <= lifetime <= dt.timedelta(days=180, minutes=5)  # back-dated start
+    assert (
+        dt.timedelta(days=180) <= lifetime <= dt.timedelta(days=180, minutes=5)
+    )  # back-dated start
     assert NOW - dt.timedelta(minutes=10) <= pki_store.crl_this_update() <= dt.datetime.now(dt.UTC)
 
 
