@@ -126,15 +126,20 @@ P12_HELP = {
 
 
 @task(
-    help={"key_type": "ec (P-256, default) or rsa (3072 bits)", "name": "name in the CAs' subjects"}
+    help={
+        "key_type": "ec (P-256) or rsa (3072 bits); default: the inventory's pki_key_type, else ec",
+        "name": "name in the CAs' subjects",
+    }
 )
-def pki_init(c, key_type="ec", name="Example API"):
+def pki_init(c, key_type=None, name="Example API"):
     """Create the client CA and the server CA (keys encrypted); refuses to overwrite a PKI.
 
     Passphrase from MTLS_DEPLOY_CA_PASSPHRASE, else a prompt. Ex: inv pki.init --key-type rsa
     """
+    from mtls_deploy.clients import inventory_key_type
     from mtls_deploy.pki_store import PkiStore
 
+    key_type = key_type or inventory_key_type()
     store = PkiStore()
     store.init(name=name, key_type=key_type)
     print(

@@ -151,3 +151,20 @@ def crl_expiry_warning(store, now: datetime | None = None) -> str | None:
         return None
     state = f"expires in {left.days} days" if left.total_seconds() > 0 else "has EXPIRED"
     return f"warning: crl.pem {state}: run `inv pki.crl --push`"
+
+
+def inventory_key_type(default: str = "ec") -> str:
+    """``pki_key_type`` as the inventory sets it for every host (``group_vars/all``), else ec.
+
+    Hosts that disagree are an error: one PKI has one key type.
+    """
+    from . import inventory
+
+    hosts = inventory.load().hosts.values()
+    chosen = {h.vars["pki_key_type"] for h in hosts if h.vars.get("pki_key_type")}
+    if len(chosen) > 1:
+        raise BadInput(
+            f"pki_key_type differs between hosts ({', '.join(sorted(chosen))}); "
+            "set it once, in group_vars/all.yml"
+        )
+    return chosen.pop() if chosen else default

@@ -51,3 +51,16 @@ def test_names_file_is_read_and_checked(tmp_path):
         clients.client_names(None, str(tmp_path / "missing.txt"))
     with pytest.raises(BadInput, match="invalid client name"):
         clients.client_names("../etc", None)
+
+
+def test_key_type_comes_from_the_inventory(tmp_path, monkeypatch):
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    api1:\n    api2:\n")
+    monkeypatch.setenv("MTLS_DEPLOY_INVENTORY", str(tmp_path))
+    assert clients.inventory_key_type() == "ec"
+    (tmp_path / "group_vars" / "all.yml").write_text("pki_key_type: rsa\n")
+    assert clients.inventory_key_type() == "rsa"
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "api2.yml").write_text("pki_key_type: ec\n")
+    with pytest.raises(BadInput, match="pki_key_type differs between hosts"):
+        clients.inventory_key_type()
