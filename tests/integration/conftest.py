@@ -1,9 +1,12 @@
-"""Integration fixtures: the default lab (api1, bob) from inventory/, booted once per session."""
+"""Integration scaffolding: the default lab (api1, bob) from inventory/, booted once per session;
+lab worlds of a module's own (inventory, PKI, client bundle, fresh hosts); a PKI of a module's
+own for the default lab; and the helpers that reach a lab host or run the real command line."""
 
 import json
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from mtls_deploy.bundle import write_client_bundle
 from mtls_deploy.connection import Remote, SshTarget
 from mtls_deploy.pki_store import PkiStore
 from mtls_deploy.provision import RunOptions, provision_host
+from mtls_deploy.runner import HostResult
 
 needs_lab = [
     pytest.mark.lab,
@@ -22,16 +26,87 @@ needs_lab = [
     pytest.mark.skipif(not shutil.which("systemd-nspawn"), reason="systemd-nspawn is missing"),
 ]
 
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LAB = ROOT / "inventory"  # the default lab's inventory: api1, bob
+CLIENT = "alice"  # every lab world's client
+CLIENT_ORG = "Example, Inc."  # the escaped comma makes the PHP backend run preg_match
+
 
 @pytest.fixture(scope="session")
 def lab_inventory():
     """The default inventory with its lab hosts up (`inv lab.up`; a no-op when already up)."""
-    loaded = inventory.load("inventory")
+    loaded = inventory.load(DEFAULT_LAB)
     lab.up(lab.hosts_from_inventory(loaded.select()))
     return loaded
 
 
-ROOT = Path(__file__).resolve().parents[2]
+# --- reaching hosts and running the command line ----------------------------------------------
+
+
+def remote(inventory_dir: Path, name: str) -> Remote:
+    """A connection to host ``name`` of the inventory in ``inventory_dir`` (not yet open)."""
+    host = inventory.load(inventory_dir).host(name)
+    return Remote(SshTarget.from_vars(host.name, host.vars))
+
+
+def run_on(inventory_dir: Path, name: str, command: str, sudo: bool = False) -> str:
+    """The stdout of ``command`` on host ``name``; asserts that it succeeded."""
+    with remote(inventory_dir, name) as connection:
+        return connection.run(command, sudo=sudo, check=True).stdout
+
+
+def provision(inventory_dir: Path, name: str, check=False, diff=False, **extra_vars) -> HostResult:
+    """Provision host ``name``, ``extra_vars`` on top; asserts that the run reached the host
+    (a step may still fail: some tests want that)."""
+    host = inventory.load(inventory_dir, extra_vars).host(name)
+    result = provision_host(host, RunOptions(check=check, diff=diff))
+    assert result.error is None, result.error
+    return result
+
+
+def provision_cleanly(inventory_dir: Path, name: str, **extra_vars) -> HostResult:
+    """``provision``, asserting that no step failed either."""
+    result = provision(inventory_dir, name, **extra_vars)
+    assert not result.failed, [s for s in result.steps if s.status == "failed"]
+    return result
+
+
+def inv(*args, check=True, env=None) -> subprocess.CompletedProcess:
+    """The real command line, run from the repository with this process's environment (which
+    a PKI of a test module's own has set) and ``env`` on top."""
+    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+# --- a PKI of a module's own ------------------------------------------------------------------
+
+
+@contextmanager
+def pki_environment(base: Path, passphrase: str):
+    """The tool's PKI in ``base/pki``, its bundles in ``base/dist``, the CA passphrase set,
+    and the repository as the working directory; all undone afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MTLS_DEPLOY_PKI_DIR", str(base / "pki"))
+        patch.setenv("MTLS_DEPLOY_DIST_DIR", str(base / "dist"))
+        patch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", passphrase)
+        patch.chdir(ROOT)
+        yield
+
+
+@contextmanager
+def own_pki(tmp_path_factory, name: str, passphrase: str):
+    """A new PKI called ``name`` in a temporary directory, in force (``pki_environment``)
+    while the context lasts; yields the directory (``pki/``, ``dist/``)."""
+    base = tmp_path_factory.mktemp("pki")
+    with pki_environment(base, passphrase):
+        PkiStore().init(name=name, key_type="ec")
+        yield base
+
+
+# --- lab worlds: hosts, inventory and PKI of a module's own -----------------------------------
 
 
 @dataclass(frozen=True)
@@ -43,26 +118,43 @@ class ApiHost:
     https_port: int
     backend: str = "php"
 
+    @property
+    def server_name(self) -> str:
+        return f"{self.name}.lab.test"
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:8461``: where the host's nginx listens."""
+        return f"127.0.0.1:{self.https_port}"
+
 
 @dataclass
 class World:
-    """A test module's own inventory, PKI, client bundle and freshly reset lab hosts."""
+    """A test module's own inventory, PKI, client bundle and lab hosts (by name)."""
 
     inventory: Path
+    pki: Path
     bundle: Path
-    hosts: dict
+    passphrase: str
+    hosts: dict[str, ApiHost]
 
     def host(self, name: str, **extra_vars):
         return inventory.load(self.inventory, extra_vars).host(name)
 
-    def provision(self, name: str, check=False, diff=False, **extra_vars):
-        result = provision_host(self.host(name, **extra_vars), RunOptions(check=check, diff=diff))
-        assert result.error is None, result.error
-        return result
+    def provision(self, name: str, check=False, diff=False, **extra_vars) -> HostResult:
+        return provision(self.inventory, name, check, diff, **extra_vars)
 
     def remote(self, name: str) -> Remote:
-        host = self.host(name)
-        return Remote(SshTarget.from_vars(host.name, host.vars))
+        return remote(self.inventory, name)
+
+    def sudo(self, name: str, command: str) -> subprocess.CompletedProcess:
+        """``command`` as root on the host, whatever its exit status: (returncode, stdout,
+        stderr) as a CompletedProcess."""
+        with self.remote(name) as connection:
+            result = connection.run(command, sudo=True)
+        return subprocess.CompletedProcess(
+            command, result.exit_status, result.stdout, result.stderr
+        )
 
     def curl(self, name: str, path="/whoami", cert=True, headers=()):
         """(status, JSON body or text) of an HTTPS request from the control machine."""
@@ -75,20 +167,20 @@ class World:
             "-w",
             "\n%{http_code}",
             "--resolve",
-            f"{name}.lab.test:{api.https_port}:127.0.0.1",
+            f"{api.server_name}:{api.https_port}:127.0.0.1",
             "--cacert",
             str(self.bundle / "api-ca.crt"),
         ]
         if cert:
             command += [
                 "--cert",
-                str(self.bundle / "alice.crt"),
+                str(self.bundle / f"{CLIENT}.crt"),
                 "--key",
-                str(self.bundle / "alice.key"),
+                str(self.bundle / f"{CLIENT}.key"),
             ]
         for header in headers:
             command += ["-H", header]
-        url = f"https://{name}.lab.test:{api.https_port}{path}"
+        url = f"https://{api.server_name}:{api.https_port}{path}"
         out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
         body, _, code = out.rpartition("\n")
         return int(code), json.loads(body) if body.startswith("{") else body
@@ -99,7 +191,7 @@ def write_inventory(folder: Path, hosts: list[ApiHost]) -> Path:
     (folder / "group_vars").mkdir(parents=True)
     entries = "\n".join(
         f"        {h.name}: {{ansible_port: {h.ssh_port}, https_port: {h.https_port}, "
-        f"backend: {h.backend}, server_name: {h.name}.lab.test}}"
+        f"backend: {h.backend}, server_name: {h.server_name}}}"
         for h in hosts
     )
     (folder / "hosts.yml").write_text(
@@ -115,24 +207,72 @@ def write_inventory(folder: Path, hosts: list[ApiHost]) -> Path:
     return folder
 
 
+def make_pki_with_client(name: str) -> None:
+    """A PKI called ``name`` in the current ``pki_environment``, with client 'alice' of
+    'Example, Inc.' and her bundle in ``dist/alice``."""
+    PkiStore().init(name=name, key_type="ec")
+    store = PkiStore.open()
+    store.issue_client(CLIENT, org=CLIENT_ORG)
+    write_client_bundle(store, CLIENT)
+
+
 @contextmanager
-def lab_world(tmp_path_factory, hosts: list[ApiHost]):
-    """Own PKI (with client 'alice' of 'Example, Inc.'), own inventory, fresh lab hosts;
-    the hosts are stopped afterwards."""
-    base = tmp_path_factory.mktemp("world")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MTLS_DEPLOY_PKI_DIR", str(base / "pki"))
-        patch.setenv("MTLS_DEPLOY_DIST_DIR", str(base / "dist"))
-        patch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "integration-test")
-        patch.chdir(ROOT)
-        folder = write_inventory(base / "inventory", hosts)
+def lab_world(
+    tmp_path_factory,
+    hosts: list[ApiHost],
+    *,
+    name: str = "Integration API",
+    passphrase: str = "integration-test",
+    shared: str | None = None,
+):
+    """Own PKI ``name`` (``make_pki_with_client``), own inventory, fresh lab hosts; the hosts
+    are stopped afterwards.
+
+    ``shared`` names a world in pytest's session temp directory that several modules use: the
+    first makes it and resets the hosts; a later one finds it, PKI and all, and boots the
+    hosts again as the last module left them.
+    """
+    base = tmp_path_factory.getbasetemp() / shared if shared else tmp_path_factory.mktemp("world")
+    folder = base / "inventory"
+    with pki_environment(base, passphrase):
+        fresh = not folder.exists()
+        if fresh:
+            write_inventory(folder, hosts)
+            make_pki_with_client(name)
         lab_hosts = lab.hosts_from_inventory(inventory.load(folder).select())
-        lab.reset(lab_hosts)
-        PkiStore().init(name="Integration API", key_type="ec")
-        store = PkiStore.open()
-        store.issue_client("alice", org="Example, Inc.")
-        bundle = write_client_bundle(store, "alice")
+        (lab.reset if fresh else lab.up)(lab_hosts)
         try:
-            yield World(folder, bundle, {h.name: h for h in hosts})
+            yield World(
+                inventory=folder,
+                pki=base / "pki",
+                bundle=base / "dist" / CLIENT,
+                passphrase=passphrase,
+                hosts={h.name: h for h in hosts},
+            )
         finally:
             lab.down(lab_hosts)
+
+
+# --- the security tests' lab (test_tls_quality.py, test_hardening.py) -------------------------
+
+# On ports of their own (other modules use 2201-2221 and 2291-2293).
+SEC_PHP = ApiHost("sec-php", 2231, 8461, "php")
+SEC_PY = ApiHost("sec-py", 2232, 8462, "python")
+
+
+@pytest.fixture(scope="module")
+def security_lab(tmp_path_factory):
+    """sec-php and sec-py provisioned for one module, stopped after it. The first module of the
+    session resets them and makes the PKI; a later one reuses both (its provisioning is a no-op
+    re-run)."""
+    world = lab_world(
+        tmp_path_factory,
+        [SEC_PHP, SEC_PY],
+        name="Security Test API",
+        passphrase="security-test",
+        shared="security-lab",
+    )
+    with world as sec:
+        for name in sec.hosts:
+            provision_cleanly(sec.inventory, name)
+        yield sec

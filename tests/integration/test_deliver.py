@@ -6,23 +6,15 @@ A PKI of this module's own (in a temporary directory); api1 is provisioned again
 """
 
 import hashlib
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from mtls_deploy import inventory
-from mtls_deploy.connection import Remote, SshTarget
 from mtls_deploy.pki_store import PkiStore
-from mtls_deploy.provision import RunOptions, provision_host
 
-from .conftest import needs_lab
+from .conftest import DEFAULT_LAB, inv, needs_lab, own_pki, provision_cleanly, remote, run_on
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ".mtls/api"  # bob's default bundle_dir, relative to his home
 CURL_WHOAMI = (
     f"cd {BUNDLE} && curl -sS --max-time 10 -w ' %{{http_code}}' --resolve api1.lab.test:8441:127.0.0.1 "
@@ -33,40 +25,14 @@ CURL_WHOAMI = (
 @pytest.fixture(scope="module")
 def world(lab_inventory, tmp_path_factory):
     """This module's PKI and dist/, api1 provisioned against it, bob without a bundle."""
-    base = tmp_path_factory.mktemp("deliver")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MTLS_DEPLOY_PKI_DIR", str(base / "pki"))
-        patch.setenv("MTLS_DEPLOY_DIST_DIR", str(base / "dist"))
-        patch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "integration-deliver")
-        patch.chdir(ROOT)
-        PkiStore().init(name="Deliver API")
-        result = provision_host(inventory.load("inventory").host("api1"), RunOptions())
-        assert not result.failed, [s for s in result.steps if s.status == "failed"] or result.error
-        run_on("bob", "rm -rf ~/.mtls")
+    with own_pki(tmp_path_factory, "Deliver API", "integration-deliver") as base:
+        provision_cleanly(DEFAULT_LAB, "api1")
+        run_on(DEFAULT_LAB, "bob", "rm -rf ~/.mtls")
         yield base
 
 
-def inv(*args, check=True) -> subprocess.CompletedProcess:
-    """The real command line, with this module's environment."""
-    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, text=True)  # fmt: skip
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
-def remote(name) -> Remote:
-    host = inventory.load(ROOT / "inventory").host(name)
-    return Remote(SshTarget.from_vars(host.name, host.vars))
-
-
-def run_on(name, command, sudo=False) -> str:
-    with remote(name) as connection:
-        return connection.run(command, sudo=sudo, check=True).stdout
-
-
 def stat_bundle() -> dict[str, str]:
-    out = run_on("bob", f"cd {BUNDLE} && stat -c '%n %a %U:%G' . * && sha256sum *")
+    out = run_on(DEFAULT_LAB, "bob", f"cd {BUNDLE} && stat -c '%n %a %U:%G' . * && sha256sum *")
     lines = out.splitlines()
     modes = {
         line.split()[0]: " ".join(line.split()[1:]) for line in lines if len(line.split()) == 3
@@ -90,22 +56,23 @@ def test_issue_client_delivers_the_bundle_to_bob(world):
     assert found["hashes"] == {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dist.iterdir()
     }
-    answer = run_on("bob", CURL_WHOAMI)
+    answer = run_on(DEFAULT_LAB, "bob", CURL_WHOAMI)
     assert '"subject":{"CN":"bob"}' in answer and answer.endswith(" 200")
 
 
 def test_delivering_again_changes_nothing(world):
-    before = run_on("bob", f"stat -c '%i %Y' {BUNDLE}/*")
+    before = run_on(DEFAULT_LAB, "bob", f"stat -c '%i %Y' {BUNDLE}/*")
     done = inv("issue-client", "--name", "bob")
     assert (
         "ok       bob  bundle bob  (unchanged in /home/bob/.mtls/api/: sha256 of 6 files match)"
         in done.stdout
     )
-    assert run_on("bob", f"stat -c '%i %Y' {BUNDLE}/*") == before
+    assert run_on(DEFAULT_LAB, "bob", f"stat -c '%i %Y' {BUNDLE}/*") == before
 
 
 def test_drift_on_bob_is_repaired(world):
     run_on(
+        DEFAULT_LAB,
         "bob",
         f"chmod 644 {BUNDLE}/bob.key && chmod 755 {BUNDLE} && echo tampered > {BUNDLE}/bob.crt",
     )
@@ -116,7 +83,8 @@ def test_drift_on_bob_is_repaired(world):
     )
     found = stat_bundle()
     assert (found["modes"]["."], found["modes"]["bob.key"]) == ("700 bob:bob", "600 bob:bob")
-    assert not run_on("bob", f"ls -A {BUNDLE} | grep mtls-tmp || true").strip()  # no temporary left
+    temporaries = run_on(DEFAULT_LAB, "bob", f"ls -A {BUNDLE} | grep mtls-tmp || true")
+    assert not temporaries.strip()  # no temporary left
 
 
 def test_without_a_consumer_or_with_no_deliver_the_bundle_stays_in_dist(world):
@@ -128,7 +96,7 @@ def test_without_a_consumer_or_with_no_deliver_the_bundle_stays_in_dist(world):
 
 
 def test_csr_the_key_is_made_on_bob_and_never_leaves_it(world):
-    old_key = run_on("bob", f"sha256sum < {BUNDLE}/bob.key")
+    old_key = run_on(DEFAULT_LAB, "bob", f"sha256sum < {BUNDLE}/bob.key")
     refused = inv("issue-client", "--name", "bob", "--csr", check=False)
     assert (
         refused.returncode == 2
@@ -139,12 +107,13 @@ def test_csr_the_key_is_made_on_bob_and_never_leaves_it(world):
     assert (
         "changed  api1  file /etc/nginx/mtls/crl.pem" in done.stdout
     )  # the superseded one is refused
-    assert run_on("bob", f"sha256sum < {BUNDLE}/bob.key") != old_key
+    assert run_on(DEFAULT_LAB, "bob", f"sha256sum < {BUNDLE}/bob.key") != old_key
     assert not (world / "pki" / "clients" / "bob" / "bob.key").exists()
     store = PkiStore.open(world / "pki")
     index_cert = store.client_material("bob").cert_pem
-    assert run_on("bob", f"cat {BUNDLE}/bob.crt").encode() == index_cert
+    assert run_on(DEFAULT_LAB, "bob", f"cat {BUNDLE}/bob.crt").encode() == index_cert
     pair = run_on(
+        DEFAULT_LAB,
         "bob",
         f"cd {BUNDLE} && openssl pkey -in bob.key -pubout && openssl x509 -in bob.crt -noout -pubkey",
     )
@@ -153,13 +122,14 @@ def test_csr_the_key_is_made_on_bob_and_never_leaves_it(world):
     )  # the key on bob matches the certificate
     assert stat_bundle()["modes"]["bob.key"] == "600 bob:bob"
     assert "bob.p12" not in stat_bundle()["modes"]  # the old key's .p12 went with it
-    assert run_on("bob", CURL_WHOAMI).endswith(" 200")
+    assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")
     again = inv("issue-client", "--name", "bob", "--csr")
     assert "unchanged in /home/bob/.mtls/api/" in again.stdout
 
 
 def test_revocation_is_refused_as_soon_as_revoke_client_returns(world):
-    with remote("bob") as bob:  # connected before, so nothing but the request runs after
+    # connected before, so nothing but the request runs after
+    with remote(DEFAULT_LAB, "bob") as bob:
         assert bob.run(CURL_WHOAMI).stdout.endswith(" 200")
         done = inv("revoke-client", "--name", "bob")
         answer = bob.run(CURL_WHOAMI).stdout
@@ -170,6 +140,7 @@ def test_revocation_is_refused_as_soon_as_revoke_client_returns(world):
 
 def test_api1_holds_no_client_key_and_no_ca_key(world):
     pem_keys = run_on(
+        DEFAULT_LAB,
         "api1",
         "grep -rlIs -E '^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' /etc /home /root /tmp /var /srv /opt "
         "/usr/local /run /dev/shm /boot; find / /tmp /run /dev/shm -xdev -type f "
@@ -184,6 +155,7 @@ def test_api1_holds_no_client_key_and_no_ca_key(world):
                if p.is_file() and p.suffix in (".key", ".p12", ".pass") and "servers" not in p.parts}  # fmt: skip
     assert any("client-ca.key" in p for p in secrets.values())
     every_file = run_on(
+        DEFAULT_LAB,
         "api1",
         "{ find / -xdev -type f -size -64k; find /tmp /var/tmp /run /dev/shm -type f -size -64k; } "
         "2>/dev/null | sort -u | xargs -d '\\n' sha256sum 2>/dev/null; true",

@@ -10,17 +10,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .conftest import needs_lab
-from .security_lab import CLIENT, HOSTS, PASSPHRASE, provisioned
+from .conftest import CLIENT, SEC_PHP, SEC_PY, needs_lab
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
-# (backend host, unit, highest exposure accepted)
+HOSTS = sorted([SEC_PHP.name, SEC_PY.name])
+# (host, unit, highest exposure accepted)
 EXPOSURE = [
-    ("python", "api-python.service", 2.0),
-    ("php", "php-fpm", 5.0),  # php<version>-fpm.service, found on the host
-    ("php", "nginx.service", 5.0),
-    ("python", "nginx.service", 5.0),
+    (SEC_PY.name, "api-python.service", 2.0),
+    (SEC_PHP.name, "php-fpm", 5.0),  # php<version>-fpm.service, found on the host
+    (SEC_PHP.name, "nginx.service", 5.0),
+    (SEC_PY.name, "nginx.service", 5.0),
 ]
 SERVER_KEY = "/etc/nginx/mtls/server.key"
 BACKEND_USERS = {"php": "api-php", "python": "api-python"}
@@ -29,70 +29,71 @@ HOST_KEYS = re.compile(r"/etc/ssh/ssh_host_\w+_key")
 
 
 @pytest.fixture(scope="module")
-def sec(tmp_path_factory):
+def sec(security_lab):
     """sec-php and sec-py provisioned (shared with test_tls_quality.py), stopped afterwards;
     one request each, so the logs have something in them."""
-    with provisioned(tmp_path_factory) as world:
-        for backend in HOSTS:
-            assert world.curl(backend)[0] == 200
-        yield world
+    for host in HOSTS:
+        assert security_lab.curl(host)[0] == 200
+    return security_lab
 
 
-def unit_name(sec, backend: str, unit: str) -> str:
+def unit_name(sec, host: str, unit: str) -> str:
     """``unit``, or for "php-fpm" the host's ``php<version>-fpm.service``."""
     if unit != "php-fpm":
         return unit
-    listed = sec.sudo(backend, "systemctl list-units --plain --no-legend 'php*-fpm.service'")
+    listed = sec.sudo(host, "systemctl list-units --plain --no-legend 'php*-fpm.service'")
     return listed.stdout.split()[0]
 
 
 # --- sandboxes --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("backend", "unit", "highest"), EXPOSURE)
-def test_exposure(sec, backend, unit, highest):
-    unit = unit_name(sec, backend, unit)
-    result = sec.sudo(backend, f"systemd-analyze security --no-pager {unit}")
+@pytest.mark.parametrize(("host", "unit", "highest"), EXPOSURE)
+def test_exposure(sec, host, unit, highest):
+    unit = unit_name(sec, host, unit)
+    result = sec.sudo(host, f"systemd-analyze security --no-pager {unit}")
     match = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= highest
 
 
-@pytest.mark.parametrize(("backend", "unit"), [(b, u) for b, u, _ in EXPOSURE])
-def test_sandbox_is_in_force_on_the_running_service(sec, backend, unit):
+@pytest.mark.parametrize(("host", "unit"), [(h, u) for h, u, _ in EXPOSURE])
+def test_sandbox_is_in_force_on_the_running_service(sec, host, unit):
     """Not only in the unit file: the running main process has no new privileges, a seccomp
     filter, and only the capabilities the drop-in leaves."""
-    unit = unit_name(sec, backend, unit)
-    pid = sec.sudo(backend, f"systemctl show -p MainPID --value {unit}").stdout.strip()
+    unit = unit_name(sec, host, unit)
+    pid = sec.sudo(host, f"systemctl show -p MainPID --value {unit}").stdout.strip()
     assert pid not in ("", "0"), f"{unit} is not running"
     status = dict(
         line.split(":\t", 1)
-        for line in sec.sudo(backend, f"cat /proc/{pid}/status").stdout.splitlines()
+        for line in sec.sudo(host, f"cat /proc/{pid}/status").stdout.splitlines()
         if ":\t" in line
     )
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", unit
     bounding = int(status["CapBnd"], 16)
     assert bounding & (1 << 21) == 0, f"{unit} keeps CAP_SYS_ADMIN"
     if unit != "api-python.service":  # ours is a unit file of its own, not a drop-in
-        drop_ins = sec.sudo(backend, f"systemctl show -p DropInPaths --value {unit}").stdout
+        drop_ins = sec.sudo(host, f"systemctl show -p DropInPaths --value {unit}").stdout
         assert f"/etc/systemd/system/{unit}.d/hardening.conf" in drop_ins.split()
 
 
-@pytest.mark.parametrize("backend", sorted(HOSTS))
-def test_every_service_still_answers(sec, backend):
-    code, body = sec.curl(backend)
+@pytest.mark.parametrize("host", HOSTS)
+def test_every_service_still_answers(sec, host):
+    code, body = sec.curl(host)
     assert code == 200 and body["verified"] == "SUCCESS", body
     assert body["subject"]["O"] == "Example, Inc."  # PHP: parsed with preg_match, JIT off
-    assert sec.curl(backend, "/health") == (200, {"status": "ok"})
+    assert sec.curl(host, "/health") == (200, {"status": "ok"})
 
 
 def test_php_runs_without_pcre_jit_and_without_warnings(sec):
     """Under MemoryDenyWriteExecute a JIT-compiled preg_match would warn "Allocation of JIT
     memory failed" (the requests above ran one: the client's O has an escaped comma)."""
-    version = unit_name(sec, "php", "php-fpm").removeprefix("php").removesuffix("-fpm.service")
-    info = sec.sudo("php", f"php-fpm{version} -i").stdout
+    version = (
+        unit_name(sec, SEC_PHP.name, "php-fpm").removeprefix("php").removesuffix("-fpm.service")
+    )
+    info = sec.sudo(SEC_PHP.name, f"php-fpm{version} -i").stdout
     assert re.search(r"^pcre\.jit => (Off|0) => (Off|0)$", info, re.M), "pcre.jit is on"
-    log = sec.sudo("php", f"cat /var/log/php{version}-fpm.log").stdout
+    log = sec.sudo(SEC_PHP.name, f"cat /var/log/php{version}-fpm.log").stdout
     assert "JIT" not in log and "said into stderr" not in log, log[-2000:]  # PHP's warnings
 
 
@@ -155,12 +156,11 @@ print(json.dumps({"pem_keys": sorted(pem_keys), "hits": hits}))
 """
 
 
-@pytest.fixture(scope="module", params=sorted(HOSTS))
+@pytest.fixture(scope="module", params=HOSTS)
 def audit(request, sec):
-    """(backend, scan result) of one host, with the needles of every key of this PKI."""
-    backend = request.param
-    name = HOSTS[backend][0]
-    passphrase = PASSPHRASE.encode()
+    """(host, scan result) of one host, with the needles of every key of this PKI."""
+    name = request.param
+    passphrase = sec.passphrase.encode()
     needles = {
         "client CA key": key_needles((sec.pki / "client-ca.key").read_bytes(), passphrase),
         "server CA key": key_needles((sec.pki / "server-ca.key").read_bytes(), passphrase),
@@ -170,16 +170,16 @@ def audit(request, sec):
     script = base64.b64encode(HOST_SCAN.encode()).decode()
     stdin = base64.b64encode(json.dumps(needles).encode()).decode()
     command = f'echo {stdin} | base64 -d | python3 -c "$(echo {script} | base64 -d)"'
-    result = sec.sudo(backend, command)
+    result = sec.sudo(name, command)
     assert result.returncode == 0, result.stderr
-    return backend, json.loads(result.stdout)
+    return name, json.loads(result.stdout)
 
 
 def test_server_key_is_0600_root_and_the_tls_dir_closed(sec, audit):
-    backend, _ = audit
+    host, _ = audit
 
     def mode_and_owner(path: str) -> list[str]:
-        return sec.sudo(backend, f"stat -c '%a %U %G' {path}").stdout.split()
+        return sec.sudo(host, f"stat -c '%a %U %G' {path}").stdout.split()
 
     assert mode_and_owner(SERVER_KEY) == ["600", "root", "root"]
     assert mode_and_owner("/etc/nginx/mtls") == ["750", "root", "root"]
@@ -202,23 +202,24 @@ def test_no_ca_key_and_no_client_key_anywhere_on_the_host(audit):
 
 @pytest.mark.parametrize("user", ["www-data", "backend"])
 def test_no_private_key_readable_by_nginx_workers_or_the_backend(sec, audit, user):
-    backend, found = audit
-    user = BACKEND_USERS[backend] if user == "backend" else user
+    host, found = audit
+    user = BACKEND_USERS[sec.hosts[host].backend] if user == "backend" else user
     for path in found["pem_keys"]:
-        readable = sec.sudo(backend, f"sudo -u {user} test -r {path}")
+        readable = sec.sudo(host, f"sudo -u {user} test -r {path}")
         assert readable.returncode != 0, f"{user} can read {path}"
 
 
 def test_no_key_material_in_the_logs(sec, audit):
     """The needles were searched in /var/log too (above); here the words, and the journal,
     which may compress what it stores."""
-    backend, found = audit
+    host, found = audit
     logs = [p for paths in found["hits"].values() for p in paths if p.startswith("/var/log")]
     assert logs == []
-    unit = "api-python" if backend == "python" else unit_name(sec, backend, "php-fpm")
+    backend = sec.hosts[host].backend
+    unit = "api-python" if backend == "python" else unit_name(sec, host, "php-fpm")
     grep = "grep -c -e 'PRIVATE KEY' -e 'BEGIN CERTIFICATE'"
-    files = sec.sudo(backend, f"cat /var/log/nginx/* /var/log/php*-fpm.log 2>/dev/null | {grep}")
-    journal = sec.sudo(backend, f"journalctl -u nginx -u {unit} -o cat --no-pager | {grep}")
+    files = sec.sudo(host, f"cat /var/log/nginx/* /var/log/php*-fpm.log 2>/dev/null | {grep}")
+    journal = sec.sudo(host, f"journalctl -u nginx -u {unit} -o cat --no-pager | {grep}")
     assert files.stdout.strip() == "0" and journal.stdout.strip() == "0"
-    access = sec.sudo(backend, "cat /var/log/nginx/api.access.log").stdout
+    access = sec.sudo(host, "cat /var/log/nginx/api.access.log").stdout
     assert f"CN={CLIENT}" in access  # the requests were logged, by name and serial only

@@ -8,37 +8,21 @@ left on the php backend.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from mtls_deploy import inventory
-from mtls_deploy.connection import Remote, SshTarget
-from mtls_deploy.pki_store import PkiStore
-from mtls_deploy.provision import RunOptions, provision_host
-
-from .conftest import needs_lab
+from .conftest import DEFAULT_LAB, ROOT, inv, needs_lab, own_pki, provision_cleanly, run_on
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 ALL_CASES = {1, 2, 3, 4, 5, 6, 7, 8}
 
 
 @pytest.fixture(scope="module")
 def world(lab_inventory, tmp_path_factory):
     """This module's PKI; api1 provisioned against it (php at the end); bob's bundle delivered."""
-    base = tmp_path_factory.mktemp("smoke")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MTLS_DEPLOY_PKI_DIR", str(base / "pki"))
-        patch.setenv("MTLS_DEPLOY_DIST_DIR", str(base / "dist"))
-        patch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "integration-smoke")
-        patch.chdir(ROOT)
-        PkiStore().init(name="Smoke API")
+    with own_pki(tmp_path_factory, "Smoke API", "integration-smoke") as base:
         try:
             yield base
         finally:
@@ -46,17 +30,7 @@ def world(lab_inventory, tmp_path_factory):
 
 
 def provision(backend: str) -> None:
-    host = inventory.load(ROOT / "inventory", {"backend": backend}).host("api1")
-    result = provision_host(host, RunOptions())
-    assert not result.failed, [s for s in result.steps if s.status == "failed"] or result.error
-
-
-def inv(*args, check=True, env=None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})  # fmt: skip
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
+    provision_cleanly(DEFAULT_LAB, "api1", backend=backend)
 
 
 def smoke(check=True) -> dict:
@@ -70,12 +44,6 @@ def smoke(check=True) -> dict:
 
 def row(report: dict, case: int) -> dict:
     return next(c for c in report["cases"] if c["case"] == case)
-
-
-def run_on(name, command, sudo=False) -> str:
-    host = inventory.load(ROOT / "inventory").host(name)
-    with Remote(SshTarget.from_vars(host.name, host.vars)) as remote:
-        return remote.run(command, sudo=sudo, check=True).stdout
 
 
 @pytest.mark.parametrize("backend", ["python", "php"])
@@ -98,7 +66,10 @@ def test_smoke_test_passes_before_and_right_after_revocation(world, backend):
     assert (row(report, 3)["result"], row(report, 3)["got"]) == ("pass", "400 certificate revoked")
     assert report["totals"] == {"passed": 9, "failed": 0, "skipped": 0}
     leftovers = run_on(
-        "api1", "ls -d /tmp/mtls-smoke.* /var/tmp/mtls-smoke.* 2>/dev/null; true", sudo=True
+        DEFAULT_LAB,
+        "api1",
+        "ls -d /tmp/mtls-smoke.* /var/tmp/mtls-smoke.* 2>/dev/null; true",
+        sudo=True,
     )
     assert leftovers.strip() == ""  # the throwaway certificates and keys went with their directory
 
@@ -137,9 +108,7 @@ def test_servers_that_disagree_with_the_index_fail(world):
 def test_revocation_reports_a_host_it_could_not_update(world, tmp_path):
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "group_vars" / "all.yml").write_text(
-        (ROOT / "inventory" / "group_vars" / "all.yml")
-        .read_text()
-        .replace(": .lab/", f": {ROOT}/.lab/")
+        (DEFAULT_LAB / "group_vars" / "all.yml").read_text().replace(": .lab/", f": {ROOT}/.lab/")
     )
     (tmp_path / "hosts.yml").write_text(
         textwrap.dedent("""\

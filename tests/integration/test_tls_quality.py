@@ -20,15 +20,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from .conftest import needs_lab
-from .security_lab import CLIENT, ROOT, provisioned
+from .conftest import CLIENT, ROOT, SEC_PHP, needs_lab
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
 MOZILLA_INTERMEDIATE_6 = Path(__file__).parent / "fixtures" / "mozilla-intermediate-6.0.json"
 SCANNERS_PYTHON = ROOT / ".venv-scanners" / "bin" / "python"
 SSLYZE_SCAN = Path(__file__).parent / "scanners" / "sslyze_scan.py"
-BACKEND = "php"
+HOST = SEC_PHP
 # testssl.sh findings of severity HIGH or CRITICAL that we accept, and why (docs/security.md).
 JUSTIFIED = {
     "cipher_order": "Mozilla 6.0 intermediate sets server_preferred_order false "
@@ -41,10 +40,9 @@ JUSTIFIED = {
 
 
 @pytest.fixture(scope="module")
-def sec(tmp_path_factory):
+def sec(security_lab):
     """sec-php and sec-py provisioned (shared with test_hardening.py), stopped afterwards."""
-    with provisioned(tmp_path_factory) as world:
-        yield world
+    return security_lab
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -61,14 +59,14 @@ def sslyze_report(request):
     if not os.path.lexists(SCANNERS_PYTHON):
         pytest.skip(f"{SCANNERS_PYTHON.relative_to(ROOT)} is missing: run scripts/setup.sh")
     sec = request.getfixturevalue("sec")
-    host, port = sec.address(BACKEND).rsplit(":", 1)
+    host, port = HOST.address.rsplit(":", 1)
     run = subprocess.run(
         [
             str(SCANNERS_PYTHON),
             "-I",
             str(SSLYZE_SCAN),
             "--server-name",
-            sec.server_name(BACKEND),
+            HOST.server_name,
             "--port",
             port,
             "--ip",
@@ -160,7 +158,7 @@ def test_certificate_has_the_right_san_and_verifies_as_a_server(sslyze_report, s
     leaf, *intermediates = [
         x509.load_pem_x509_certificate(pem.encode()) for pem in deployment["received_chain_pem"]
     ]
-    name = sec.server_name(BACKEND)
+    name = HOST.server_name
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [name]
     now = dt.datetime.now(dt.UTC)
@@ -179,13 +177,13 @@ def test_certificate_has_the_right_san_and_verifies_as_a_server(sslyze_report, s
 
 @pytest.fixture(scope="module")
 def sslscan_output(sec):
-    host, port = sec.address(BACKEND).rsplit(":", 1)
+    host, port = HOST.address.rsplit(":", 1)
     run = subprocess.run(
         [
             "sslscan",
             "--show-client-cas",
             "--no-colour",
-            f"--sni-name={sec.server_name(BACKEND)}",
+            f"--sni-name={HOST.server_name}",
             f"{host}:{port}",
         ],
         capture_output=True,
@@ -239,7 +237,7 @@ def testssl_findings(sec, tmp_path_factory):
     testssl.sh 3.0 sends no client certificate: the handshake completes, and its HTTP checks
     see the site's JSON 400 (which carries HSTS too)."""
     report = tmp_path_factory.mktemp("testssl") / "findings.json"
-    host, port = sec.address(BACKEND).rsplit(":", 1)
+    host, port = HOST.address.rsplit(":", 1)
     run = subprocess.run(
         [
             "testssl",
@@ -254,7 +252,7 @@ def testssl_findings(sec, tmp_path_factory):
             str(sec.bundle / "api-ca.crt"),
             "--jsonfile",
             str(report),
-            f"https://{sec.server_name(BACKEND)}:{port}",
+            f"https://{HOST.server_name}:{port}",
         ],
         capture_output=True,
         text=True,
