@@ -112,18 +112,21 @@ class HostRun:
                 step.status, step.reason = "failed", _last_line(result.stderr) or "apt-get failed"
         return result.ok
 
-    def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
-        resources = [r for r in self.resources(self.facts) if not isinstance(r, Packages)]
+    def complete(self, actual: ResourceFacts, covered: Watched, resources: list) -> ResourceFacts:
+        """``actual`` plus what the guess missed: one more round trip, only when it missed."""
         missing = Watched.of(*watched(resources)) - covered
-        if missing:  # the guess missed some: one more round trip for just those
-            script = resource_facts_script(
-                sorted(missing.paths), sorted(missing.users), sorted(missing.units)
-            )
-            actual = merge(
-                actual,
-                parse_resource_facts(self.remote.run_script(script, sudo=True, check=True).stdout),
-            )
-        steps = plan(resources, actual)
+        if not missing:
+            return actual
+        script = resource_facts_script(
+            sorted(missing.paths), sorted(missing.users), sorted(missing.units)
+        )
+        result = self.remote.run_script(script, sudo=True, check=True)
+        return merge(actual, parse_resource_facts(result.stdout))
+
+    def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
+        """Plan every resource against the facts; unless checking, apply what changed."""
+        resources = [r for r in self.resources(self.facts) if not isinstance(r, Packages)]
+        steps = plan(resources, self.complete(actual, covered, resources))
         if self.options.diff:
             _attach_diffs(self.remote, steps)
         if self.options.check or not any(s.changed for s in steps):
