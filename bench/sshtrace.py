@@ -106,6 +106,7 @@ class SshTrace:
 
 LABELS = (
     ("apt-get", "packages"),
+    ("@@resources", "facts (system and resources)"),  # facts.gather_script
     ("os-release", "system facts"),
     ("stat -c", "resource facts"),
     ("umask 077", "apply (files, services, handlers)"),  # apply.build_script's first line

@@ -160,6 +160,8 @@ def inventory_key_type(default: str = "ec") -> str:
     """
     from . import inventory
 
+    if not inventory.inventory_dir().is_dir():  # a PKI needs no inventory
+        return default
     hosts = inventory.load().hosts.values()
     chosen = {h.vars["pki_key_type"] for h in hosts if h.vars.get("pki_key_type")}
     if len(chosen) > 1:

@@ -42,11 +42,11 @@ def test_every_result_names_the_machine_and_versions(results):
         assert any(k.startswith("nginx") for k in doc["versions"]["hosts"])
 
 
-def test_provision_noop_counts_one_connection_and_two_round_trips(results):
+def test_provision_noop_counts_one_connection_and_one_round_trip(results):
     f = results["provision-noop"]["figures"]
     assert 0 < f["wall_s"]["min"] <= f["wall_s"]["median"] <= f["wall_s"]["max"]
-    assert f["ssh_channels"] == [2] and f["command_round_trips"] == 2
-    assert f["channel_what"] == ["system facts", "resource facts"]
+    assert f["ssh_channels"] == [1] and f["command_round_trips"] == 1
+    assert f["channel_what"] == ["facts (system and resources)"]
     assert 5 <= f["network_turns"]["median"] <= 40
     assert 0 < f["in_process_s"]["median"] < f["wall_s"]["median"] + 1
     assert results["provision-noop"]["goals"][0]["target"] == 1.0
