@@ -164,38 +164,38 @@ def _short(command: str) -> str:
 
 
 def _communicate(channel, stdin: bytes, timeout: float | None) -> CommandResult:
-    """Send stdin, then read stdout and stderr until the command exits."""
+    """Send stdin, then read stdout and stderr to their end, then the exit status.
+
+    sshd may send the exit status before the last output (it reports the child's exit as soon
+    as it sees it), so the end of the output is its EOF, never the status.
+    """
     if stdin:
         channel.sendall(stdin)
     channel.shutdown_write()
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout if timeout else None
     channel.settimeout(0.05)
-    while True:
-        _drain(channel, out, err)
-        if (
-            channel.exit_status_ready()
-            and not channel.recv_ready()
-            and not channel.recv_stderr_ready()
-        ):
-            break
+    while _drain(channel, out, err):
         if deadline and time.monotonic() > deadline:
             channel.close()
             return CommandResult(out.decode(errors="replace"), "timed out", 124)
-    status = channel.recv_exit_status()
+    status = channel.recv_exit_status()  # -1 when the connection dropped without one
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
     channel.close()
     return CommandResult(out.decode(errors="replace"), err.decode(errors="replace"), status)
 
 
-def _drain(channel, out: bytearray, err: bytearray) -> None:
-    try:
-        chunk = channel.recv(65536)
-        if chunk:
-            out += chunk
-    except TimeoutError:
-        pass
+def _drain(channel, out: bytearray, err: bytearray) -> bool:
+    """Read what has arrived; False once stdout reached its end (EOF or a closed channel)."""
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(65536)
+    try:
+        chunk = channel.recv(65536)
+    except TimeoutError:
+        return True
+    out += chunk
+    return bool(chunk)
 
 
 def _connect(target: SshTarget):

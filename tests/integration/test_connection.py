@@ -97,3 +97,13 @@ def test_unreachable_host_is_reported_while_the_other_succeeds(lab_inventory):
     assert group.failed[0].error == (
         "ghost: cannot reach deploy@127.0.0.1:2299: connection refused; is the host up and sshd running?"
     )
+
+
+def test_all_output_arrives_even_when_the_exit_status_comes_first(lab_inventory):
+    """sshd may report the exit before the last output: read to EOF, never stop at the status."""
+    expected_small = "".join(f"{n}\n" for n in range(1, 3001))
+    with Remote(target(lab_inventory, "bob")) as remote:
+        for _ in range(30):
+            assert remote.run("seq 1 3000").stdout == expected_small
+        big = remote.run("head -c 3000000 /dev/zero | base64 -w 76")
+        assert big.ok and len(big.stdout) == 4000000 + 4000000 // 76 + 1
