@@ -122,6 +122,7 @@ class ResourceFacts:
     paths: dict[str, PathState]
     users: frozenset[str]
     units: dict[str, UnitState]
+    checks: dict[str, bool] = field(default_factory=dict)  # check_key(command) -> succeeded
 
     def path(self, path: str) -> PathState:
         return self.paths.get(path, PathState("absent"))
@@ -146,8 +147,16 @@ def _unit_name(name: str) -> str:
     return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
 
-def resource_facts_script(paths, users, units) -> str:
-    """One script: ``stat`` every path, hash every regular file, look up users and units."""
+def check_key(command: str) -> str:
+    """A short, stable name for an ``unless`` check in the facts output."""
+    import hashlib
+
+    return hashlib.sha256(command.encode()).hexdigest()[:16]
+
+
+def resource_facts_script(paths, users, units, checks=()) -> str:
+    """One script: ``stat`` every path, hash every regular file, look up users and units, and
+    run each ``unless`` check (read-only by contract), recording whether it succeeded."""
     quoted = " ".join(_q(p) for p in paths)
     lines = []
     if paths:
@@ -164,13 +173,18 @@ def resource_facts_script(paths, users, units) -> str:
             f"systemctl show -p Id,UnitFileState,ActiveState -- {names} 2>/dev/null "
             "| sed 's/^/unit\t/'"
         )
+    for command in checks:
+        lines.append(
+            f"if ( {command} ) >/dev/null 2>&1; then printf 'check\\t%s\\t0\\n' {check_key(command)};"
+            f" else printf 'check\\t%s\\t1\\n' {check_key(command)}; fi"
+        )
     lines.append("true")
     return "\n".join(lines) + "\n"
 
 
 def parse_resource_facts(output: str) -> ResourceFacts:
     """Parse ``resource_facts_script`` output. Paths not mentioned are absent."""
-    paths, hashes, users, unit_lines = {}, {}, set(), []
+    paths, hashes, users, unit_lines, checks = {}, {}, set(), [], {}
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
         if key == "stat":
@@ -183,11 +197,14 @@ def parse_resource_facts(output: str) -> ResourceFacts:
             users.add(rest.split(":", 1)[0])
         elif key == "unit":
             unit_lines.append(rest)
+        elif key == "check":
+            name, _, status = rest.partition("\t")
+            checks[name] = status == "0"
     states = {
         name: PathState(kind, mode, owner, group, hashes.get(name))
         for name, (kind, mode, owner, group) in paths.items()
     }
-    return ResourceFacts(paths=states, users=frozenset(users), units=parse_units(unit_lines))
+    return ResourceFacts(states, frozenset(users), parse_units(unit_lines), checks)
 
 
 def parse_units(lines: list[str]) -> dict[str, UnitState]:
@@ -223,27 +240,36 @@ class Watched:
     paths: frozenset[str] = frozenset()
     users: frozenset[str] = frozenset()
     units: frozenset[str] = frozenset()
+    checks: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, paths, users, units) -> "Watched":
-        return cls(frozenset(paths), frozenset(users), frozenset(units))
+    def of(cls, paths, users, units, checks=()) -> "Watched":
+        return cls(frozenset(paths), frozenset(users), frozenset(units), frozenset(checks))
 
     def __sub__(self, other: "Watched") -> "Watched":
-        return Watched(self.paths - other.paths, self.users - other.users, self.units - other.units)
+        return Watched(
+            *(mine - theirs for mine, theirs in zip(self.parts(), other.parts(), strict=True))
+        )
 
     def __or__(self, other: "Watched") -> "Watched":
-        return Watched(self.paths | other.paths, self.users | other.users, self.units | other.units)
+        return Watched(
+            *(mine | theirs for mine, theirs in zip(self.parts(), other.parts(), strict=True))
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.paths or self.users or self.units)
+        return any(self.parts())
+
+    def parts(self) -> tuple[frozenset[str], ...]:
+        return (self.paths, self.users, self.units, self.checks)
+
+    def script(self) -> str:
+        """``resource_facts_script`` for exactly what this covers."""
+        return resource_facts_script(*(sorted(part) for part in self.parts()))
 
 
 def gather_script(packages: tuple[str, ...], watched: Watched) -> str:
     """System facts, then the state of the watched paths, users and units, in one script."""
-    resources = resource_facts_script(
-        sorted(watched.paths), sorted(watched.users), sorted(watched.units)
-    )
-    return system_facts_script(packages) + f"echo {RESOURCES_MARK}\n" + resources
+    return system_facts_script(packages) + f"echo {RESOURCES_MARK}\n" + watched.script()
 
 
 def parse_gathered(output: str) -> tuple[HostFacts, ResourceFacts]:
@@ -258,4 +284,5 @@ def merge(first: ResourceFacts, second: ResourceFacts) -> ResourceFacts:
         paths={**first.paths, **second.paths},
         users=first.users | second.users,
         units={**first.units, **second.units},
+        checks={**first.checks, **second.checks},
     )

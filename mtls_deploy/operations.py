@@ -10,8 +10,8 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 
-from .facts import HostFacts, PathState, ResourceFacts
-from .resources import Absent, Directory, File, Packages, Service, User
+from .facts import HostFacts, PathState, ResourceFacts, check_key
+from .resources import Absent, Command, Directory, File, Packages, Service, User
 
 APT_LISTS_MAX_AGE = 24 * 3600
 DIFF_MAX_BYTES = 64 * 1024
@@ -216,6 +216,25 @@ def plan_service(desired: Service, actual_enabled: str, actual_active: str) -> S
     )
 
 
+# --- commands ---------------------------------------------------------------------------------
+
+
+def plan_command(
+    desired: Command, creates: PathState | None, unless_succeeded: bool | None
+) -> Step:
+    """Run ``command`` unless its guard says it is done (``creates`` exists, ``unless`` passed)."""
+    if creates is not None and creates.kind != "absent":
+        return ok("command", desired.command, f"{desired.creates} exists", desired)
+    if unless_succeeded:
+        return ok("command", desired.command, f"`{desired.unless}` succeeded", desired)
+    reason = (
+        f"{desired.creates} absent"
+        if desired.creates
+        else (f"`{desired.unless}` failed" if desired.unless else "no guard: runs every time")
+    )
+    return changed("command", desired.command, reason, [desired.command], desired, desired.notify)
+
+
 # --- the whole plan ---------------------------------------------------------------------------
 
 
@@ -234,15 +253,21 @@ def plan(resources: list, facts: ResourceFacts) -> list[Step]:
         elif isinstance(resource, Service):
             unit = facts.unit(resource.name)
             steps.append(plan_service(resource, unit.enabled, unit.active))
+        elif isinstance(resource, Command):
+            creates = facts.path(resource.creates) if resource.creates else None
+            passed = facts.checks.get(check_key(resource.unless)) if resource.unless else None
+            steps.append(plan_command(resource, creates, passed))
     return steps
 
 
-def watched(resources: list) -> tuple[list[str], list[str], list[str]]:
-    """The paths, users and units whose state the plan needs: gathered in one round trip."""
+def watched(resources: list) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The paths, users, units and ``unless`` checks the plan needs: gathered in one round trip."""
     paths = [r.path for r in resources if isinstance(r, File | Directory | Absent)]
+    paths += [r.creates for r in resources if isinstance(r, Command) and r.creates]
     users = [r.name for r in resources if isinstance(r, User)]
     units = [r.name for r in resources if isinstance(r, Service)]
-    return paths, users, units
+    checks = [r.unless for r in resources if isinstance(r, Command) and r.unless]
+    return paths, users, units, checks
 
 
 def unified_diff(path: str, before: bytes | None, after: bytes) -> str:

@@ -19,7 +19,6 @@ from .facts import (
     merge,
     parse_gathered,
     parse_resource_facts,
-    resource_facts_script,
 )
 from .operations import Step, plan, plan_packages, secret_summary, unified_diff, watched
 from .resources import File, Handler, Packages
@@ -117,10 +116,7 @@ class HostRun:
         missing = Watched.of(*watched(resources)) - covered
         if not missing:
             return actual
-        script = resource_facts_script(
-            sorted(missing.paths), sorted(missing.users), sorted(missing.units)
-        )
-        result = self.remote.run_script(script, sudo=True, check=True)
+        result = self.remote.run_script(missing.script(), sudo=True, check=True)
         return merge(actual, parse_resource_facts(result.stdout))
 
     def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:

@@ -74,6 +74,18 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A shell command run as root, guarded as in Ansible: skipped when ``creates`` exists or
+    when ``unless`` (a read-only check, run with the facts) succeeds. Unguarded, it runs each
+    time, so give it a guard."""
+
+    command: str
+    creates: str | None = None
+    unless: str | None = None
+    notify: Handlers = ()
+
+
+@dataclass(frozen=True)
 class Handler:
     """A command run once at the end of a host's run when some change notified it."""
 

@@ -121,3 +121,33 @@ def test_fact_cache_round_trip_and_damage(tmp_path):
     assert loaded.apt_lists_age is None  # never trust a cached age
     path.write_text("{not json")
     assert fact_cache.load(path) is None
+
+
+def test_unless_checks_run_in_the_facts_script_and_are_keyed_by_command(tmp_path):
+    marker = tmp_path / "present"
+    marker.write_text("")
+    passing, failing = f"test -e {marker}", f"test -e {tmp_path / 'missing'}"
+    script = facts.resource_facts_script([], [], [], [passing, failing])
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True)
+    checks = facts.parse_resource_facts(out.stdout).checks
+    assert checks == {facts.check_key(passing): True, facts.check_key(failing): False}
+
+
+def test_a_command_is_planned_from_gathered_facts(tmp_path):
+    from mtls_deploy.operations import plan, watched
+    from mtls_deploy.resources import Command
+
+    done = tmp_path / "done"
+    resources = [Command("touch done", creates=str(done)), Command("x", unless="false")]
+    paths, users, units, checks = watched(resources)
+    script = facts.resource_facts_script(paths, users, units, checks)
+    run = lambda: subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True).stdout  # noqa: E731
+    assert [s.status for s in plan(resources, facts.parse_resource_facts(run()))] == [
+        "changed",
+        "changed",
+    ]
+    done.write_text("")
+    assert [s.status for s in plan(resources, facts.parse_resource_facts(run()))] == [
+        "ok",
+        "changed",
+    ]

@@ -7,7 +7,7 @@ import yaml
 
 from mtls_deploy import operations
 from mtls_deploy.facts import HostFacts, PathState, ResourceFacts
-from mtls_deploy.resources import Absent, Directory, File, Packages, Service, User
+from mtls_deploy.resources import Absent, Command, Directory, File, Packages, Service, User
 
 CASES = sorted(Path(__file__).parent.glob("*/*.yaml"))
 
@@ -29,6 +29,10 @@ def plan_case(op: str, desired: dict, actual: dict):
     if op == "user":
         facts = ResourceFacts(paths={}, users=frozenset(actual["users"]), units={})
         return operations.plan_user(User(**desired), facts)
+    if op == "command":
+        desired["notify"] = tuple(desired.get("notify", ()))
+        creates = PathState(**actual["creates"]) if "creates" in actual else None
+        return operations.plan_command(Command(**desired), creates, actual.get("unless_succeeded"))
     raise AssertionError(f"no runner for operation {op}")
 
 

@@ -131,3 +131,17 @@ def test_a_dropped_connection_mid_run_restores_validated_files(site, monkeypatch
     assert (site / "site.conf").read_text() == "old site\n"
     assert not (site / "new.conf").exists() and not (site / "marker").exists()
     assert sorted(p.name for p in site.iterdir()) == ["default", "site.conf"]
+
+
+def test_a_command_step_runs_in_order_and_notifies(tmp_path, monkeypatch):
+    from mtls_deploy.operations import plan_command
+    from mtls_deploy.resources import Command
+
+    step = plan_command(
+        Command(f"echo ran > {tmp_path}/out", creates=f"{tmp_path}/out", notify=("reload nginx",)),
+        PathState("absent"),
+        None,
+    )
+    result = run(applying.build_script([step], HANDLERS), "true", monkeypatch)
+    assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
+    assert applying.parse_outcome(result.stdout, result.stderr).handlers_done == ("reload nginx",)
