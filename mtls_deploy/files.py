@@ -17,8 +17,16 @@ PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 
 
-def atomic_write(path, data, mode: int = PUBLIC_FILE_MODE, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` (bytes or str) atomically, with permissions ``mode``.
+def atomic_write(
+    path,
+    data,
+    mode: int = PUBLIC_FILE_MODE,
+    *,
+    durable: bool = True,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` (bytes or str) atomically, with permissions ``mode``
+    (and ``owner`` as (uid, gid), set before the rename).
 
     ``durable=False`` skips the fsyncs; call ``sync_filesystem`` once after a batch instead.
 
@@ -30,6 +38,8 @@ def atomic_write(path, data, mode: int = PUBLIC_FILE_MODE, *, durable: bool = Tr
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         write_new_file(temporary, data, mode, durable=durable)
+        if owner:
+            os.chown(temporary, *owner)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .errors import BadInput, UserError
+from .files import atomic_write
 
 INSTALL_COMMAND = "apt-get install -y systemd-container debootstrap"
 SUITE = "bookworm"
@@ -312,21 +313,6 @@ def record_host_key(state_dir: Path, host: LabHost, root: Path) -> None:
     new = replace_known_host(old, host.address, host.ssh_port, line)
     if new != old:
         atomic_write(path, new.encode(), 0o644)
-
-
-def atomic_write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None = None):
-    """Write a temporary file beside ``path``, then rename it: readers see old or new, never half."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-        os.chmod(temporary, mode)
-        if owner:
-            os.chown(temporary, *owner)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # --- the base and each host's root ---------------------------------------------------------------

@@ -597,7 +597,7 @@ def api_target(host) -> ApiTarget:
     verify = "on" if v.get("client_verify", "on") in (True, "on") else v["client_verify"]
     return ApiTarget(host.name, v["server_name"], int(v["https_port"]), str(v.get("https_listen") or "*"),
                      str(v.get("ansible_host") or host.name), verify,
-                     tls_paths({"tls_dir": v.get("tls_dir") or "/etc/nginx/mtls"})["crl"])  # fmt: skip
+                     tls_paths(v)["crl"])  # fmt: skip
 
 
 def consumer_host(host, store) -> ConsumerHost:

@@ -14,6 +14,7 @@ from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service
 from mtls_deploy.templating import render
 from roles import backend_role_name, with_defaults
+from roles.tls.role import tls_paths
 
 ROLE = "nginx"
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
@@ -39,17 +40,6 @@ MOZILLA_CIPHERS = ":".join(
 )
 CURVES = "X25519:prime256v1:secp384r1"
 CURVES_PQ = "X25519MLKEM768:" + CURVES  # OpenSSL 3.5 and later
-
-
-def tls_paths(v: dict) -> dict:
-    """The tls role's files under ``tls_dir``: server chain and key, client CA, CRL."""
-    folder = v.get("tls_dir") or "/etc/nginx/mtls"
-    return {
-        "certificate": f"{folder}/server.crt",
-        "certificate_key": f"{folder}/server.key",
-        "client_ca": f"{folder}/client-ca.crt",
-        "crl": f"{folder}/crl.pem",
-    }
 
 
 def tls_profile(facts: HostFacts) -> dict:

@@ -10,11 +10,12 @@ from mtls_deploy.errors import UserError
 from mtls_deploy.resources import Directory, File
 
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
+TLS_DIR = "/etc/nginx/mtls"  # as in defaults.yml, for callers that have only a host's vars
 
 
 def tls_paths(v: dict) -> dict:
-    """Paths of the four files on the host, for the nginx template."""
-    folder = v["tls_dir"]
+    """Paths of the four files on the host (for the nginx site, the CRL push, the smoke test)."""
+    folder = v.get("tls_dir") or TLS_DIR
     return {
         "certificate": f"{folder}/server.crt",
         "certificate_key": f"{folder}/server.key",
