@@ -40,10 +40,13 @@ def client_names(name: str | None, names_file: str | None) -> list[str]:
     if name is not None:
         return [validate_client_name(name)]
     try:
-        return parse_names(Path(names_file).read_text(), names_file)
+        names = parse_names(Path(names_file).read_text(), names_file)
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise BadInput(f"cannot read {names_file}: {reason}") from None
+    if not names:  # else the command would do nothing and say nothing
+        raise BadInput(f"{names_file} holds no client name: write one name a line")
+    return names
 
 
 def issue(names: list[str], options: IssueOptions) -> GroupResult:

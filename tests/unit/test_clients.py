@@ -1,6 +1,10 @@
 """The client lifecycle's pure parts: which names, and when the CRL deserves a warning."""
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +12,7 @@ from mtls_deploy import clients
 from mtls_deploy.errors import BadInput
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeCrl:
@@ -64,3 +69,25 @@ def test_key_type_comes_from_the_inventory(tmp_path, monkeypatch):
     (tmp_path / "host_vars" / "api2.yml").write_text("pki_key_type: ec\n")
     with pytest.raises(BadInput, match="pki_key_type differs between hosts"):
         clients.inventory_key_type()
+
+
+def test_a_names_file_without_a_name_is_refused_through_inv(tmp_path):
+    """Blank lines and comments only: one line and exit 2, not a silent exit 0."""
+    names = tmp_path / "names.txt"
+    names.write_text("\n   \n# nobody yet\n\n")
+    (tmp_path / "inventory").mkdir()
+    env = {
+        **os.environ,
+        "MTLS_DEPLOY_INVENTORY": str(tmp_path / "inventory"),
+        "MTLS_DEPLOY_PKI_DIR": str(tmp_path / "pki"),
+        "MTLS_DEPLOY_DIST_DIR": str(tmp_path / "dist"),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT),
+         "issue-client", "--names-file", str(names)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {names} holds no client name: write one name a line"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory", "names.txt"]
