@@ -20,8 +20,15 @@ def step_lines(result: HostResult, tty: bool = False, diff: bool = False) -> lis
         if diff and step.diff:
             lines.append(step.diff.rstrip("\n"))
     if result.error:
-        lines.append(f"{_paint('failed  ', 'failed', tty)} {result.host}  {result.error}")
+        error = _without_host(result.error, result.host)
+        lines.append(f"{_paint('failed  ', 'failed', tty)} {result.host}  {error}")
     return lines
+
+
+def _without_host(error: str, host: str) -> str:
+    """An error as the line shows it: the line names the host already, so an error that starts
+    with it (``api1: cannot reach ...``, as ConnectError's do) drops that prefix."""
+    return error.removeprefix(f"{host}: ")
 
 
 def recap_lines(group: GroupResult, tty: bool = False) -> list[str]:

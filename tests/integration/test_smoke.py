@@ -129,6 +129,6 @@ def test_revocation_reports_a_host_it_could_not_update(world, tmp_path):
     assert done.returncode == 2
     assert "changed  api1  handler reload nginx" in done.stdout
     assert (
-        "failed   gone  gone: cannot reach deploy@127.0.0.1:2299: connection refused" in done.stdout
+        "failed   gone  cannot reach deploy@127.0.0.1:2299: connection refused" in done.stdout
     )
     assert "failed on: gone" in done.stderr
