@@ -3,8 +3,11 @@
 A client's consumer host is the host of group ``consumers`` named like the client, or any
 inventory host whose ``client_names`` lists it. The bundle goes into the host's ``bundle_dir``
 (default ``~/.mtls/<api_name>``, in the login user's home): the directory 0700, every file owned
-by the login user, private files 0600. Each file is uploaded under a temporary name beside its
-target, all temporary files are checked with one ``sha256sum -c``, then renamed into place.
+by the login user, private files 0600. The directory is 0700 and checked to be the login user's
+before the first file is created in it: SFTP creates a file with the server's umask and sets its
+mode one request later, so only the directory keeps other users out in between. Each file is
+uploaded under a temporary name beside its target, all temporary files are checked with one
+``sha256sum -c``, then renamed into place.
 
 Round trips: one to compare hashes (enough when nothing changed), one SFTP session, one to
 check and rename. With ``--csr`` the key is made on the consumer (``openssl genpkey``), only the
@@ -13,6 +16,7 @@ CSR comes back, and the signed certificate goes out: the key never leaves the co
 
 import secrets
 import shlex
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,18 +159,19 @@ def bundle_files(folder: Path) -> list[BundleFile]:
 
 
 def facts_script(folder: str, names: list[str], extra: str = "") -> str:
-    """One round trip: the login user and home, then stat and sha256 of the folder and files."""
+    """One round trip: the login user, uid and home, then stat and sha256 of the folder and
+    files."""
     paths = [*parents(folder), *(f"{folder}/{name}" for name in names)]
-    head = 'printf \'home\\t%s\\nuser\\t%s\\n\' "$HOME" "$(id -un)"\n'
+    head = 'printf \'home\\t%s\\nuser\\t%s\\nuid\\t%s\\n\' "$HOME" "$(id -un)" "$(id -u)"\n'
     return head + extra + resource_facts_script(paths, [], [])
 
 
 def parse_session(output: str) -> dict:
-    """``home`` and ``user`` from ``facts_script`` output."""
+    """``home``, ``user`` and ``uid`` from ``facts_script`` output."""
     found = {}
     for line in output.splitlines():
         key, _, value = line.partition("\t")
-        if key in ("home", "user") and key not in found:
+        if key in ("home", "user", "uid") and key not in found:
             found[key] = value
     return found
 
@@ -216,12 +221,11 @@ def _plan_file(plan: DeliveryPlan, wanted: BundleFile, state: PathState, user: s
 # --- apply: SFTP upload, then check and rename in one script --------------------------------
 
 
-def upload(remote: Remote, plan: DeliveryPlan) -> list[Upload]:
-    """Make missing directories (0700) and send each file under a temporary name, mode set
-    before the first byte is written."""
+def upload(remote: Remote, plan: DeliveryPlan, uid: int) -> list[Upload]:
+    """Make the folder private first (``secure_folder``), then send each file under a
+    temporary name, mode set before the first byte is written."""
     sftp = remote.sftp()
-    for directory in plan.make_dirs:
-        sftp.mkdir(directory, DIR_MODE)
+    secure_folder(sftp, plan, uid)
     uploads = []
     for wanted in plan.write:
         temporary = f"{plan.folder}/.{wanted.name}.{secrets.token_hex(4)}.mtls-tmp"
@@ -234,12 +238,39 @@ def upload(remote: Remote, plan: DeliveryPlan) -> list[Upload]:
     return uploads
 
 
+def secure_folder(sftp, plan: DeliveryPlan, uid: int) -> None:
+    """Missing directories made 0700, the bundle directory set to 0700 and checked (a directory,
+    not a link, ours, 0700) before any file is created in it: inside it, a file another user
+    could open for the moment before its chmod is out of their reach."""
+    for directory in plan.make_dirs:
+        sftp.mkdir(directory, DIR_MODE)
+    sftp.chmod(plan.folder, DIR_MODE)  # the umask may have taken bits off, or it was 0755
+    found = sftp.lstat(plan.folder)
+    problem = folder_problem(found.st_mode, found.st_uid, uid)
+    if problem:
+        raise UserError(f"{plan.folder} {problem}: nothing written; fix it and deliver again")
+
+
+def folder_problem(mode: int, owner_uid: int, uid: int) -> str:
+    """Why a bundle directory with this ``lstat`` mode and owner cannot take a key ("" if it
+    can). Pure."""
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(mode):
+        return "is not a directory"
+    if owner_uid != uid:
+        return f"is owned by uid {owner_uid}, not {uid}"
+    if stat.S_IMODE(mode) != DIR_MODE:
+        return f"has mode {stat.S_IMODE(mode):04o}, not 0700"
+    return ""
+
+
 def install_script(plan: DeliveryPlan, uploads: list[Upload], before_rename: str = "") -> str:
     """Check every upload with one ``sha256sum -c``, rename them into place, fix modes, then
     print the final state (stat and sha256) so the caller can verify it."""
     q = shlex.quote
     temporaries = " ".join(q(u.temporary) for u in uploads)
-    lines = ["set -e"]
+    lines = ["set -e", "umask 077"]
     if uploads:
         checklist = "\n".join(f"{u.sha256}  {u.temporary}" for u in uploads)
         lines += [
@@ -271,7 +302,7 @@ def deliver_files(remote: Remote, folder: str, files: list[BundleFile], before_r
     plan = plan_delivery(folder, files, parse_resource_facts(output), session["user"])
     if plan.unchanged and not before_rename:
         return False, f"unchanged in {where}/: sha256 of {len(files)} files match"
-    uploads = upload(remote, plan)
+    uploads = upload(remote, plan, int(session["uid"]))
     script = install_script(plan, uploads, before_rename) + "set +e\n" + facts_script(folder, names)
     result = remote.run_script(script)
     if not result.ok:
@@ -485,15 +516,28 @@ def csr_decision(index_status: str | None, cert_pem: bytes | None, key_made_here
     raise BadInput(f"the valid certificate's key is not on the consumer: {replace}")
 
 
+def refuse_unsafe_folder(folder: str, names: list[str], facts, user: str) -> None:
+    """Raise ``UserError`` when ``folder`` cannot take a bundle (a link, a file, another user's
+    directory, a directory where a file goes): with ``--csr``, before a key is made there or a
+    certificate signed for it. The same checks as ``plan_delivery``, on names only."""
+    plan_delivery(folder, [BundleFile(name, b"") for name in names], facts, user)
+
+
 def keygen_script(folder: str, temporary_key: str, name: str, key_type: str) -> str:
-    """Make a key (0600, under a temporary name) in ``folder`` and print its CSR (CN=name)."""
+    """Make a key (0600, under a temporary name) in ``folder`` and print its CSR (CN=name).
+
+    ``folder`` must be a directory of the login user's, not a link (checked again here: the
+    facts were read one round trip earlier); it is 0700 before the key is made."""
     q = shlex.quote
+    refuse = f"{{ echo {q(folder + ' is a link or not a directory of yours: move it away')} >&2; exit 5; }}"
     return "\n".join(
         [
             "set -e",
             "umask 077",
             "command -v openssl >/dev/null || { echo 'openssl is not installed: apt-get install openssl' >&2; exit 127; }",
+            f"[ ! -L {q(folder)} ] || {refuse}",
             f"mkdir -p {q(folder)}",
+            f"[ -d {q(folder)} ] && [ ! -L {q(folder)} ] && [ -O {q(folder)} ] || {refuse}",
             f"chmod 0700 {q(folder)}",
             f"{KEYGEN[key_type]} -out {q(temporary_key)} 2>/dev/null",
             f"chmod 0600 {q(temporary_key)}",
@@ -533,8 +577,10 @@ def _csr_on_host(store, host, name: str, options: CsrOptions) -> HostResult:
 
 def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions) -> Step:
     key_path, cert_path = f"{folder}/{name}.key", f"{folder}/{name}.crt"
-    script = facts_script(folder, [f"{name}.crt"], remote_spki_command(key_path))
-    output = remote.run_script(script, check=True).stdout
+    names = [f"{name}.key", f"{name}.crt", "api-ca.crt"]
+    output = remote.run_script(facts_script(folder, names, remote_spki_command(key_path)),
+                               check=True).stdout  # fmt: skip
+    refuse_unsafe_folder(folder, names, parse_resource_facts(output), parse_session(output)["user"])
     status = store.client_status(name)
     material = store.client_material(name) if status == "valid" else None
     remote_cert = parse_resource_facts(output).path(cert_path).sha256

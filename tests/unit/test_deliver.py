@@ -2,6 +2,7 @@
 run here with sh against a scratch "home" (the remote side is plain POSIX sh + coreutils)."""
 
 import getpass
+import io
 import os
 import shutil
 import subprocess
@@ -190,11 +191,91 @@ def test_facts_script_sees_what_is_there(tmp_path):
     (tmp_path / ".mtls/api").mkdir(parents=True, mode=0o700)
     (tmp_path / ".mtls/api/bob.crt").write_bytes(b"CERT")
     output = sh(deliver.facts_script(".mtls/api", ["bob.key", "bob.crt"]), tmp_path).stdout
-    assert deliver.parse_session(output) == {"home": str(tmp_path), "user": ME}
+    session = {"home": str(tmp_path), "user": ME, "uid": str(os.getuid())}
+    assert deliver.parse_session(output) == session
     found = parse_resource_facts(output)
     assert found.path(".mtls/api").kind == "directory"
     assert found.path(".mtls/api/bob.crt").sha256 == sha256(b"CERT")
     assert found.path(".mtls/api/bob.key").kind == "absent"
+
+
+class LocalSftp:
+    """paramiko's SFTPClient calls that ``upload`` makes, on a local "home"; each file created
+    records the bundle directory's mode and owner at that moment."""
+
+    def __init__(self, home: Path):
+        self.home, self.calls, self.created = home, [], {}
+
+    def mkdir(self, path, mode):
+        self.calls.append(("mkdir", path))
+        os.mkdir(self.home / path, mode)
+
+    def chmod(self, path, mode):
+        self.calls.append(("chmod", path))
+        os.chmod(self.home / path, mode)
+
+    def lstat(self, path):
+        self.calls.append(("lstat", path))
+        return os.lstat(self.home / path)
+
+    def open(self, path, flags):
+        self.calls.append(("open", path))
+        folder = os.lstat((self.home / path).parent)
+        self.created[path] = (folder.st_mode & 0o777, folder.st_uid)
+        return LocalFile(self.home / path)
+
+
+class LocalFile(io.FileIO):
+    """A paramiko SFTPFile's ``chmod`` on a local file."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, "wb")
+
+    def chmod(self, mode):
+        os.fchmod(self.fileno(), mode)
+
+
+class FakeRemote:
+    def __init__(self, sftp):
+        self._sftp = sftp
+
+    def sftp(self):
+        return self._sftp
+
+
+@pytest.mark.parametrize("existing_mode", [None, 0o755, 0o777])
+def test_the_bundle_directory_is_private_before_any_file_is_created_in_it(tmp_path, existing_mode):
+    if existing_mode is not None:
+        (tmp_path / ".mtls/api").mkdir(parents=True)
+        (tmp_path / ".mtls/api").chmod(existing_mode)
+    made = [] if existing_mode else [".mtls", ".mtls/api"]
+    plan = DeliveryPlan(".mtls/api", make_dirs=made, write=list(FILES))
+    sftp = LocalSftp(tmp_path)
+    uploads = deliver.upload(FakeRemote(sftp), plan, os.getuid())
+    assert sftp.created and set(sftp.created.values()) == {(0o700, os.getuid())}
+    assert [u.final for u in uploads] == [".mtls/api/bob.key", ".mtls/api/bob.crt"]
+    first_open = next(i for i, call in enumerate(sftp.calls) if call[0] == "open")
+    assert ("lstat", ".mtls/api") in sftp.calls[:first_open]
+
+
+def test_a_bundle_directory_swapped_for_a_link_gets_no_file(tmp_path):
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / ".mtls").mkdir()
+    (tmp_path / ".mtls/api").symlink_to(tmp_path / "elsewhere")
+    sftp = LocalSftp(tmp_path)
+    plan = DeliveryPlan(".mtls/api", write=list(FILES))
+    with pytest.raises(UserError, match=r"\.mtls/api is a symbolic link: nothing written"):
+        deliver.upload(FakeRemote(sftp), plan, os.getuid())
+    assert not sftp.created and not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_folder_problems():
+    directory = 0o040000
+    assert deliver.folder_problem(directory | 0o700, 1000, 1000) == ""
+    assert deliver.folder_problem(0o120777, 1000, 1000) == "is a symbolic link"
+    assert deliver.folder_problem(0o100600, 1000, 1000) == "is not a directory"
+    assert deliver.folder_problem(directory | 0o700, 0, 1000) == "is owned by uid 0, not 1000"
+    assert deliver.folder_problem(directory | 0o500, 1000, 1000) == "has mode 0500, not 0700"
 
 
 def test_install_checks_sha256_then_renames_with_modes(tmp_path):
@@ -326,3 +407,66 @@ def test_a_key_made_on_the_consumer_is_never_overwritten_from_dist(pki_store, pk
     pki_store.sign_client_csr("bob", csr.public_bytes(serialization.Encoding.PEM), reissue=True)
     refusal = deliver.deliverable(pki_store, "bob", pki_env.dist_dir / "bob")
     assert refusal.status == "skipped" and "--csr" in refusal.reason
+
+
+# --- --csr end to end, the consumer being a scratch home here -----------------------------------
+
+
+class LocalRemote(FakeRemote):
+    """A ``Remote`` whose scripts run here with sh in a scratch home, its SFTP a ``LocalSftp``."""
+
+    def __init__(self, home: Path):
+        super().__init__(LocalSftp(home))
+        self.home = home
+
+    def run_script(self, script, check=False):
+        from mtls_deploy.connection import CommandResult, RemoteCommandError
+
+        done = sh(script, self.home)
+        if check and done.returncode:
+            raise RemoteCommandError(f"exit {done.returncode}: {done.stderr.strip()}")
+        return CommandResult(done.stdout, done.stderr, done.returncode)
+
+    def run(self, command, check=False):
+        return self.run_script(command, check)
+
+
+def linked_bundle_dir(home: Path) -> Path:
+    """~/.mtls/api a link to ~/target (0755, empty): what must never receive a key."""
+    target = home / "target"
+    target.mkdir(parents=True)
+    target.chmod(0o755)
+    (home / ".mtls").mkdir(mode=0o700)
+    (home / ".mtls/api").symlink_to(target)
+    return target
+
+
+@needs_openssl
+def test_csr_in_a_linked_bundle_dir_makes_no_key_and_signs_nothing(tmp_path, pki_store):
+    target = linked_bundle_dir(tmp_path / "home")
+    remote = LocalRemote(tmp_path / "home")
+    with pytest.raises(UserError, match=r"\.mtls/api is a link, not a directory"):
+        deliver._csr_step(pki_store, remote, ".mtls/api", "bob", deliver.CsrOptions())
+    assert pki_store.client_status("bob") is None  # no row in the index
+    assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
+    assert [call for call in remote.sftp().calls] == []
+
+
+@needs_openssl
+def test_keygen_itself_refuses_a_linked_bundle_dir(tmp_path):
+    target = linked_bundle_dir(tmp_path)
+    done = sh(deliver.keygen_script(".mtls/api", ".mtls/api/.bob.key.new", "bob", "ec"), tmp_path)
+    assert done.returncode == 5 and "is a link or not a directory of yours" in done.stderr
+    assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
+
+
+@needs_openssl
+def test_csr_makes_the_key_there_and_delivers_the_certificate(tmp_path, pki_store):
+    home = tmp_path / "home"
+    home.mkdir()
+    step = deliver._csr_step(pki_store, LocalRemote(home), ".mtls/api", "bob", deliver.CsrOptions())
+    assert step.status == "changed" and "key made on the consumer, never left it" in step.reason
+    folder = home / ".mtls/api"
+    assert sorted(p.name for p in folder.iterdir()) == ["api-ca.crt", "bob.crt", "bob.key"]
+    assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
+    assert (folder / "bob.crt").read_bytes() == pki_store.client_material("bob").cert_pem
