@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .operations import Step
 from .resources import Handler
+from .shell import statement
 
 VALIDATORS = {"nginx": "nginx -t"}
 DAEMON_RELOAD = "daemon-reload"
@@ -59,7 +60,7 @@ def build_script(steps: list[Step], handlers: list[Handler]) -> str:
         if handler.name != DAEMON_RELOAD:
             lines += [
                 f"echo {shlex.quote('@@handler ' + handler.name)}",
-                handler.command,
+                statement(handler.command),
                 f"echo {shlex.quote('@@handled ' + handler.name)}",
             ]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,10 @@
 """Facts: what a host has now. Each fact is a shell command plus a pure parser."""
 
 import re
+import shlex
 from dataclasses import dataclass, field
+
+from .shell import condition
 
 
 def version_tuple(text: str | None) -> tuple[int, ...] | None:
@@ -31,6 +34,7 @@ class HostFacts:
     nginx_version: tuple[int, ...] | None = None
     openssl_version: tuple[int, ...] | None = None
     apt_lists_age: float | None = None  # seconds since the package lists were refreshed
+    policy_rc_leftover: bool = False  # our policy-rc.d, left by a killed run, is in place
 
     @property
     def php_version(self) -> str | None:
@@ -44,12 +48,17 @@ class HostFacts:
 # --- system facts: one round trip before anything is planned ----------------------------------
 
 # Packages whose versions change what we render (nginx, OpenSSL) or where we put files (PHP).
+POLICY_RC = "/usr/sbin/policy-rc.d"
+POLICY_RC_MARK = "# mtls-deploy policy-rc.d"  # the line that tells ours from anyone else's
+
 VERSIONED_PACKAGES = ("nginx", "nginx-core", "libssl3", "openssl", "php*-fpm")
 
 
 def system_facts_script(packages: tuple[str, ...]) -> str:
     """A shell script printing the system facts as ``KEY<TAB>value`` lines."""
-    names = " ".join(dict.fromkeys((*VERSIONED_PACKAGES, *packages)))
+    # Quoted: a name comes from a role, maybe from a variable; a pattern (php*-fpm) is
+    # dpkg-query's to match, not the shell's.
+    names = " ".join(shlex.quote(n) for n in dict.fromkeys((*VERSIONED_PACKAGES, *packages)))
     return "\n".join(
         [
             '. /etc/os-release 2>/dev/null; printf \'os\\t%s\\t%s\\n\' "$ID" "$VERSION_ID"',
@@ -57,6 +66,8 @@ def system_facts_script(packages: tuple[str, ...]) -> str:
             "printf 'now\\t%s\\n' \"$(date +%s)\"",
             'for f in /var/lib/apt/lists/*_Packages*; do [ -e "$f" ] && '
             'printf \'lists\\t%s\\n\' "$(stat -c %Y "$f")"; break; done',
+            f"grep -qxF -- {shlex.quote(POLICY_RC_MARK)} {POLICY_RC} 2>/dev/null && "
+            "printf 'policy_rc\\tours\\n'",
             f"dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' {names} "
             "2>/dev/null || true",
             "",
@@ -68,7 +79,7 @@ def parse_system_facts(output: str) -> HostFacts:
     """Parse ``system_facts_script`` output; unknown or missing lines leave defaults."""
     os_id = os_version = init = ""
     now = lists = None
-    packages = {}
+    packages, leftover = {}, False
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
         fields = rest.split("\t")
@@ -80,6 +91,8 @@ def parse_system_facts(output: str) -> HostFacts:
             now = int(rest)
         elif key == "lists" and rest.isdigit():
             lists = int(rest)
+        elif key == "policy_rc":
+            leftover = rest == "ours"
         elif key == "pkg" and len(fields) == 3 and fields[1].startswith("ii"):
             packages[fields[0]] = fields[2]
     return HostFacts(
@@ -90,6 +103,7 @@ def parse_system_facts(output: str) -> HostFacts:
         nginx_version=version_tuple(packages.get("nginx") or packages.get("nginx-core")),
         openssl_version=version_tuple(packages.get("libssl3") or packages.get("openssl")),
         apt_lists_age=(now - lists) if now is not None and lists is not None else None,
+        policy_rc_leftover=leftover,
     )
 
 
@@ -148,7 +162,7 @@ def _unit_name(name: str) -> str:
 
 
 def check_key(command: str) -> str:
-    """A short, stable name for an ``unless`` check in the facts output."""
+    """A short, stable name for an ``unless`` check (its rendered text) in the facts output."""
     import hashlib
 
     return hashlib.sha256(command.encode()).hexdigest()[:16]
@@ -174,9 +188,10 @@ def resource_facts_script(paths, users, units, checks=()) -> str:
             "| sed 's/^/unit\t/'"
         )
     for command in checks:
+        key = check_key(command)
         lines.append(
-            f"if ( {command} ) >/dev/null 2>&1; then printf 'check\\t%s\\t0\\n' {check_key(command)};"
-            f" else printf 'check\\t%s\\t1\\n' {check_key(command)}; fi"
+            f"if {condition(command)}; then printf 'check\\t%s\\t0\\n' {key};"
+            f" else printf 'check\\t%s\\t1\\n' {key}; fi"
         )
     lines.append("true")
     return "\n".join(lines) + "\n"
@@ -185,13 +200,13 @@ def resource_facts_script(paths, users, units, checks=()) -> str:
 def parse_resource_facts(output: str) -> ResourceFacts:
     """Parse ``resource_facts_script`` output. Paths not mentioned are absent."""
     paths, hashes, users, unit_lines, checks = {}, {}, set(), [], {}
-    for line in output.splitlines():
+    for line in output.split("\n"):  # not splitlines(): a path may hold \x1c or \x85
         key, _, rest = line.partition("\t")
-        if key == "stat":
-            name, kind, mode, owner, group = rest.split("\t")
+        if key == "stat" and rest.count("\t") >= 4:  # a name with a newline is unknown: absent
+            name, kind, mode, owner, group = rest.rsplit("\t", 4)
             paths[name] = (STAT_KINDS.get(kind, "other"), int(mode, 8), owner, group)
         elif key == "sha":
-            digest, _, name = rest.partition("  ")
+            name, digest = _parse_sha256sum(rest)
             hashes[name] = digest
         elif key == "user":
             users.add(rest.split(":", 1)[0])
@@ -205,6 +220,19 @@ def parse_resource_facts(output: str) -> ResourceFacts:
         for name, (kind, mode, owner, group) in paths.items()
     }
     return ResourceFacts(states, frozenset(users), parse_units(unit_lines), checks)
+
+
+SHA256SUM_ESCAPES = {"n": "\n", "r": "\r"}
+
+
+def _parse_sha256sum(line: str) -> tuple[str, str]:
+    """(name, digest) from a ``sha256sum`` line; a leading backslash means the name was escaped
+    (it held a backslash, a newline or a carriage return)."""
+    escaped = line.startswith("\\")
+    digest, _, name = line.removeprefix("\\").partition("  ")
+    if escaped:
+        name = re.sub(r"\\(.)", lambda m: SHA256SUM_ESCAPES.get(m.group(1), m.group(1)), name)
+    return name, digest
 
 
 def parse_units(lines: list[str]) -> dict[str, UnitState]:
@@ -223,8 +251,6 @@ def parse_units(lines: list[str]) -> dict[str, UnitState]:
 
 
 def _q(text: str) -> str:
-    import shlex
-
     return shlex.quote(text)
 
 

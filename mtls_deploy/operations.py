@@ -10,8 +10,9 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 
-from .facts import HostFacts, PathState, ResourceFacts, check_key
+from .facts import POLICY_RC, POLICY_RC_MARK, HostFacts, PathState, ResourceFacts, check_key
 from .resources import Absent, Command, Directory, File, Packages, Service, User
+from .shell import render, statement
 
 APT_LISTS_MAX_AGE = 24 * 3600
 DIFF_MAX_BYTES = 64 * 1024
@@ -60,17 +61,47 @@ def plan_packages(desired: Packages, facts: HostFacts) -> Step:
     return changed("packages", label, f"missing: {' '.join(missing)}", commands, desired)
 
 
-def install_without_starting(names: list[str]) -> str:
+def install_without_starting(names: list[str], policy: str = POLICY_RC) -> str:
     """apt-get install with services held back (policy-rc.d), so a distribution default
-    (nginx on port 80) never starts before our configuration is in place."""
+    (nginx on port 80) never starts before our configuration is in place. Our policy-rc.d
+    goes on every exit path (a trap: apt failing under ``set -e``, a dropped connection);
+    one left by a killed run is recognised by its mark and replaced, then removed. A
+    policy-rc.d of someone else's is left alone and obeyed."""
     quoted = " ".join(shlex.quote(n) for n in names)
-    return (
-        "own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then own_policy=1; "
-        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; "
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-        f"-o Dpkg::Options::=--force-confold {quoted} >/dev/null; rc=$?; "
-        '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; [ $rc -eq 0 ]'
+    path = shlex.quote(policy)
+    body = shlex.quote(f"#!/bin/sh\n{POLICY_RC_MARK}\nexit 101\n")
+    return "\n".join(
+        [
+            remove_our_policy(policy),
+            "own_policy=",
+            f"if [ ! -e {path} ] && [ ! -L {path} ]; then",
+            f"  own_policy=1; trap 'rm -f {path}' EXIT",
+            f"  trap 'rm -f {path}; trap - EXIT; exit 129' HUP INT TERM PIPE",
+            f"  printf {body} > {path}; chmod 755 {path}",
+            "fi",
+            "apt_status=0",
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+            f"-o Dpkg::Options::=--force-confold {quoted} >/dev/null || apt_status=$?",
+            f'if [ -n "$own_policy" ]; then rm -f {path}; trap - EXIT HUP INT TERM PIPE; fi',
+            "[ $apt_status -eq 0 ]",
+        ]
     )
+
+
+def remove_our_policy(policy: str = POLICY_RC) -> str:
+    """Remove ``policy`` if it is ours (it holds our mark line); anyone else's stays."""
+    path = shlex.quote(policy)
+    mark = shlex.quote(POLICY_RC_MARK)
+    return f"if [ -f {path} ] && grep -qxF -- {mark} {path}; then rm -f {path}; fi"
+
+
+def plan_policy_leftover(facts: HostFacts) -> list[Step]:
+    """A policy-rc.d of ours left by a run killed mid-install refuses every service start:
+    remove it (the facts found our mark in it)."""
+    if not facts.policy_rc_leftover:
+        return []
+    reason = "ours, left by an interrupted install: it refuses every service start"
+    return [changed("absent", POLICY_RC, reason, [remove_our_policy()])]
 
 
 # --- users and directories ----------------------------------------------------------------------
@@ -223,16 +254,19 @@ def plan_command(
     desired: Command, creates: PathState | None, unless_succeeded: bool | None
 ) -> Step:
     """Run ``command`` unless its guard says it is done (``creates`` exists, ``unless`` passed)."""
+    name = render(desired.command)
+    unless = render(desired.unless) if desired.unless else None
     if creates is not None and creates.kind != "absent":
-        return ok("command", desired.command, f"{desired.creates} exists", desired)
+        return ok("command", name, f"{desired.creates} exists", desired)
     if unless_succeeded:
-        return ok("command", desired.command, f"`{desired.unless}` succeeded", desired)
+        return ok("command", name, f"`{unless}` succeeded", desired)
     reason = (
         f"{desired.creates} absent"
         if desired.creates
-        else (f"`{desired.unless}` failed" if desired.unless else "no guard: runs every time")
+        else (f"`{unless}` failed" if unless else "no guard: runs every time")
     )
-    return changed("command", desired.command, reason, [desired.command], desired, desired.notify)
+    command = statement(desired.command)
+    return changed("command", name, reason, [command], desired, desired.notify)
 
 
 # --- the whole plan ---------------------------------------------------------------------------
@@ -255,7 +289,8 @@ def plan(resources: list, facts: ResourceFacts) -> list[Step]:
             steps.append(plan_service(resource, unit.enabled, unit.active))
         elif isinstance(resource, Command):
             creates = facts.path(resource.creates) if resource.creates else None
-            passed = facts.checks.get(check_key(resource.unless)) if resource.unless else None
+            unless = resource.unless
+            passed = facts.checks.get(check_key(render(unless))) if unless else None
             steps.append(plan_command(resource, creates, passed))
     return steps
 
@@ -266,7 +301,7 @@ def watched(resources: list) -> tuple[list[str], list[str], list[str], list[str]
     paths += [r.creates for r in resources if isinstance(r, Command) and r.creates]
     users = [r.name for r in resources if isinstance(r, User)]
     units = [r.name for r in resources if isinstance(r, Service)]
-    checks = [r.unless for r in resources if isinstance(r, Command) and r.unless]
+    checks = [render(r.unless) for r in resources if isinstance(r, Command) and r.unless]
     return paths, users, units, checks
 
 

@@ -20,12 +20,20 @@ from .facts import (
     parse_gathered,
     parse_resource_facts,
 )
-from .operations import Step, plan, plan_packages, secret_summary, unified_diff, watched
+from .operations import (
+    Step,
+    plan,
+    plan_packages,
+    plan_policy_leftover,
+    secret_summary,
+    unified_diff,
+    watched,
+)
 from .resources import File, Handler, Packages
 from .runner import HostResult
 from .variables import require
 
-ENGINE_HANDLERS = [Handler(applying.DAEMON_RELOAD, "systemctl daemon-reload", order=0)]
+ENGINE_HANDLERS = [Handler(applying.DAEMON_RELOAD, (("systemctl", "daemon-reload"),), order=0)]
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,16 @@ class HostRun:
 
     def converge(self, guess: HostFacts | None) -> list[Step]:
         actual, covered = self.gather(guess)
-        package_steps = [plan_packages(p, self.facts) for p in self.packages]
-        if any(s.changed for s in package_steps):
-            if self.options.check:
-                note = Step(
-                    "note", "later steps", "skipped", "they depend on packages not yet installed"
-                )
-                return package_steps + [note]
+        package_steps = [
+            *plan_policy_leftover(self.facts),
+            *(plan_packages(p, self.facts) for p in self.packages),
+        ]
+        if self.options.check and any(s.changed and s.kind == "packages" for s in package_steps):
+            note = Step(
+                "note", "later steps", "skipped", "they depend on packages not yet installed"
+            )
+            return package_steps + [note]
+        if not self.options.check and any(s.changed for s in package_steps):
             if not self.install(package_steps):
                 return package_steps
             actual, covered = self.gather(self.facts)
@@ -103,7 +114,8 @@ class HostRun:
         return actual, covered
 
     def install(self, steps: list[Step]) -> bool:
-        """apt-get for the missing packages; on failure mark the steps failed with apt's words."""
+        """apt-get for the missing packages (and our leftover policy-rc.d removed first); on
+        failure mark the steps failed with apt's words."""
         script = "set -e\n" + "\n".join(c for s in steps if s.changed for c in s.commands) + "\n"
         result = self.remote.run_script(script, sudo=True, timeout=1800)
         for step in steps if not result.ok else []:
@@ -152,21 +164,23 @@ def _attach_diffs(remote: Remote, steps: list[Step]) -> None:
 
 
 def fetch_files(remote: Remote, paths: list[str]) -> dict[str, bytes]:
-    """Contents of regular files (missing ones are left out), base64 over one channel."""
+    """Contents of regular files (missing ones are left out), base64 over one channel. Each
+    file is announced by its index in ``paths``: a path never reaches an ``echo``."""
     import base64
     import shlex
 
     script = "\n".join(
-        f"if [ -f {shlex.quote(p)} ]; then echo '@@file {p}'; base64 {shlex.quote(p)}; fi"
-        for p in paths
+        f"if [ -f {shlex.quote(p)} ]; then echo '@@file {i}'; base64 < {shlex.quote(p)}; fi"
+        for i, p in enumerate(paths)
     )
     out = remote.run_script(script + "\ntrue\n", sudo=True, check=True).stdout
     contents, current, chunks = {}, None, []
     for line in [*out.splitlines(), "@@file "]:
         if line.startswith("@@file "):
-            if current:
-                contents[current] = base64.b64decode("".join(chunks))
-            current, chunks = line[len("@@file ") :], []
+            if current is not None:
+                contents[paths[current]] = base64.b64decode("".join(chunks))
+            index = line[len("@@file ") :]
+            current, chunks = (int(index) if index else None), []
         else:
             chunks.append(line)
     return contents

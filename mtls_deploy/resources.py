@@ -6,6 +6,8 @@ plans the difference (``operations.py``) and applies only what is missing.
 
 from dataclasses import dataclass, field
 
+from .shell import ShellCommand
+
 Handlers = tuple[str, ...]
 
 
@@ -75,21 +77,26 @@ class Service:
 
 @dataclass(frozen=True)
 class Command:
-    """A shell command run as root, guarded as in Ansible: skipped when ``creates`` exists or
+    """A command run as root, guarded as in Ansible: skipped when ``creates`` exists or
     when ``unless`` (a read-only check, run with the facts) succeeds. Unguarded, it runs each
-    time, so give it a guard."""
+    time, so give it a guard.
 
-    command: str
+    ``command`` and ``unless`` are argv (``(("a2enmod", name),)``, quoted by the engine: the
+    form for anything that carries a variable) or a str, a fixed script with no variable in it
+    (see ``shell.py``)."""
+
+    command: ShellCommand
     creates: str | None = None
-    unless: str | None = None
+    unless: ShellCommand | None = None
     notify: Handlers = ()
 
 
 @dataclass(frozen=True)
 class Handler:
-    """A command run once at the end of a host's run when some change notified it."""
+    """A command run once at the end of a host's run when some change notified it: argv such
+    as ``(("systemctl", "restart", unit),)`` or a fixed script (see ``Command``)."""
 
     name: str
-    command: str
+    command: ShellCommand
     order: int = 50
     listen: Handlers = field(default=())

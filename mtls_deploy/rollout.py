@@ -16,6 +16,7 @@ from .facts import HostFacts, parse_resource_facts, resource_facts_script
 from .operations import Step, plan_file
 from .resources import File, Handler
 from .runner import GroupResult, HostResult, run_on_hosts
+from .shell import ShellCommand, statement
 
 API_GROUP = "api"
 RELOAD_TIMEOUT = 10  # seconds for nginx's new workers to take over
@@ -32,15 +33,15 @@ ACCEPTING_WORKERS = r"""mtls_accepting() {
 }"""
 
 
-def wait_for_reload(command: str, timeout: int = RELOAD_TIMEOUT) -> str:
-    """``command`` (a reload), then wait until the workers that accepted connections before it
+def wait_for_reload(command: ShellCommand, timeout: int = RELOAD_TIMEOUT) -> str:
+    """``command`` (a reload: argv or a fixed script), then wait until the workers that accepted connections before it
     are gone or shutting down and new ones accept: the new configuration is live."""
     tries = timeout * 10
     return "\n".join(
         [
             ACCEPTING_WORKERS,
             "mtls_old=$(mtls_accepting)",
-            command,
+            statement(command),
             "mtls_try=0",
             "while :; do",
             '  mtls_now=" $(echo $(mtls_accepting)) "; mtls_stale=',

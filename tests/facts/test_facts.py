@@ -151,3 +151,54 @@ def test_a_command_is_planned_from_gathered_facts(tmp_path):
         "ok",
         "changed",
     ]
+
+
+# --- awkward names: quoted on the way in, parsed right on the way out ---------------------------
+
+AWKWARD = "a b'c\"d$HOME;e\\f\tg`h`*$(touch pwned)"
+
+
+def test_package_names_reach_dpkg_query_as_one_word_each_and_unglobbed(tmp_path):
+    (tmp_path / "bin").mkdir()
+    stand_in = tmp_path / "bin" / "dpkg-query"
+    stand_in.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > {tmp_path}/args\n")
+    stand_in.chmod(0o755)
+    (tmp_path / "php8.2-fpm").write_text("")  # a file the shell would glob php*-fpm into
+    subprocess.run(
+        ["sh", "-s"],
+        input=facts.system_facts_script((AWKWARD,)),
+        cwd=tmp_path,
+        env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"},
+        text=True,
+        check=True,
+    )
+    args = (tmp_path / "args").read_text().split("\0")[:-1]
+    assert args[-6:] == ["nginx", "nginx-core", "libssl3", "openssl", "php*-fpm", AWKWARD]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_paths_with_tabs_backslashes_and_quotes_are_stated_and_hashed(tmp_path):
+    odd = tmp_path / AWKWARD.replace("/", "_")
+    odd.write_bytes(b"hello\n")
+    script = facts.resource_facts_script([str(odd)], [], [])
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, cwd=tmp_path)
+    state = facts.parse_resource_facts(out.stdout).path(str(odd))
+    assert state.kind == "file"
+    assert state.sha256 == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_path_with_a_newline_is_unknown_never_a_traceback(tmp_path):
+    odd = tmp_path / "a\nstat"
+    odd.write_bytes(b"hello\n")
+    script = facts.resource_facts_script([str(odd)], [], [])
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
+    assert facts.parse_resource_facts(out.stdout).path(str(odd)).kind == "absent"
+
+
+def test_our_leftover_policy_rc_is_a_fact_and_anyone_elses_is_not():
+    assert facts.parse_system_facts("policy_rc\tours\n").policy_rc_leftover
+    assert not facts.parse_system_facts(SYSTEM_OUTPUT).policy_rc_leftover
+    assert "grep -qxF -- '# mtls-deploy policy-rc.d' /usr/sbin/policy-rc.d" in (
+        facts.system_facts_script(())
+    )

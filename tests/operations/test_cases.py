@@ -31,6 +31,9 @@ def plan_case(op: str, desired: dict, actual: dict):
         return operations.plan_user(User(**desired), facts)
     if op == "command":
         desired["notify"] = tuple(desired.get("notify", ()))
+        for key in ("command", "unless"):  # YAML lists of lists: argv, as roles give it
+            if isinstance(desired.get(key), list):
+                desired[key] = tuple(tuple(argv) for argv in desired[key])
         creates = PathState(**actual["creates"]) if "creates" in actual else None
         return operations.plan_command(Command(**desired), creates, actual.get("unless_succeeded"))
     raise AssertionError(f"no runner for operation {op}")

@@ -2,6 +2,7 @@
 with a stand-in validator, to prove that a refused change puts every old file back."""
 
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -145,3 +146,132 @@ def test_a_command_step_runs_in_order_and_notifies(tmp_path, monkeypatch):
     result = run(applying.build_script([step], HANDLERS), "true", monkeypatch)
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
     assert applying.parse_outcome(result.stdout, result.stderr).handlers_done == ("reload nginx",)
+
+
+# --- values reach the script as one quoted word each ------------------------------------------
+
+# Spaces, both quotes, `$`, `;`, a newline, a command substitution and a glob: each must arrive
+# as one argument, unexpanded, and run nothing.
+AWKWARD = "a b'c\"d$HOME;e\nf`g`*$(touch pwned)"
+
+
+def recorder(folder, name="record"):
+    """A stand-in command on PATH that writes each argument it gets, NUL-terminated."""
+    (folder / "bin").mkdir(exist_ok=True)
+    script = folder / "bin" / name
+    script.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" >> {folder}/{name}.args\n")
+    script.chmod(0o755)
+    return lambda: (folder / f"{name}.args").read_text().split("\0")[:-1]
+
+
+def run_in(folder, script: str):
+    """``script`` under sh in ``folder``, the stand-ins first on PATH."""
+    env = {**os.environ, "PATH": f"{folder}/bin:{os.environ['PATH']}"}
+    return subprocess.run(
+        ["sh", "-s"], input=script, capture_output=True, text=True, cwd=folder, env=env
+    )
+
+
+def notifying_step(folder, handler: str):
+    return plan_file(File(str(folder / "f"), b"x\n", notify=(handler,)), PathState("absent"))
+
+
+def test_an_argv_handler_gets_every_value_as_one_word(tmp_path):
+    args = recorder(tmp_path)
+    handler = Handler("restart backend", (("record", AWKWARD, "-x"), ("record", "second")))
+    script = applying.build_script([notifying_step(tmp_path, "restart backend")], [handler])
+    assert shlex.join(["record", AWKWARD, "-x"]) in script
+    result = run_in(tmp_path, script)
+    assert result.returncode == 0, result.stderr
+    assert args() == [AWKWARD, "-x", "second"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_failing_argv_of_a_handler_stops_it_and_fails_the_host(tmp_path):
+    args = recorder(tmp_path)
+    handler = Handler("restart backend", (("record", "first"), ("false",), ("record", "never")))
+    step = notifying_step(tmp_path, "restart backend")
+    result = run_in(tmp_path, applying.build_script([step], [handler]))
+    assert result.returncode != 0 and args() == ["first"]
+    outcome = applying.parse_outcome(result.stdout, result.stderr)
+    settled = applying.settle([step], outcome, result.returncode)
+    assert [(s.name, s.status) for s in settled if s.kind == "handler"] == [
+        ("restart backend", "failed")
+    ]
+
+
+def test_a_handler_script_ending_in_a_failed_and_list_fails_the_host(tmp_path):
+    """``test && reload`` as a handler's last line: under ``set -e`` alone a failing test
+    would not stop the script, and the handler would count as done without its reload."""
+    step = notifying_step(tmp_path, "restart backend")
+    handler = Handler("restart backend", f"false && touch {tmp_path}/reloaded")
+    result = run_in(tmp_path, applying.build_script([step], [handler]))
+    outcome = applying.parse_outcome(result.stdout, result.stderr)
+    assert result.returncode != 0 and outcome.handlers_done == ()
+    assert not (tmp_path / "reloaded").exists()
+
+
+def test_an_argv_command_and_its_unless_check_quote_every_value(tmp_path):
+    from mtls_deploy import facts
+    from mtls_deploy.operations import plan, watched
+    from mtls_deploy.resources import Command
+
+    args = recorder(tmp_path)
+    checked = recorder(tmp_path, "check")
+    command = Command((("record", AWKWARD),), unless=(("check", AWKWARD), ("false",)))
+    gathered = run_in(tmp_path, facts.resource_facts_script(*watched([command])))
+    steps = plan([command], facts.parse_resource_facts(gathered.stdout))
+    assert steps[0].status == "changed" and checked() == [AWKWARD]
+    assert steps[0].name == shlex.join(["record", AWKWARD])
+    result = run_in(tmp_path, applying.build_script(steps, []))
+    assert result.returncode == 0, result.stderr
+    assert args() == [AWKWARD] and not (tmp_path / "pwned").exists()
+
+
+def test_a_str_command_or_handler_is_a_fixed_script_and_a_bare_argv_is_refused():
+    from mtls_deploy import shell
+
+    assert shell.render("systemctl reload nginx") == "systemctl reload nginx"
+    with pytest.raises(TypeError, match="argv"):
+        shell.render(("systemctl", "reload", "nginx"))  # not a tuple of argv tuples
+    with pytest.raises(TypeError):
+        shell.render(())
+    with pytest.raises(ValueError, match="NUL"):
+        shell.render((("echo", "a\0b"),))
+
+
+def test_the_reload_wait_quotes_an_argv_reload(tmp_path):
+    from mtls_deploy.rollout import wait_for_reload
+
+    args = recorder(tmp_path)
+    script = wait_for_reload((("record", AWKWARD),), timeout=0)
+    result = run_in(tmp_path, script)
+    assert args() == [AWKWARD] and not (tmp_path / "pwned").exists()
+    assert "did not take the new configuration" in result.stderr  # no nginx here
+
+
+class LocalRemote:
+    """``Remote.run_script`` on this machine: the script under sh, as on a host."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def run_script(self, script, sudo=False, check=False, timeout=None):
+        from types import SimpleNamespace
+
+        done = run_in(self.folder, script)
+        assert not check or done.returncode == 0, done.stderr
+        return SimpleNamespace(stdout=done.stdout, stderr=done.stderr, exit_status=done.returncode)
+
+
+def test_diff_fetches_files_by_index_whatever_their_names(tmp_path):
+    from mtls_deploy.provision import fetch_files
+
+    names = [AWKWARD.replace("/", "_"), "@@file 0", "-n", "plain"]
+    paths = [str(tmp_path / name) for name in names]
+    for i, path in enumerate(paths[:3]):
+        with open(path, "wb") as f:
+            f.write(f"content {i}\n".encode())
+    fetched = fetch_files(LocalRemote(tmp_path), paths)
+    assert fetched == {paths[i]: f"content {i}\n".encode() for i in range(3)}
+    assert not (tmp_path / "pwned").exists()
