@@ -39,16 +39,26 @@ def inventory(c, host=None, json=False):
 # --- hosts -----------------------------------------------------------------------------------
 
 
-@task(help={"host": "host(s) to trust, comma-separated"})
-def hosts_trust(c, host):
-    """Record a host's SSH key in the known_hosts file, after printing its fingerprint."""
-    from mtls_deploy.connection import SshTarget, trust_host
+@task(
+    help={
+        "host": "host(s) to trust, comma-separated",
+        "replace": "replace a CHANGED key (check the new fingerprint out of band first)",
+        "fingerprint": "accept only this key (SHA256:..., as ssh-keygen -lf prints it)",
+    }
+)
+def hosts_trust(c, host, replace=False, fingerprint=None):
+    """Record hosts' SSH keys in known_hosts, printing each fingerprint (trust on first use).
+
+    A changed key is refused unless --replace; --fingerprint pins the expected key for scripts.
+    Ex: inv hosts.trust --host api1 --fingerprint SHA256:...
+    """
+    from mtls_deploy.connection import SshTarget, trust_targets
     from mtls_deploy.inventory import load
 
     loaded = load()
-    for name in split_names(host):
-        line, changed = trust_host(SshTarget.from_vars(name, loaded.host(name).vars))
-        print(f"{'trusted' if changed else 'already trusted'}: {name} {line}")
+    targets = [SshTarget.from_vars(name, loaded.host(name).vars) for name in split_names(host)]
+    for line in trust_targets(targets, replace=replace, fingerprint=fingerprint):
+        print(line, flush=True)
 
 
 @task(

@@ -56,6 +56,7 @@ def print_host(result: HostResult, diff: bool = False, stream=None) -> None:
 
 
 def print_recap(group: GroupResult, stream=None) -> None:
+    """Print the RECAP once every host has finished."""
     stream = stream or sys.stdout
     stream.write("\n".join(recap_lines(group, stream.isatty())) + "\n")
 

@@ -51,8 +51,7 @@ def test_print_host_never_colours_a_pipe():
     stream = io.StringIO()
     report.print_host(group().results[1], stream=stream)
     assert (
-        stream.getvalue()
-        == "failed   bob  cannot reach bob@127.0.0.1:2202: connection refused\n"
+        stream.getvalue() == "failed   bob  cannot reach bob@127.0.0.1:2202: connection refused\n"
     )
 
 
@@ -60,7 +59,9 @@ def test_an_error_names_its_host_once():
     """ConnectError and RemoteCommandError start with the host; the line names it already."""
     stopped = HostResult("api1", error="api1: `nginx -t` failed (exit 1): api1.conf: bad")
     other = HostResult("api1", error="not started: an earlier batch failed")
-    assert report.step_lines(stopped) == ["failed   api1  `nginx -t` failed (exit 1): api1.conf: bad"]
+    assert report.step_lines(stopped) == [
+        "failed   api1  `nginx -t` failed (exit 1): api1.conf: bad"
+    ]
     assert report.step_lines(other) == ["failed   api1  not started: an earlier batch failed"]
     # only a whole-word prefix: a host called "api" keeps "api1: ..." as it is
     assert report.step_lines(HostResult("api", error="api1: x")) == ["failed   api  api1: x"]
