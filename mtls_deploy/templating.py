@@ -1,17 +1,27 @@
-"""Render the files in ``templates/`` with Jinja2; an undefined variable is an error, not ''."""
+"""Render the files in ``templates/`` with Jinja2, sandboxed; an undefined variable is an error.
+
+A site template may be the user's own (``nginx_site_template``), so templates render in Jinja2's
+``SandboxedEnvironment``: ``{{ lipsum.__globals__.os.environ }}`` cannot reach Python's
+internals (nor the CA passphrase in the environment). Any template problem is one line
+naming the template, as ``BadInput``.
+"""
 
 from functools import lru_cache
 from pathlib import Path
+
+from .errors import BadInput
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 @lru_cache(maxsize=8)
 def environment(*search_path: str):
-    """One Jinja2 environment per search path; the first directory that has a name wins."""
+    """One sandboxed Jinja2 environment per search path; the first directory that has a
+    name wins."""
     import jinja2  # imported here: only runs that render pay for it
+    from jinja2.sandbox import SandboxedEnvironment
 
-    return jinja2.Environment(
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(list(search_path)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -32,10 +42,30 @@ def render(name: str, templates_dir: Path | None = None, **context) -> bytes:
 
     Example: ``render("nginx/site.conf.j2", server_name="api1.lab.test", ...)``
     """
+    import jinja2
+
     search = [str(templates_dir or TEMPLATES_DIR)]
     own = Path(name)
     if own.is_file() and (own.is_absolute() or own.parts[0] != "templates"):
         search.insert(0, str(own.resolve().parent))
-        name = own.name
-    template = environment(*search).get_template(name)
-    return template.render(**context).encode()
+    try:
+        template = environment(*search).get_template(own.name if len(search) > 1 else name)
+        return template.render(**context).encode()
+    except jinja2.TemplateError as error:
+        raise BadInput(f"template {name}: {_problem(error)}") from None
+
+
+def _problem(error) -> str:
+    """The error in one line, with the fix for the kinds a user's template runs into."""
+    import jinja2
+    from jinja2.exceptions import SecurityError
+
+    if isinstance(error, SecurityError):
+        return f"{str(error).rstrip('.')}: a template may use its variables and filters, not Python's internals"
+    if isinstance(error, jinja2.TemplateNotFound):
+        return f"{error.name} not found (give a name under templates/ or a file path)"
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return f"line {error.lineno}: {error.message}"
+    if isinstance(error, jinja2.UndefinedError):
+        return f"{error.message}: the template uses a variable the role does not give it"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

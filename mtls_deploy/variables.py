@@ -1,119 +1,128 @@
-"""The inventory variables this tool reads, their types, and checks that name the file at fault."""
+"""The inventory variables the engine itself reads, the roles each host gets, and the check of
+every host's variables against the engine's schema and its roles' (``mtls_deploy.schema``)."""
 
-import ipaddress
-import re
+import sys
+from functools import cache
 
+from . import schema
 from .errors import BadInput
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
+CLIENT_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"  # as pki.CLIENT_NAME
+BUNDLE_NAME = r"(?!\.\.?(/|\Z))([A-Za-z0-9._+-]|\{api_name\}){1,255}"
 
-
-def _port(value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a port number, not {value!r}")
-    if not 1 <= value <= 65535:
-        raise ValueError(f"port {value} is out of range (1-65535)")
-    return value
-
-
-def _boolean(value):
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {value!r}")
-    return value
-
-
-def _text(value):
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, not {value!r}")
-    return value
-
-
-def _hostname(value):
-    if not isinstance(value, str) or not HOSTNAME.match(value.lower()):
-        raise ValueError(f"{value!r} is not a valid DNS name (letters, digits, '-' and '.')")
-    return value.lower()
-
-
-def _ip(value):
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
-
-
-def _listen(value):
-    return "*" if value == "*" else _ip(value)
-
-
-def _address(value):
-    try:
-        return _ip(value)
-    except ValueError:
-        return _hostname(value)
-
-
-def _list_of(check):
-    def checked(value):
-        if not isinstance(value, list):
-            raise ValueError(f"must be a list, not {value!r}")
-        return [check(item) for item in value]
-
-    return checked
-
-
-def _one_of(*choices):
-    def checked(value):
-        if value is True and "on" in choices:  # YAML 1.1 reads a bare `on` as true
-            value = "on"
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
-
-    return checked
-
-
-def _seconds(value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"must be a positive number of seconds, not {value!r}")
-    return value
-
-
-CHECKS = {
-    "ansible_host": _address,
-    "ansible_port": _port,
-    "ansible_user": _text,
-    "ansible_become": _boolean,
-    "ansible_ssh_private_key_file": _text,
-    "ssh_known_hosts_file": _text,
-    "ssh_connect_timeout": _seconds,
-    "server_name": _hostname,
-    "server_aliases": _list_of(_hostname),
-    "server_ip_addresses": _list_of(_ip),
-    "https_port": _port,
-    "https_listen": _listen,
-    "client_verify": _one_of("on", "optional"),
-    "backend": _one_of("php", "python"),
-    "server_cert": _one_of("private", "files"),
-    "pki_key_type": _one_of("ec", "rsa"),
-    "lab": _boolean,
+# Variables read outside any role (connection, lab, PKI, delivery, smoke test), in the format
+# of roles/<role>/schema.yml. Variables a role owns are declared in its schema.yml.
+ENGINE_VARIABLES = {
+    "ansible_host": {"type": "address", "description": "address of the host's sshd"},
+    "ansible_port": {"type": "port", "description": "port of the host's sshd"},
+    "ansible_user": {
+        "type": "str",
+        "pattern": r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}",
+        "format": "a login name (letters, digits, '_', '.' and '-', at most 32)",
+        "description": "the SSH login user",
+    },
+    "ansible_become": {"type": "bool", "description": "run root's commands through sudo"},
+    "ansible_ssh_private_key_file": {"type": "local_path", "description": "SSH private key"},
+    "ssh_known_hosts_file": {"type": "local_path", "description": "the recorded host keys"},
+    "ssh_connect_timeout": {
+        "type": "float",
+        "min": 0.1,
+        "max": 3600,
+        "description": "seconds to wait for the SSH connection",
+    },
+    "server_name": {
+        "type": "dns_name",
+        "required": True,
+        "description": "the name clients connect to (certificate CN, nginx server_name)",
+    },
+    "https_port": {"type": "port", "required": True, "description": "the API's HTTPS port"},
+    "https_listen": {
+        "type": "listen",
+        "required": True,
+        "description": '"*" (every IPv4 address) or one IPv4/IPv6 address to listen on',
+    },
+    "backend": {"declared_by": "nginx"},  # chooses the backend role
+    "roles": {
+        "type": "list",
+        "elements": {"type": "str", "pattern": r"[a-z][a-z0-9_]{0,63}", "format": "a role name"},
+        "description": "the roles the host gets (default for group api: tls, nginx, backend)",
+    },
+    "lab": {"type": "bool", "description": "a lab host (inv lab.*)"},
+    "pki_key_type": {"type": "str", "choices": ["ec", "rsa"], "description": "client key type"},
+    "client_names": {
+        "type": "list",
+        "elements": {"type": "str", "pattern": CLIENT_NAME, "format": "a client name"},
+        "description": "the clients whose bundles a consumer host holds",
+    },
+    "bundle_dir": {
+        "type": "str",
+        "pattern": rf"~|(~/|/)({BUNDLE_NAME}/)*{BUNDLE_NAME}",
+        "format": "~, ~/path or /path, normalised, of letters, digits, '.', '_', '+', '-' "
+        "and {api_name}",
+        "description": "where a consumer's bundles go",
+    },
+    "api_name": {"declared_by": "nginx"},  # part of bundle_dir
+    "client_verify": {"declared_by": "nginx"},  # the smoke test's expectations
 }
+IGNORED_BY_TYPOS = {"inventory_hostname", "group_names"}
 
 
-def check_types(host) -> None:
-    """Check every known variable in every layer of ``host``, normalising in place.
+@cache
+def engine_specs() -> dict:
+    """``ENGINE_VARIABLES``, each spec checked and ``declared_by`` resolved."""
+    for name, spec in ENGINE_VARIABLES.items():
+        schema.validate_spec(name, spec, "mtls_deploy/variables.py")
+    return {name: schema.resolve(name, spec) for name, spec in ENGINE_VARIABLES.items()}
 
-    A bad value is one line naming the host, the variable, the file that set it and the fix.
+
+@cache
+def declared_names() -> frozenset[str]:
+    """Every variable the engine or any role declares."""
+    names = set(engine_specs()) | IGNORED_BY_TYPOS
+    for role in schema.all_roles():
+        names |= set(schema.role_schema(role))
+    return frozenset(names)
+
+
+def role_names(v: dict) -> list[str]:
+    """The roles a host gets: ``roles`` from the inventory, else by group (api hosts: the API)."""
+    if v.get("roles") is not None:
+        return list(v["roles"])
+    if "api" in v.get("group_names", []):
+        return ["tls", "nginx", f"backend_{v.get('backend', 'php')}"]
+    return []
+
+
+def role_specs(host) -> dict:
+    """The specs of every role ``host`` gets, or one line naming a role that does not exist."""
+    specs = {}
+    for role in role_names(host.vars):
+        if role not in schema.all_roles():
+            raise BadInput(
+                f"{host.name}: roles names {role!r}, which is not a role in roles/ "
+                f"(set in {host.source_of('roles')}); roles: {', '.join(schema.all_roles())}"
+            )
+        specs.update(schema.role_schema(role))
+    return specs
+
+
+def check_types(host) -> list[str]:
+    """Check every declared variable in every layer of ``host``, normalising in place, against
+    the engine's schema and its roles'. Returns warnings for likely misspelt variables.
+
+    A bad value is one line naming the host, the variable, the value, the file that set it
+    and the fix. Example: ``check_types(inventory.load().host("api1"))`` -> ``[]``
     """
-    for layer in host.layers:
-        for name, check in CHECKS.items():
-            if name not in layer.values:
-                continue
-            try:
-                layer.values[name] = check(layer.values[name])
-            except ValueError as problem:
-                raise BadInput(f"{host.name}: {name} {problem} (set in {layer.source})") from None
+    schema.check_layers(host, engine_specs())
+    schema.check_layers(host, role_specs(host))
+    return schema.likely_typos(host, set(declared_names()))
+
+
+def check_inventory(hosts) -> None:
+    """``check_types`` for every host; each warning printed once on stderr."""
+    warnings = [line for host in hosts for line in check_types(host)]
+    for line in dict.fromkeys(warnings):
+        print(line, file=sys.stderr)
 
 
 def require(host, *names: str) -> dict:

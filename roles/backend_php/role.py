@@ -121,26 +121,29 @@ def resources(v: dict, facts: HostFacts) -> list:
     return found
 
 
+# Fixed scripts; the PHP version arrives as $1 (argv), never inside the script's text.
+# On failure, php-fpm's first ERROR line goes last on stderr, where the report takes it from.
+TEST_FPM = (
+    'out=$("php-fpm$1" --test 2>&1) || { printf "%s\\n" "$out" | grep -m1 ERROR >&2; exit 1; }'
+)
+RELOAD_FPM = f'{TEST_FPM}\nsystemctl reload-or-restart "php$1-fpm"'
+# If it does not come back (a path the sandbox hides), php-fpm's own ERROR line goes last.
+RESTART_FPM = (
+    f"{TEST_FPM}\n"
+    'systemctl restart "php$1-fpm" || '
+    '{ tail -n 5 "/var/log/php$1-fpm.log" | grep -m1 ERROR >&2; exit 1; }'
+)
+
+
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
-    """Two handlers. "restart backend": test the whole FPM configuration first, so a bad pool file leaves the
-    running php-fpm alone (a reload with a broken pool stops it), then reload. "restart php-fpm"
-    (its unit changed): the same test, then a real restart, last, so that when both are notified
-    (a first run) the restarted php-fpm has both."""
+    """Two handlers. "restart backend": test the whole FPM configuration first, so a bad pool
+    file leaves the running php-fpm alone (a reload with a broken pool stops it), then reload.
+    "restart php-fpm" (its unit changed): the same test, then a real restart, last, so that
+    when both are notified (a first run) the restarted php-fpm has both."""
     version = php_version(with_defaults(ROLE, v), facts)
     if version is None:
         return []
-    service = fpm_service(version)
-    test = (  # on failure, php-fpm's first ERROR line goes last on stderr, where it is reported
-        f"{{ out=$(php-fpm{version} --test 2>&1) || "
-        f'{{ printf "%s\\n" "$out" | grep -m1 ERROR >&2; false; }}; }}'
-    )
-    command = f"{test} && systemctl reload-or-restart {service}"
-    # If it does not come back (a path the sandbox hides), php-fpm's own ERROR line goes last.
-    restart = (
-        f"{test} && {{ systemctl restart {service} || "
-        f"{{ tail -n 5 /var/log/{service}.log | grep -m1 ERROR >&2; false; }}; }}"
-    )
     return [
-        Handler("restart backend", command, order=40),
-        Handler("restart php-fpm", restart, order=41),
+        Handler("restart backend", (("sh", "-c", RELOAD_FPM, "php-fpm", version),), order=40),
+        Handler("restart php-fpm", (("sh", "-c", RESTART_FPM, "php-fpm", version),), order=41),
     ]

@@ -68,11 +68,13 @@ def resources(v: dict, facts: HostFacts) -> list:
 
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     """Restart the service (the socket stays open: no request is refused meanwhile); after a
-    change to the socket unit, restart the socket too."""
+    change to the socket unit, restart the socket too. The unit name travels as an argument."""
     unit = with_defaults(ROLE, v)["python_unit"]
     return [
         Handler(
-            "restart backend socket", f"systemctl restart {unit}.socket {unit}.service", order=39
+            "restart backend socket",
+            (("systemctl", "restart", f"{unit}.socket", f"{unit}.service"),),
+            order=39,
         ),
-        Handler("restart backend", f"systemctl restart {unit}.service", order=40),
+        Handler("restart backend", (("systemctl", "restart", f"{unit}.service"),), order=40),
     ]

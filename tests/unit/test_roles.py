@@ -2,6 +2,7 @@
 modes, owners, validation and notifications; their handlers; their defaults and READMEs."""
 
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -291,18 +292,36 @@ def test_www_pool_can_be_kept():
 def test_php_handler_tests_the_configuration_before_reloading():
     handler = backend_php.handlers(host_vars(), FACTS)[0]
     assert handler.name == "restart backend"
-    test, _, reload = handler.command.rpartition(" && ")
-    assert "php-fpm8.2 --test" in test
-    assert reload == "systemctl reload-or-restart php8.2-fpm"
+    ((shell, flag, script, name, version),) = handler.command
+    assert (shell, flag, name, version) == ("sh", "-c", "php-fpm", "8.2")
+    test, reload = script.splitlines()
+    assert '"php-fpm$1" --test' in test
+    assert reload == 'systemctl reload-or-restart "php$1-fpm"'
 
 
 def test_php_restart_handler_tests_then_restarts_after_the_reload():
     reload, restart = backend_php.handlers(host_vars(), FACTS)
     assert (restart.name, restart.order) == ("restart php-fpm", 41)
     assert restart.order > reload.order
-    test, _, rest = restart.command.partition(" && ")
-    assert "php-fpm8.2 --test" in test
-    assert rest.startswith("{ systemctl restart php8.2-fpm || ")
+    ((*_, script, _, version),) = restart.command
+    test, rest = script.splitlines()
+    assert '"php-fpm$1" --test' in test and version == "8.2"
+    assert rest.startswith('systemctl restart "php$1-fpm" || ')
+
+
+def test_php_handlers_carry_the_version_as_an_argument_not_as_shell_text():
+    """The scripts are fixed: no value from the inventory is ever part of their text."""
+    for handler in backend_php.handlers(host_vars(php_version="8.3"), FACTS):
+        ((*_, script, _, version),) = handler.command
+        assert version == "8.3" and "8.3" not in script
+
+
+def run_handler(command, path: str, shell: str = "bash"):
+    """A handler's command as the engine sends it (argv quoted), run with stand-in binaries."""
+    text = command if isinstance(command, str) else " && ".join(shlex.join(a) for a in command)
+    return subprocess.run(
+        [shell, "-c", text], capture_output=True, text=True, env={"PATH": f"{path}:/usr/bin:/bin"}
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
@@ -319,15 +338,12 @@ def test_php_handler_reloads_only_a_valid_configuration(tmp_path, fpm_test, relo
     ]:
         (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
         (tmp_path / name).chmod(0o755)
-    result = subprocess.run(
-        ["bash", "-c", handler.command],
-        capture_output=True,
-        text=True,
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
-    )
+    result = run_handler(handler.command, str(tmp_path))
     assert (result.returncode == 0) is reloaded
     assert (tmp_path / "reloaded").exists() is reloaded
-    if not reloaded:
+    if reloaded:
+        assert (tmp_path / "reloaded").read_text() == "reload-or-restart php8.2-fpm\n"
+    else:
         assert result.stderr.strip().splitlines()[-1] == "ERROR: [pool api] bad value"
 
 
@@ -366,11 +382,23 @@ def test_python_handlers():
     assert backend_python.handlers(host_vars(), FACTS) == [
         Handler(
             "restart backend socket",
-            "systemctl restart api-python.socket api-python.service",
+            (("systemctl", "restart", "api-python.socket", "api-python.service"),),
             order=39,
         ),
-        Handler("restart backend", "systemctl restart api-python.service", order=40),
+        Handler("restart backend", (("systemctl", "restart", "api-python.service"),), order=40),
     ]
+
+
+def test_python_unit_is_an_argument_not_shell_text(tmp_path):
+    """The issue's proof: a unit name that ends the command and runs its own. Refused by the
+    schema, and even past it the handler hands it to systemctl as one argument."""
+    (tmp_path / "systemctl").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
+    (tmp_path / "systemctl").chmod(0o755)
+    unit = f"api-python.service; touch {tmp_path}/pwned; true"
+    handler = backend_python.handlers(host_vars(python_unit=unit), FACTS)[1]
+    assert run_handler(handler.command, str(tmp_path), shell="sh").returncode == 0
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "argv").read_text().splitlines() == ["restart", f"{unit}.service"]
 
 
 def test_uwsgi_takes_the_socket_from_systemd_and_speaks_fastcgi():

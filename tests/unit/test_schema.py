@@ -1,0 +1,235 @@
+"""Variable schemas: the checker, the schema files themselves, and that every string a role or
+the engine reads refuses what could end a directive or a command."""
+
+import re
+
+import pytest
+import yaml
+
+from mtls_deploy import schema, variables
+from mtls_deploy.errors import BadInput
+from roles import ROLES_DIR
+
+ROLES = schema.all_roles()
+
+
+def every_spec() -> dict[str, dict]:
+    """{"role:variable": spec} for every role and the engine."""
+    found = {f"engine:{name}": spec for name, spec in variables.engine_specs().items()}
+    for role in ROLES:
+        found |= {f"{role}:{name}": spec for name, spec in schema.role_schema(role).items()}
+    return found
+
+
+def defaults() -> dict:
+    merged = {}
+    for role in ROLES:
+        merged |= yaml.safe_load((ROLES_DIR / role / "defaults.yml").read_text()) or {}
+    return merged
+
+
+# --- the checker -------------------------------------------------------------------------------
+
+GOOD = [
+    ({"type": "port"}, 443, 443),
+    ({"type": "bool"}, False, False),
+    ({"type": "int", "min": 1, "max": 4}, 4, 4),
+    ({"type": "float", "min": 0, "max": 1}, 0.5, 0.5),
+    ({"type": "str", "choices": ["on", "optional"]}, True, "on"),  # YAML 1.1's bare on
+    ({"type": "str", "pattern": "[0-9]+[km]?"}, "512k", "512k"),
+    ({"type": "dns_name"}, "API1.Example.test", "api1.example.test"),
+    ({"type": "ip"}, "::0:1", "::1"),
+    ({"type": "listen"}, "*", "*"),
+    ({"type": "address"}, "10.0.0.1", "10.0.0.1"),
+    ({"type": "address"}, "api1.lab.test", "api1.lab.test"),
+    ({"type": "path"}, "/", "/"),
+    ({"type": "path"}, "/srv/my-app_2/.well-known", "/srv/my-app_2/.well-known"),
+    ({"type": "user"}, "www-data", "www-data"),
+    ({"type": "unit"}, "api-python.v2", "api-python.v2"),
+    ({"type": "local_path"}, "~/my keys/id (work)", "~/my keys/id (work)"),
+    ({"type": "list", "elements": {"type": "ip"}}, ["10.0.0.1"], ["10.0.0.1"]),
+]
+
+
+@pytest.mark.parametrize(("spec", "value", "normalised"), GOOD, ids=lambda x: repr(x)[:30])
+def test_good_values_pass_normalised(spec, value, normalised):
+    assert schema.check_value(value, spec) == normalised
+
+
+BAD = [
+    ({"type": "port"}, 70000, "port 70000 is out of range (1-65535)"),
+    ({"type": "port"}, "443", "must be a port number, not '443'"),
+    ({"type": "port"}, True, "must be a port number, not True"),
+    ({"type": "int", "min": 1, "max": 4}, 5, "5 is out of range (1-4)"),
+    ({"type": "bool"}, "yes", "must be true or false, not 'yes'"),
+    ({"type": "str", "choices": ["php", "python"]}, "ruby", "must be one of php, python"),
+    ({"type": "str", "pattern": "[0-9]+[km]?", "format": "a size"}, "1m;", "'1m;' is not a size"),
+    ({"type": "dns_name"}, "a.test\n", "'a.test\\n' is not a valid DNS name"),
+    ({"type": "dns_name"}, "-a.test", "is not a valid DNS name"),
+    ({"type": "ip"}, "fe80::1%x; return 200", "has an IPv6 scope id"),
+    ({"type": "ip"}, "1.2.3", "'1.2.3' is not an IP address"),
+    ({"type": "listen"}, "fe80::1%eth0", "has an IPv6 scope id"),
+    ({"type": "path"}, "relative/path", "is not an absolute, normalised path"),
+    ({"type": "path"}, "/srv/../etc", "is not an absolute, normalised path"),
+    ({"type": "path"}, "/srv/./x", "is not an absolute, normalised path"),
+    ({"type": "path"}, "/srv//x", "is not an absolute, normalised path"),
+    ({"type": "path"}, "/srv/x/", "is not an absolute, normalised path"),
+    ({"type": "path"}, "/srv/a b", "is not an absolute, normalised path"),
+    ({"type": "user"}, "Root", "is not a user or group name"),
+    ({"type": "unit"}, "api.service; touch /tmp/x", "is not a systemd unit name"),
+    ({"type": "local_path"}, "key\n", "must be a file path on this machine (one line)"),
+    ({"type": "list", "elements": {"type": "ip"}}, "10.0.0.1", "must be a list"),
+    ({"type": "dict", "options": {"a": {"type": "bool"}}}, {"b": 1}, "has no key 'b' (keys: a)"),
+    ({"type": "dict", "options": {"a": {"type": "bool"}}}, {"a": 1}, ".a must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("spec", "value", "message"), BAD, ids=lambda x: repr(x)[:30])
+def test_bad_values_say_why(spec, value, message):
+    with pytest.raises(ValueError) as problem:
+        schema.check_value(value, spec)
+    assert message in str(problem.value)
+    assert "\n" not in str(problem.value)
+
+
+def test_a_long_bad_value_is_cut_short_in_the_message():
+    with pytest.raises(ValueError) as problem:
+        schema.check_value("1m;" + "x" * 500, {"type": "str", "pattern": "[0-9]+m"})
+    assert len(str(problem.value)) < 150 and "..." in str(problem.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"type": "str"}, "type str needs a pattern or choices"),
+        ({"type": "text", "pattern": "x"}, "unknown type or key"),
+        ({"type": "str", "pattern": "x", "regex": "y"}, "unknown type or key"),
+        ({"type": "int", "min": 0}, "type int needs max"),
+        ({"type": "list"}, "type list needs elements"),
+        ({"type": "list", "elements": {"type": "str"}}, "type str needs a pattern or choices"),
+    ],
+)
+def test_a_bad_schema_entry_is_one_line_naming_the_schema(spec, problem):
+    with pytest.raises(BadInput, match=rf"^roles/x/schema.yml: v: {re.escape(problem)}"):
+        schema.validate_spec("v", spec, "roles/x/schema.yml")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "near"),
+    [
+        ("client_verfiy", "client_verify", True),  # two neighbours swapped
+        ("client_verif", "client_verify", True),  # one removed
+        ("clientt_verify", "client_verify", True),  # one added
+        ("client_verifx", "client_verify", True),  # one replaced
+        ("cleint_verfiy", "client_verify", False),  # two edits
+        ("client_verify", "client_verify", False),  # the same name is no typo
+        ("my_app_setting", "client_verify", False),
+    ],
+)
+def test_one_edit_apart(a, b, near):
+    assert schema.one_edit_apart(a, b) is near
+    assert schema.one_edit_apart(b, a) is near
+
+
+# --- the schema files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_declared_and_passes_its_schema(role):
+    values = yaml.safe_load((ROLES_DIR / role / "defaults.yml").read_text()) or {}
+    specs = schema.role_schema(role)
+    assert sorted(values.keys() - specs.keys()) == []
+    for name, value in values.items():
+        assert schema.check_value(value, specs[name]) == value
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_declared_variable_has_a_type_and_a_description(role):
+    text = yaml.safe_load((ROLES_DIR / role / "schema.yml").read_text())
+    for name, spec in text.items():
+        assert "declared_by" in spec or spec.get("description"), f"{role}: {name}"
+
+
+READ = re.compile(r"""\bv(?:\.get\(|\[)\s*["'](\w+)["']""")
+COMPUTED = {"inventory_hostname", "group_names", "ansible_check_mode"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_variable_a_role_reads_is_declared(role):
+    source = (ROLES_DIR / role / "role.py").read_text()
+    read = set(READ.findall(source)) - COMPUTED
+    declared = set(schema.role_schema(role)) | set(variables.engine_specs())
+    assert sorted(read - declared) == []
+
+
+def test_templates_get_only_declared_variables():
+    """The backend roles hand every php_*/python_* variable to their templates."""
+    declared = variables.declared_names()
+    for name in defaults():
+        assert name in declared
+
+
+# --- no character that could end a directive or a command --------------------------------------
+
+EXAMPLES = {  # a good value for declared strings without a non-empty default
+    "ansible_host": "api1.example.test",
+    "ansible_user": "deploy",
+    "ansible_ssh_private_key_file": "~/.ssh/id_ed25519",
+    "ssh_known_hosts_file": "~/.ssh/known_hosts",
+    "server_name": "api1.example.test",
+    "https_listen": "127.0.0.1",
+    "roles": ["nginx"],
+    "client_names": ["alice"],
+    "bundle_dir": "~/.mtls/{api_name}",
+    "server_aliases": ["www.example.test"],
+    "server_ip_addresses": ["10.0.0.1"],
+    "php_version": "8.2",
+    "pki_key_type": "ec",
+    "server_cert_files": {"cert": "c.pem", "chain": "", "key": "k.pem"},
+}
+FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&", "<", ">", " ", "#", "\\", "*"]  # fmt: skip
+# Characters a schema allows on purpose, by type: paths on the control machine never reach a
+# config file or a remote command.
+ALLOWED = {"local_path": set(FRAGMENTS) - {"\n", "\r", "\0"}}
+
+
+def string_cases():
+    """(id, spec, good value) for every declared variable that holds text, lists and dicts
+    of text included (their first element or key)."""
+    good = defaults() | EXAMPLES
+    for key, spec in every_spec().items():
+        name = key.split(":")[1]
+        if spec["type"] in ("bool", "int", "float", "port"):
+            continue
+        yield pytest.param(spec, good.get(name), id=key)
+
+
+def with_fragment(spec: dict, value, fragment: str):
+    """``value`` with ``fragment`` appended to its text (in a list: to its first element; in a
+    dict: to its first option)."""
+    if spec["type"] == "list":
+        return [with_fragment(spec["elements"], value[0], fragment)]
+    if spec["type"] == "dict":
+        first = next(iter(value))
+        return {**value, first: with_fragment(spec["options"][first], value[first], fragment)}
+    return f"{value}{fragment}"
+
+
+def inner_type(spec: dict) -> str:
+    if spec["type"] == "list":
+        return inner_type(spec["elements"])
+    if spec["type"] == "dict":
+        return inner_type(next(iter(spec["options"].values())))
+    return spec["type"]
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=repr)
+@pytest.mark.parametrize(("spec", "good"), list(string_cases()))
+def test_no_declared_string_takes_a_character_its_schema_does_not_allow(spec, good, fragment):
+    assert good not in (None, "", []), "give this variable a good value in EXAMPLES"
+    assert schema.check_value(good, spec) is not None
+    if fragment in ALLOWED.get(inner_type(spec), ()):
+        schema.check_value(with_fragment(spec, good, fragment), spec)
+        return
+    with pytest.raises(ValueError):
+        schema.check_value(with_fragment(spec, good, fragment), spec)
