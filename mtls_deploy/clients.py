@@ -51,7 +51,8 @@ def client_names(name: str | None, names_file: str | None) -> list[str]:
 
 def issue(names: list[str], options: IssueOptions) -> GroupResult:
     """Issue each client (key made here, or on its consumer with ``csr``), deliver the bundles,
-    and push the CRL when a ``reissue`` superseded a certificate.
+    and push the CRL when a ``reissue`` superseded a certificate: the old certificate is revoked
+    only once the new one is delivered (or left to the operator: ``--no-deliver``).
 
     Example: ``issue(["bob"], IssueOptions(org="Example, Inc."))``
     """
@@ -59,7 +60,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     from .bundle import default_dist_dir, issue_bundles
     from .pki_store import PkiStore
 
-    store = PkiStore.open()
+    store = PkiStore.open(keep_superseded=True)
     crl_before = store.crl_pem()
     if options.csr:
         csr = delivery.CsrOptions(options.days, options.org, options.email, options.reissue)
@@ -74,6 +75,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
         print_issued(results)
         report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=options.deliver)
     delivery.print_deliveries(report, default_dist_dir())
+    revoke_superseded(store, names, report)
     return _with_crl_push(report.group, store, crl_before)
 
 
@@ -95,20 +97,42 @@ def revoke(name: str, reason: str = "unspecified", push: bool = True) -> GroupRe
 def renew(
     name: str, p12: bool = True, p12_legacy: bool = False, deliver: bool = True
 ) -> GroupResult:
-    """A new key and certificate for ``name``; the old one is revoked as superseded, the CRL
-    pushed, and the new bundle delivered."""
+    """A new key and certificate for ``name``, the new bundle delivered; then the old one is
+    revoked as superseded and the CRL pushed (not when the delivery failed: the client would be
+    locked out)."""
     from . import deliver as delivery
     from .bundle import default_dist_dir, write_client_bundle
     from .pki_store import PkiStore
 
-    store = PkiStore.open()
+    store = PkiStore.open(keep_superseded=True)
     crl_before = store.crl_pem()
     result = store.renew_client(name)
     folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
     print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
     report = delivery.deliver_bundles(store, [name], default_dist_dir(), enabled=deliver)
     delivery.print_deliveries(report, default_dist_dir())
+    revoke_superseded(store, [name], report)
     return _with_crl_push(report.group, store, crl_before)
+
+
+def revoke_superseded(store, names: list[str], report) -> None:
+    """Revoke the predecessors of the clients whose new certificate is delivered (or is the
+    operator's to deliver: no consumer host, ``--no-deliver``); name those that stay valid."""
+    done = report.confirmed() | set(report.undelivered)
+    revoked = store.revoke_superseded([name for name in names if name in done])
+    waiting = {name: store.superseded_serials(name) for name in names if name not in done}
+    waiting = {name: serials for name, serials in waiting.items() if serials}
+    if len(revoked) + len(waiting) > PRINT_EACH_UP_TO:
+        print(f"{len(revoked)} previous certificates revoked as superseded; "
+              f"{len(waiting)} stay valid until their successor is delivered")  # fmt: skip
+        return
+    for name, serials in revoked.items():
+        print(f"{name}: previous serial {', '.join(serials)} revoked as superseded")
+    for name, serials in waiting.items():
+        print(
+            f"{name}: previous serial {', '.join(serials)} stays valid: the new certificate is "
+            f"not delivered; fix that and run `inv issue-client --name {name}` to finish"
+        )
 
 
 def _with_crl_push(group: GroupResult, store, crl_before: bytes) -> GroupResult:
@@ -163,7 +187,7 @@ def inventory_key_type(default: str = "ec") -> str:
     """
     from . import inventory
 
-    if not inventory.inventory_dir().is_dir():  # a PKI needs no inventory
+    if inventory.existing_inventory_dir() is None:  # a PKI needs no inventory
         return default
     hosts = inventory.load().hosts.values()
     chosen = {h.vars["pki_key_type"] for h in hosts if h.vars.get("pki_key_type")}

@@ -331,11 +331,29 @@ def _last_line(text: str) -> str:
 
 @dataclass
 class DeliveryReport:
-    """Per consumer host, a step per client; and the clients no host receives."""
+    """Per consumer host, a step per client; the clients no host receives; and for each client
+    delivered here, its consumer hosts (``targets``)."""
 
     group: GroupResult
     undelivered: list[str]
     skipped_reason: str = ""
+    targets: dict[str, list[str]] = field(default_factory=dict)
+
+    def confirmed(self) -> set[str]:
+        """The clients whose bundle every consumer host now holds, checked by sha256 (written
+        or already there): a host that failed, or a bundle refused or skipped, is no proof."""
+        done = {
+            (result.host, step.name)
+            for result in self.group.results
+            if result.error is None
+            for step in result.steps
+            if step.status in ("ok", "changed")
+        }
+        return {
+            name
+            for name, hosts in self.targets.items()
+            if all((host, name) in done for host in hosts)
+        }
 
 
 def deliver_bundles(
@@ -364,7 +382,15 @@ def deliver_bundles(
             targets.setdefault(host.name, []).append((name, payload))
     work = lambda host: _deliver_to_host(host, targets[host.name])  # noqa: E731
     group = run_on_hosts(list(hosts.values()), work)
-    return DeliveryReport(group, undelivered)
+    return DeliveryReport(group, undelivered, targets=_hosts_by_name(targets))
+
+
+def _hosts_by_name(targets: dict[str, list]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for host, work in targets.items():
+        for name, _ in work:
+            by_name.setdefault(name, []).append(host)
+    return by_name
 
 
 @dataclass(frozen=True)
@@ -553,7 +579,7 @@ def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) ->
     from . import inventory
 
     loaded = loaded or inventory.load()
-    results = []
+    results, targets = [], {}
     for name in names:
         hosts = consumer_hosts(loaded, name)
         if len(hosts) != 1:
@@ -562,7 +588,8 @@ def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) ->
                 f"{name}: --csr needs exactly one consumer host for {name} (found: {found})"
             )
         results.append(_csr_on_host(store, hosts[0], name, options))
-    return DeliveryReport(GroupResult(results), [])
+        targets[name] = [hosts[0].name]
+    return DeliveryReport(GroupResult(results), [], targets=targets)
 
 
 def _csr_on_host(store, host, name: str, options: CsrOptions) -> HostResult:

@@ -204,10 +204,14 @@ class PkiStore:
         passphrase: bytes | None = None,
         crl_days: int = pki.CRL_DAYS,
         lock_timeout: float = 120.0,
+        keep_superseded: bool = False,
     ):
         self.path = Path(path) if path is not None else default_pki_dir()
         self.crl_days = crl_days
         self.lock_timeout = lock_timeout
+        # True: a reissue leaves the predecessor valid until ``revoke_superseded`` (called once
+        # the new certificate is delivered), so a failed delivery never locks a client out
+        self.keep_superseded = keep_superseded
         self._passphrase = passphrase
         self._conn: sqlite3.Connection | None = None
         self._signers: dict[str, tuple] = {}
@@ -394,6 +398,28 @@ class PkiStore:
         }
         return next(self._issue_chunk(wanted, True, now))
 
+    def revoke_superseded(self, names: Iterable[str], *, now: dt.datetime | None = None) -> dict:
+        """Revoke as superseded every still valid certificate of ``names`` but the latest (left
+        valid by ``keep_superseded`` until its successor was delivered) and re-sign the CRL;
+        returns ``{name: [serial, ...]}`` of what it revoked (``{}``: nothing to do)."""
+        now = now or _utcnow()
+        pending = [name for name in names if self.superseded_serials(name)]
+        if not pending:
+            return {}
+        self._signer("client-ca", now)
+        with self._transaction() as tx:
+            found = {name: self.superseded_serials(name) for name in pending}
+            self._supersede([serial for serials in found.values() for serial in serials], tx, now)
+        return {name: serials for name, serials in found.items() if serials}
+
+    def superseded_serials(self, name: str) -> list[str]:
+        """Serials of ``name``'s certificates still valid though a newer one was issued."""
+        query = (
+            "SELECT serial FROM certificates WHERE kind = 'client' AND name = ? AND status = "
+            "'valid' AND id < (SELECT MAX(id) FROM certificates WHERE kind = 'client' AND name = ?)"
+        )
+        return [row[0] for row in self._db.execute(query, (name, name))]
+
     def _issue_chunk(self, wanted: dict[str, _Plan], reissue: bool, now) -> Iterator[IssueResult]:
         now = now or _utcnow()
         if any(self._plan(p, reissue, now).issue for p in wanted.values()):
@@ -412,6 +438,9 @@ class PkiStore:
             plan.issue, plan.reason = True, "issued: new client"
         elif status in ("revoked", "expired"):
             plan.issue, plan.reason = True, f"issued: previous certificate {status}"
+        elif reissue and self.keep_superseded:
+            plan.issue = True
+            plan.reason = f"reissued: previous serial {row['serial']} stays valid until delivery"
         elif reissue:
             plan.issue, plan.supersede = True, True
             plan.reason = f"reissued: previous serial {row['serial']} revoked as superseded"

@@ -470,3 +470,18 @@ def test_csr_makes_the_key_there_and_delivers_the_certificate(tmp_path, pki_stor
     assert sorted(p.name for p in folder.iterdir()) == ["api-ca.crt", "bob.crt", "bob.key"]
     assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
     assert (folder / "bob.crt").read_bytes() == pki_store.client_material("bob").cert_pem
+
+
+def test_confirmed_means_on_every_consumer_host_and_checked():
+    from mtls_deploy.operations import Step
+    from mtls_deploy.runner import GroupResult, HostResult
+
+    results = [
+        HostResult("bob", [Step("bundle", "bob", "changed", ""), Step("bundle", "eve", "ok", "")]),
+        HostResult("shared", [Step("bundle", "bob", "ok", ""), Step("bundle", "al", "failed", "")]),
+        HostResult("down", error="down: connection refused"),
+        HostResult("csr", [Step("bundle", "dan", "skipped", "its key was made on the consumer")]),
+    ]
+    targets = {"bob": ["bob", "shared"], "eve": ["bob", "down"], "al": ["shared"], "dan": ["csr"]}
+    report = deliver.DeliveryReport(GroupResult(results), ["carol"], targets=targets)
+    assert report.confirmed() == {"bob"}
