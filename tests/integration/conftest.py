@@ -2,8 +2,10 @@
 lab worlds of a module's own (inventory, PKI, client bundle, fresh hosts); a PKI of a module's
 own for the default lab; and the helpers that reach a lab host or run the real command line."""
 
+import base64
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,12 +18,16 @@ import pytest
 from mtls_deploy import inventory, lab
 from mtls_deploy.bundle import write_client_bundle
 from mtls_deploy.connection import Remote, SshTarget
+from mtls_deploy.operations import install_without_starting
 from mtls_deploy.pki_store import PkiStore
 from mtls_deploy.provision import RunOptions, provision_host
 from mtls_deploy.runner import HostResult
 
+# ``required``: under CI a skip of these fails the run (tests/conftest.py), so a CI machine
+# without root or systemd-nspawn cannot go green by skipping the lab.
 needs_lab = [
     pytest.mark.lab,
+    pytest.mark.required,
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
     pytest.mark.skipif(not shutil.which("systemd-nspawn"), reason="systemd-nspawn is missing"),
 ]
@@ -276,3 +282,90 @@ def security_lab(tmp_path_factory):
         for name in sec.hosts:
             provision_cleanly(sec.inventory, name)
         yield sec
+
+
+# --- the toolbox: nginx, php-fpm, php, uwsgi and systemd-analyze on a lab host ------------------
+
+# Its own name and port (other modules use 2201-2232, 2241-2248, 2291-2299). Its root stays
+# between sessions (``lab.up``, never reset), so the packages are installed once per machine.
+TOOLBOX = lab.LabHost("toolbox", "127.0.0.1", 2261, "deploy", sudo=True)
+TOOLBOX_PACKAGES = ("nginx", "php-fpm", "php-cli", "uwsgi", "uwsgi-plugin-python3")
+# Installed to check files with, never to serve: nginx's default site would take port 80 of
+# the machine the lab shares its network with.
+TOOLBOX_DISABLE = 'systemctl disable --now nginx.service uwsgi.service "$(basename /lib/systemd/system/php*-fpm.service)"'
+
+
+def toolbox_vars() -> dict:
+    """The toolbox's connection variables, as an inventory would give them."""
+    return {
+        "ansible_host": TOOLBOX.address,
+        "ansible_port": TOOLBOX.ssh_port,
+        "ansible_user": TOOLBOX.user,
+        "ansible_become": TOOLBOX.sudo,
+        "ansible_ssh_private_key_file": str(ROOT / ".lab" / "id_ed25519"),
+        "ssh_known_hosts_file": str(ROOT / ".lab" / "known_hosts"),
+    }
+
+
+@pytest.fixture(scope="session")
+def toolbox_host():
+    """An open connection to the lab host 'toolbox' (SSH 127.0.0.1:2261), booted for the
+    session and stopped after it; nothing installed beyond the lab's base."""
+    lab.up([TOOLBOX], ROOT / ".lab")
+    try:
+        with Remote(SshTarget.from_vars(TOOLBOX.name, toolbox_vars())) as connection:
+            yield connection
+    finally:
+        lab.down([TOOLBOX])
+
+
+@dataclass(frozen=True)
+class Toolbox:
+    """Runs commands as root on a lab host that has nginx, php-fpm, php-cli, uwsgi with its
+    python3 plugin and systemd-analyze: the checks this machine may lack (``nginx -t``)."""
+
+    connection: Remote
+
+    def run(self, argv: list[str], files: dict[str, bytes] | None = None):
+        """Write ``files`` (absolute path -> content; folders made as needed), then run
+        ``argv`` as root: a CompletedProcess with returncode, stdout and stderr as text.
+
+        Example: ``toolbox.run(["nginx", "-t", "-c", "/tmp/t/nginx.conf"], {"/tmp/t/nginx.conf": b"..."})``
+        """
+        if files:
+            self.connection.run_script(files_script(files), sudo=True, check=True)
+        result = self.connection.run(shlex.join(argv), sudo=True)
+        return subprocess.CompletedProcess(argv, result.exit_status, result.stdout, result.stderr)
+
+
+def files_script(files: dict[str, bytes]) -> str:
+    """A script writing each file from base64, its folder made first; readable by root only
+    (a throwaway key is still a key)."""
+    lines = ["set -e", "umask 077"]
+    for path, content in files.items():
+        assert path.startswith("/"), f"toolbox files need absolute paths: {path}"
+        lines += [
+            f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0] or '/')}",
+            f"base64 -d > {shlex.quote(path)} <<'TOOLBOX_EOF'",
+            base64.encodebytes(content).decode().rstrip("\n"),
+            "TOOLBOX_EOF",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def toolbox(toolbox_host) -> Toolbox:
+    """The toolbox, its packages installed on first use (services held back, then disabled);
+    on a later session a single check finds them there."""
+    names = " ".join(TOOLBOX_PACKAGES)
+    check = (
+        f"dpkg-query -W -f='${{db:Status-Abbrev}}\\n' {names} 2>/dev/null | grep -c '^ii' || true"
+    )
+    installed = toolbox_host.run(check, sudo=True, check=True).stdout.strip()
+    if installed != str(len(TOOLBOX_PACKAGES)):
+        script = "\n".join(
+            ["set -e", "apt-get update -qq", install_without_starting(list(TOOLBOX_PACKAGES)),
+             TOOLBOX_DISABLE]
+        )  # fmt: skip
+        toolbox_host.run_script(script + "\n", sudo=True, check=True, timeout=1800)
+    return Toolbox(toolbox_host)

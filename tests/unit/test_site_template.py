@@ -1,12 +1,9 @@
 """The nginx site template: every directive the mTLS site needs, for each nginx/OpenSSL version
-and client_verify mode, and ``nginx -t`` on the result when nginx is installed here."""
+and client_verify mode. ``nginx -t`` on the result runs on a lab host, where nginx is:
+tests/integration/test_site_in_lab.py."""
 
-import datetime
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -302,108 +299,6 @@ def test_blocks_extend_the_site(tmp_path):
 def test_missing_server_name_is_one_clear_error():
     with pytest.raises(BadInput, match="server_name is not set"):
         site(server_name="")
-
-
-# --- nginx -t on the rendered site, when nginx is installed here ------------------------------------
-
-
-def local_versions() -> HostFacts:
-    """This machine's nginx and OpenSSL versions, as the engine's facts would give them."""
-    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
-    openssl_v = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout
-
-    def version(pattern, text):
-        match = re.search(pattern, text)
-        return tuple(int(x) for x in match.group(1).split(".")) if match else None
-
-    return HostFacts(
-        nginx_version=version(r"nginx/(\d+\.\d+\.\d+)", nginx_v),
-        openssl_version=version(r"OpenSSL (\d+\.\d+\.\d+)", openssl_v),
-    )
-
-
-def write_throwaway_pki(folder: Path) -> None:
-    """server.crt/.key, client-ca.crt and crl.pem, as the tls role lays them out."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def certificate(subject, issuer, key, signer, ca):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, server_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    client_ca = certificate("Client CA", "Client CA", ca_key, ca_key, True)
-    server = certificate("api1.lab.test", "api1.lab.test", server_key, server_key, False)
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(name("Client CA"))
-        .last_update(now)
-        .next_update(now + datetime.timedelta(days=1))
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (folder / "server.crt").write_bytes(server.public_bytes(pem))
-    (folder / "server.key").write_bytes(
-        server_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    (folder / "client-ca.crt").write_bytes(client_ca.public_bytes(pem))
-    (folder / "crl.pem").write_bytes(crl.public_bytes(pem))
-
-
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed on this machine")
-@pytest.mark.parametrize("backend", ["php", "python"])
-@pytest.mark.parametrize("verify", ["on", "optional"])
-def test_nginx_accepts_the_rendered_site(tmp_path, backend, verify):
-    write_throwaway_pki(tmp_path)
-    shutil.copy("/etc/nginx/fastcgi_params", tmp_path / "fastcgi_params")
-    v = host_vars(
-        tls_dir=str(tmp_path),
-        nginx_log_dir=str(tmp_path),
-        backend=backend,
-        client_verify=verify,
-        https_port=18443,
-    )
-    (tmp_path / "site.conf").write_bytes(nginx.render_site(v, local_versions()))
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n    include {tmp_path}/site.conf;\n}}\n"
-    )
-    result = subprocess.run(
-        [
-            "nginx",
-            "-t",
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(tmp_path / "nginx.conf"),
-            "-e",
-            str(tmp_path / "error.log"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "[warn]" not in result.stderr, result.stderr
 
 
 def test_nginx_site_template_can_be_a_file_of_ones_own(tmp_path):
