@@ -1,14 +1,20 @@
 """Delivery to bob and revocation on api1, through the commands users type: `inv issue-client`
 (SFTP delivery, unchanged re-delivery, drift repair, --csr) and `inv revoke-client` (rejected
-at once). Then api1 holds no client key and no CA key anywhere.
+at once). Another user on bob opens no file of the bundle while it is written; a bundle
+directory that is a link gets no key and no certificate is signed for it; a renewal that
+cannot be delivered revokes nothing. Then api1 holds no client key and no CA key anywhere.
 
 A PKI of this module's own (in a temporary directory); api1 is provisioned against it first.
 """
 
 import hashlib
+import json
+import subprocess
+from contextlib import contextmanager
 
 import pytest
 
+from mtls_deploy import lab
 from mtls_deploy.pki_store import PkiStore
 
 from .conftest import DEFAULT_LAB, inv, needs_lab, own_pki, provision_cleanly, remote, run_on
@@ -87,6 +93,143 @@ def test_drift_on_bob_is_repaired(world):
     assert not temporaries.strip()  # no temporary left
 
 
+# --- another user on bob while bundles are written ---------------------------------------------
+
+# Runs inside bob as nobody: every name that appears in the bundle directory (inotify, watched
+# from the moment the directory is 0755, and a scandir loop) is opened at once. Ends at EOF on
+# stdin and prints what it saw and what it could open.
+WATCHER = r"""
+import ctypes, json, os, select, struct, sys
+folder = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+if libc.inotify_add_watch(fd, folder.encode(), 0x100 | 0x80) < 0:  # IN_CREATE | IN_MOVED_TO
+    sys.exit(f"cannot watch {folder}: errno {ctypes.get_errno()}")
+print("watching", flush=True)
+seen, opened = set(), set()
+def attempt(name):
+    seen.add(name)
+    try:
+        with open(os.path.join(folder, name), "rb") as handle:
+            handle.read()
+        opened.add(name)
+    except OSError:
+        pass
+def listed():
+    try:
+        return [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+while True:
+    ready = select.select([fd, sys.stdin], [], [], 0.001)[0]
+    if fd in ready:
+        data, at = os.read(fd, 65536), 0
+        while at < len(data):
+            size = struct.unpack_from("iIII", data, at)[3]
+            name = data[at + 16 : at + 16 + size].rstrip(b"\0").decode()
+            attempt(name)
+            at += 16 + size
+    if sys.stdin in ready and not sys.stdin.readline():
+        break
+    for name in listed():
+        attempt(name)
+print(json.dumps({"seen": sorted(seen), "opened": sorted(opened)}))
+"""
+
+
+def bob_init_pid() -> int:
+    """bob's systemd (the child of its systemd-nspawn): its namespaces are bob's."""
+    supervisor = lab.parse_pid(lab.paths_for("bob").pid_file.read_text())
+    nspawn = lab.nspawn_of_supervisor(supervisor)
+    return lab.child_pids(nspawn)[0]
+
+
+@contextmanager
+def watcher_as_nobody(folder: str):
+    """WATCHER on bob as user nobody (entered with nsenter, as root on the control machine,
+    since bob's login user has no sudo); yields a function that stops it and returns its
+    findings."""
+    command = ["nsenter", "-t", str(bob_init_pid()), "-m", "-p", "-u", "-i", "--",
+               "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               "python3", "-c", WATCHER, folder]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "watching", process.stderr.read()
+
+        def findings() -> dict:
+            out, err = process.communicate(input="", timeout=30)
+            assert process.returncode == 0, err
+            return json.loads(out)
+
+        yield findings
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_no_other_user_opens_a_file_of_the_bundle_while_it_is_written(world):
+    # the situation that was proven unsafe: a bundle directory left 0755 (by hand, a restored
+    # backup, ...) that the next delivery must fix before it writes a key in it
+    home = run_on(DEFAULT_LAB, "bob", "echo $HOME").strip()
+    folder = f"{home}/{BUNDLE}"
+    loosen = f"rm -f {BUNDLE}/* && chmod 755 {home}/.mtls {BUNDLE}"
+    run_on(DEFAULT_LAB, "bob", loosen)
+    try:
+        with watcher_as_nobody(folder) as findings, remote(DEFAULT_LAB, "bob") as bob:
+            for _ in range(20):
+                bob.run(loosen, check=True)  # every file is written again, in a 0755 directory
+                done = inv("issue-client", "--name", "bob")
+                assert "6 files written, sha256 checked" in done.stdout
+            found = findings()
+    finally:
+        run_on(DEFAULT_LAB, "bob", f"chmod 700 {home}/.mtls {BUNDLE}")
+    assert len(found["seen"]) >= 20 * 6  # it saw every temporary name (and the final ones)
+    assert found["opened"] == []
+    modes = stat_bundle()["modes"]
+    assert (modes["."], modes["bob.key"], modes["bob.p12.pass"]) == ("700 bob:bob",) + (
+        "600 bob:bob",
+    ) * 2
+
+
+@contextmanager
+def bundle_dir_linked_elsewhere():
+    """~/.mtls/api a link to ~/elsewhere (0755, empty) for a while; the real one set aside.
+    Yields a function that tells what ~/elsewhere holds now (mode, then names)."""
+    run_on(DEFAULT_LAB, "bob", f"mv {BUNDLE} {BUNDLE}.real && mkdir -m 755 elsewhere && "
+           f"ln -s ~/elsewhere {BUNDLE}")  # fmt: skip
+    try:
+        yield lambda: run_on(DEFAULT_LAB, "bob", "stat -c %a elsewhere; ls -A elsewhere").split()
+    finally:
+        run_on(
+            DEFAULT_LAB, "bob", f"rm -f {BUNDLE} && rm -rf elsewhere && mv {BUNDLE}.real {BUNDLE}"
+        )
+
+
+def index_rows(world) -> list[tuple[str, str]]:
+    return [(r.serial_hex, r.status) for r in PkiStore.open(world / "pki").list()]
+
+
+def test_a_renewal_that_cannot_be_delivered_revokes_nothing(world):
+    store = PkiStore.open(world / "pki")
+    old = store.client_material("bob").serial
+    with bundle_dir_linked_elsewhere() as elsewhere:
+        refused = inv("renew-client", "--name", "bob", check=False)
+        assert elsewhere() == ["755"]
+    assert refused.returncode == 2 and refused.stderr.strip() == "failed on: bob"
+    assert f"{BUNDLE} is a link, not a directory" in refused.stdout
+    assert f"bob: previous serial {old} stays valid" in refused.stdout
+    assert (old, "valid") in index_rows(world)
+    assert store.crl().get_revoked_certificate_by_serial_number(int(old, 16)) is None
+    assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")  # bob is not locked out
+    done = inv("issue-client", "--name", "bob")  # the delivery works again: it finishes
+    assert f"bob: previous serial {old} revoked as superseded" in done.stdout
+    assert "changed  api1  file /etc/nginx/mtls/crl.pem" in done.stdout
+    assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")  # with the new bundle
+
+
 def test_without_a_consumer_or_with_no_deliver_the_bundle_stays_in_dist(world):
     done = inv("issue-client", "--name", "carol")
     assert "carol: not delivered: no consumer host in the inventory" in done.stdout
@@ -125,6 +268,16 @@ def test_csr_the_key_is_made_on_bob_and_never_leaves_it(world):
     assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")
     again = inv("issue-client", "--name", "bob", "--csr")
     assert "unchanged in /home/bob/.mtls/api/" in again.stdout
+
+
+def test_csr_into_a_linked_bundle_dir_makes_no_key_and_signs_nothing(world):
+    before = index_rows(world)
+    with bundle_dir_linked_elsewhere() as elsewhere:
+        refused = inv("issue-client", "--name", "bob", "--csr", "--reissue", check=False)
+        assert elsewhere() == ["755"]  # no key made there, its mode untouched
+    assert refused.returncode == 2 and f"{BUNDLE} is a link, not a directory" in refused.stdout
+    assert index_rows(world) == before  # nothing signed, nothing recorded
+    assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")
 
 
 def test_revocation_is_refused_as_soon_as_revoke_client_returns(world):
