@@ -146,11 +146,15 @@ def lifecycle(pki_store, monkeypatch):
     return state
 
 
+@pytest.mark.parametrize("how", ["renew", "reissue"])
 @pytest.mark.parametrize("status", [None, "failed", "skipped"])
-def test_renew_that_was_not_delivered_revokes_nothing(lifecycle, status, capsys):
+def test_a_renewal_that_was_not_delivered_revokes_nothing(lifecycle, how, status, capsys):
     old = lifecycle.store.issue_client("bob").serial
     lifecycle.deliver = delivery_report(status)
-    group = clients.renew("bob")
+    if how == "renew":
+        group = clients.renew("bob")
+    else:
+        group = clients.issue(["bob"], clients.IssueOptions(reissue=True))
     store = PkiStore.open(lifecycle.store.path)
     assert store.client_material("bob").serial != old
     assert store.superseded_serials("bob") == [old] and not superseded_in_crl(store, old)
