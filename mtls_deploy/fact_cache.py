@@ -9,13 +9,17 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import quote
 
 from .facts import HostFacts
 
 
 def cache_file(host: str, address: str, port: int) -> Path:
+    """``~/.cache/mtls-deploy/facts/api1@127.0.0.1:2201.json``; a ``/`` in an inventory name
+    is escaped, so the file stays in that folder whatever the name."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mtls-deploy" / "facts" / f"{host}@{address}:{port}.json"
+    name = quote(f"{host}@{address}:{port}", safe="@:[]")
+    return base / "mtls-deploy" / "facts" / f"{name}.json"
 
 
 def load(path: Path) -> HostFacts | None:

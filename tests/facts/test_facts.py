@@ -202,3 +202,12 @@ def test_our_leftover_policy_rc_is_a_fact_and_anyone_elses_is_not():
     assert "grep -qxF -- '# mtls-deploy policy-rc.d' /usr/sbin/policy-rc.d" in (
         facts.system_facts_script(())
     )
+
+
+def test_the_fact_cache_stays_in_its_folder_whatever_the_host_name(tmp_path, monkeypatch):
+    from mtls_deploy import fact_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "mtls-deploy" / "facts"
+    assert fact_cache.cache_file("api1", "127.0.0.1", 2201) == folder / "api1@127.0.0.1:2201.json"
+    assert fact_cache.cache_file("../../x", "10.0.0.1", 22).parent == folder
