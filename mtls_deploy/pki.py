@@ -37,6 +37,12 @@ DNS_NAME = re.compile(
     r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# The smoke test's own client certificates: ":" is outside CLIENT_NAME, so no client can take
+# these names (or their CNs), and ``inv issue-client --name smoke:revoked`` is refused.
+SMOKE_REVOKED = "smoke:revoked"
+SMOKE_EXPIRED = "smoke:expired"
+SMOKE_NAMES = (SMOKE_REVOKED, SMOKE_EXPIRED)
+
 
 REVOCATION_REASONS = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -65,6 +71,10 @@ def validate_client_name(name) -> str:
     A client name becomes a directory, a file name and the certificate CN, so path separators
     and DN syntax are out. Example: ``validate_client_name("bob") == "bob"``.
     """
+    if name in SMOKE_NAMES:
+        raise BadInput(
+            f"{name!r} is reserved for the smoke test's own certificates: choose another name"
+        )
     if not isinstance(name, str) or not CLIENT_NAME.fullmatch(name):
         raise BadInput(f"invalid client name {_show(name)}: use {CLIENT_NAME_RULE}")
     return name
@@ -233,6 +243,34 @@ def issue_client_cert(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def issue_smoke_cert(ca_cert, ca_key, public_key, name: str, serial: int, now: dt.datetime):
+    """A client certificate of the usual profile for one of the smoke test's ``SMOKE_NAMES``.
+
+    ``smoke:revoked`` is valid as long as the CA (so a server refuses it for its revocation, not
+    its age); ``smoke:expired`` was valid from two days ago to one day ago. Example:
+    ``issue_smoke_cert(ca, ca_key, key.public_key(), SMOKE_EXPIRED, serial, now)``.
+    """
+    if name not in SMOKE_NAMES:
+        raise ValueError(f"not one of the smoke test's names: {name!r}")
+    if name == SMOKE_EXPIRED:
+        not_before, not_after = now - dt.timedelta(days=2), now - dt.timedelta(days=1)
+    else:
+        not_before, not_after = now - CLOCK_SKEW, ca_cert.not_valid_after_utc
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    builder = _leaf_extensions(builder, ca_cert, public_key).add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+    )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
 def issue_server_cert(
     ca_cert,
     ca_key,
@@ -294,8 +332,12 @@ def _leaf_builder(
     validate_days(days)
     check_ca_usable(ca_cert, now)
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = _builder(subject, ca_cert.subject, public_key, serial, now, not_after)
+    return _leaf_extensions(builder, ca_cert, public_key)
+
+
+def _leaf_extensions(builder, ca_cert, public_key):
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(encipherment=key_type_of(public_key) == "rsa"), critical=True)

@@ -5,6 +5,7 @@ Layout of the PKI directory (tests and other tools rely on it)::
     client-ca.crt  client-ca.key  server-ca.crt  server-ca.key  crl.pem  index.sqlite3
     servers/<host>/<host>.crt  servers/<host>/<host>.key
     clients/<name>/<name>.crt  clients/<name>/<name>.key
+    smoke/revoked.crt  smoke/revoked.key  smoke/expired.crt  smoke/expired.key
 
 Writers take an exclusive lock (``.lock``), so parallel runs never share a serial or lose a row.
 A write stages new keys and certificates beside their final names, records them in a journal
@@ -54,6 +55,9 @@ CRL = "crl.pem"
 JOURNAL = ".pending.json"
 LOCK = ".lock"
 EXPIRING_DAYS = 30
+# The smoke test's certificates: smoke/<label>.crt and .key, index name pki.SMOKE_NAMES.
+SMOKE_LABELS = {"revoked": pki.SMOKE_REVOKED, "expired": pki.SMOKE_EXPIRED}
+RESTORE = "restore it from your backup of the PKI directory"
 SERVER_RENEW_DAYS = 30
 CHUNK = 200  # clients per transaction in bulk issuance: one commit and two syncs per chunk
 
@@ -62,7 +66,7 @@ CREATE TABLE certificates (
     id INTEGER PRIMARY KEY,
     serial TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('client-ca', 'server-ca', 'server', 'client')),
+    kind TEXT NOT NULL CHECK (kind IN ('client-ca', 'server-ca', 'server', 'client', 'smoke')),
     subject TEXT NOT NULL,
     not_before TEXT NOT NULL,
     not_after TEXT NOT NULL,
@@ -133,6 +137,17 @@ class ClientMaterial:
     key_path: Path
     cert_pem: bytes
     key_pem: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SmokeCertificate:
+    """One of the smoke test's own client certificates (``pki.SMOKE_NAMES``), as stored in
+    ``smoke/``: ``label`` is ``revoked`` (listed in the CRL) or ``expired``; never valid."""
+
+    label: str
+    serial: str
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
 
 
 @dataclass
@@ -257,7 +272,10 @@ class PkiStore:
             crl = self._initial_crl(passphrase, now)
             meta = {"name": name, "key_type": key_type, "crl_number": str(pki.crl_number(crl))}
             self._create_index(rows, meta)
+            self._passphrase = passphrase
+            self._issue_smoke_certificates(now)
         except BaseException as error:
+            self.close()
             self._empty_directory()  # it was empty before: leave no half-made PKI behind
             if isinstance(error, OSError | sqlite3.Error):
                 raise _storage_error(error, self.path, committed=False) from error
@@ -663,6 +681,89 @@ class PkiStore:
         """The server CA certificate (clients verify the API with it)."""
         return (self.path / "server-ca.crt").read_bytes()
 
+    # --- the smoke test's own certificates (pki.SMOKE_NAMES) -------------------------------
+
+    def smoke_certificates(
+        self, *, now: dt.datetime | None = None
+    ) -> tuple[dict[str, SmokeCertificate], bool]:
+        """The smoke test's client certificates, ``{"revoked": ..., "expired": ...}``, and
+        whether they were made just now.
+
+        ``init`` makes them: signed by the client CA, recorded in the index (kind ``smoke``,
+        unique serials), keys 0600 in ``smoke/``; the revoked one is in the CRL. A PKI from before
+        them gets them here on first use, which needs the CA passphrase and changes the CRL.
+        Example: ``store.smoke_certificates()[0]["revoked"].serial``.
+        """
+        created = False
+        if self._missing_smoke():
+            with self._transaction():  # a killed run may only have to be finished
+                pass
+            created = bool(self._missing_smoke()) and self._issue_smoke_certificates(now)
+        return {label: self._smoke_certificate(label) for label in SMOKE_LABELS}, created
+
+    def _issue_smoke_certificates(self, now: dt.datetime | None) -> bool:
+        now = now or _utcnow()
+        ca_cert, ca_key = self._signer("client-ca", now)
+        with self._transaction() as tx:
+            missing = self._missing_smoke()  # another run may have made them meanwhile
+            if not missing:
+                return False
+            self._allow_smoke_kind()
+            serials = dict(zip(missing, self._pick_serials(len(missing)), strict=True))
+            tx.journal([self._smoke_files(label, serial) for label, serial in serials.items()])
+            signed = {label: self._sign_smoke(label, serial, ca_cert, ca_key, now)
+                      for label, serial in serials.items()}  # fmt: skip
+            tx.stage(list(signed.values()))
+            rows = [_row(cert, "smoke", SMOKE_LABELS[label], now)
+                    for label, (_, cert, _) in signed.items()]  # fmt: skip
+            self._db.executemany(_INSERT, rows)
+            if "revoked" in serials:
+                self._mark_revoked(pki.serial_hex(serials["revoked"]), "unspecified", now)
+                self._write_crl(tx, now)
+        return True
+
+    def _sign_smoke(self, label: str, serial: int, ca_cert, ca_key, now) -> tuple:
+        """(staged files, certificate, new key) for one of the smoke test's certificates."""
+        key = pki.generate_key(self._meta("key_type"))
+        name = SMOKE_LABELS[label]
+        cert = pki.issue_smoke_cert(ca_cert, ca_key, key.public_key(), name, serial, now)
+        return self._smoke_files(label, serial), cert, key
+
+    def _missing_smoke(self) -> list[str]:
+        """Labels whose latest index row is missing or whose files do not hold its serial."""
+        return [label for label in SMOKE_LABELS if self._smoke_stored(label) is None]
+
+    def _smoke_stored(self, label: str) -> tuple[str, bytes, bytes] | None:
+        """(serial, certificate, key) as the index and ``smoke/`` agree on them, else ``None``."""
+        row = self._latest("smoke", SMOKE_LABELS[label])
+        if row is None:
+            return None
+        cert_pem, key_pem = _files_as_indexed(row, *self._smoke_paths(label))
+        return (row["serial"], cert_pem, key_pem) if cert_pem else None
+
+    def _smoke_certificate(self, label: str) -> SmokeCertificate:
+        return SmokeCertificate(label, *self._smoke_stored(label))
+
+    def _smoke_paths(self, label: str) -> tuple[Path, Path]:
+        return self.path / "smoke" / f"{label}.crt", self.path / "smoke" / f"{label}.key"
+
+    def _smoke_files(self, label: str, serial: int) -> _StagedFiles:
+        return _StagedFiles(pki.serial_hex(serial), *self._smoke_paths(label))
+
+    def _allow_smoke_kind(self) -> None:
+        """An index made before the smoke test's certificates refuses kind 'smoke' (its CHECK):
+        rebuild the table under the current constraint, rows unchanged, in this transaction."""
+        query = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'certificates'"
+        (sql,) = self._db.execute(query).fetchone()
+        if "'smoke'" in sql:
+            return
+        new = sql.replace("certificates", "certificates_new", 1)
+        self._db.execute(new.replace("'client')", "'client', 'smoke')", 1))
+        self._db.execute("INSERT INTO certificates_new SELECT * FROM certificates")
+        self._db.execute("DROP TABLE certificates")
+        self._db.execute("ALTER TABLE certificates_new RENAME TO certificates")
+        self._db.execute("CREATE INDEX certificates_by_name ON certificates (kind, name)")
+
     # --- internals -------------------------------------------------------------------------
 
     @property
@@ -767,7 +868,7 @@ class PkiStore:
     def _revocations(self) -> list[pki.Revocation]:
         query = (
             "SELECT serial, revoked_at, revocation_reason FROM certificates "
-            "WHERE kind = 'client' AND status = 'revoked'"
+            "WHERE kind IN ('client', 'smoke') AND status = 'revoked'"
         )
         return [
             pki.Revocation(int(serial, 16), dt.datetime.fromisoformat(at), reason)

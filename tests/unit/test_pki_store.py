@@ -101,6 +101,8 @@ def test_init_makes_two_distinct_cas_and_records_them(pki_store, pki_env):
     assert [(r[1], r[2]) for r in rows(pki_env.pki_dir)] == [
         ("client-ca", "client-ca"),
         ("server-ca", "server-ca"),
+        ("smoke:revoked", "smoke"),  # the smoke test's own (tests/unit/test_pki_smoke_cert.py)
+        ("smoke:expired", "smoke"),
     ]
 
 
@@ -333,9 +335,10 @@ def test_refresh_crl_resigns_with_fresh_dates_and_next_number(pki_store):
     assert pki_store.crl_next_update() == later + dt.timedelta(days=7)
 
 
-def test_initial_crl_is_empty_number_1_and_lasts_180_days(pki_store):
+def test_initial_crl_lists_only_the_smoke_certificate_and_lasts_180_days(pki_store):
     crl = pki_store.crl()
-    assert pki.crl_number(crl) == 1 and len(crl) == 0
+    smoke = pki_store.smoke_certificates()[0]["revoked"]  # init revokes it: CRL #2
+    assert pki.crl_number(crl) == 2 and [e.serial_number for e in crl] == [int(smoke.serial, 16)]
     # NOW is taken when the module is imported, minutes before this test may run: compare the
     # CRL's own dates, and its start with the clock read around it.
     lifetime = pki_store.crl_next_update() - pki_store.crl_this_update()
@@ -366,6 +369,8 @@ def test_list_shows_every_kind_and_status(pki_env):
         ("soon", "client"): "expiring",
         ("fine", "client"): "valid",
         ("gone", "client"): "revoked",
+        ("smoke:revoked", "smoke"): "revoked",
+        ("smoke:expired", "smoke"): "expired",
     }
     assert records[("soon", "client")].days_left == 9
     assert records[("old", "client")].days_left < 0
@@ -588,6 +593,7 @@ PkiStore.open().revoke_client("{name}")
 
 def test_concurrent_revocations_all_land_in_the_crl(pki_store, pki_spawn):
     serials = {int(r.serial, 16) for r in pki_store.issue_clients([f"r{i}" for i in range(6)])}
+    serials |= {entry.serial_number for entry in pki_store.crl()}  # the smoke test's own
     number = pki.crl_number(pki_store.crl())
     start = time.time() + 1.0
     processes = [pki_spawn(REVOKE_ONE.format(start=start, name=f"r{i}")) for i in range(6)]

@@ -1,8 +1,10 @@
-"""The smoke test's pure parts: the case table, judging curl results and CRLs, the throwaway
-certificates; and its script, run here with sh and a stand-in curl that records its arguments."""
+"""The smoke test's pure parts: the case table, judging curl results and CRLs, a host that cannot
+be reached, the test certificates; and its script, run here with sh and a stand-in curl that
+records its arguments."""
 
 import base64
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mtls_deploy import pki, smoke
+from mtls_deploy.runner import HostResult
 from mtls_deploy.smoke import ApiTarget, Case, Client, ConsumerHost, CurlResult, Expect
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -30,7 +33,7 @@ def by_row(cases):
 
 
 def test_every_case_once_with_client_verify_on():
-    cases = smoke.plan_cases([API], [BOB], can_revoke=True)
+    cases = smoke.plan_cases([API], [BOB])
     assert by_row(cases) == [
         (1, "bob", "api1", "valid → 200 CN=bob"),
         (2, "bob", "api1", "400 certificate required"),
@@ -39,15 +42,15 @@ def test_every_case_once_with_client_verify_on():
         (5, "api1", "api1", "rejected (expired)"),
         (6, "bob", "api1", "not authenticated (400)"),
         (7, "bob", "api1", "refused"),
-        (7, "bob", "api1", "verifies for api1.lab.test"),
-        (8, "control", "api1", "valid ≥ 7 days, = PKI's"),
+        (8, "bob", "api1", "verifies for api1.lab.test"),
+        (9, "control", "api1", "valid ≥ 7 days, = PKI's"),
     ]
     assert cases[0].expect == Expect("identity", 200, cn="bob", serial="0A1B")
     assert all(c.result == "" for c in cases)
 
 
 def test_client_verify_optional_checks_health_and_whoami_without_a_certificate():
-    cases = smoke.plan_cases([smoke_replace(API, client_verify="optional")], [BOB], True)
+    cases = smoke.plan_cases([smoke_replace(API, client_verify="optional")], [BOB])
     no_cert = [(c.expected, c.request.path) for c in cases if c.number == 2]
     assert no_cert == [("200 on /health", "/health"), ("401 on /whoami", "/whoami")]
     assert next(c for c in cases if c.number == 6).expect == Expect("unauthenticated", 401)
@@ -65,18 +68,45 @@ def test_the_index_decides_what_case_1_expects():
         ".mtls/api",
         (Client("bob", "revoked"), Client("eve", "expired"), Client("new", None)),
     )
-    first = [c for c in smoke.plan_cases([API], [consumer], True) if c.number == 1]
+    first = [c for c in smoke.plan_cases([API], [consumer]) if c.number == 1]
     assert [c.expected for c in first] == ["revoked → rejected", "expired → rejected", "not issued"]
     assert first[0].expect == Expect("rejected", 400, words=("revoked",))
     assert first[2].result == "skip" and first[2].request is None
 
 
-def test_without_consumers_the_api_host_curls_itself_and_nothing_revoked_skips_case_3():
-    cases = smoke.plan_cases([API], [], can_revoke=False)
-    assert {c.source for c in cases if c.number in (2, 6, 7)} == {"api1"}
+def test_without_consumers_the_api_host_curls_itself():
+    cases = smoke.plan_cases([API], [])
+    assert {c.source for c in cases if c.number in (2, 6, 7, 8)} == {"api1"}
     assert not [c for c in cases if c.number == 1]
-    revoked = next(c for c in cases if c.number == 3)
-    assert revoked.result == "skip" and "nothing revoked" in revoked.got
+
+
+CONSUMER_SETS = {
+    "none": [],
+    "bob": [BOB],
+    "nothing issued": [ConsumerHost("box", ".mtls/api", (Client("new", None),))],
+    "all revoked": [ConsumerHost("box", ".mtls/api", (Client("bob", "revoked"),))],
+}
+
+
+@pytest.mark.parametrize("consumers", CONSUMER_SETS.values(), ids=CONSUMER_SETS.keys())
+def test_case_3_is_always_planned_never_skipped(consumers):
+    """Whether or not a client was ever revoked, case 3 runs: the PKI has its own revoked one."""
+    for verify in ("on", "optional"):
+        cases = smoke.plan_cases([smoke_replace(API, client_verify=verify)], consumers)
+        revoked = [c for c in cases if c.number == 3]
+        assert len(revoked) == 1 and revoked[0].result == "" and revoked[0].request is not None
+        assert revoked[0].request.cert == '"$d/revoked.crt"'
+
+
+def test_each_number_names_one_case_and_each_case_one_number():
+    consumer = ConsumerHost("box", ".mtls/api", (Client("bob", "valid"), Client("eve", "revoked")))
+    for verify in ("on", "optional"):
+        cases = smoke.plan_cases([smoke_replace(API, client_verify=verify)], [consumer])
+        names = {}
+        for case in cases:
+            names.setdefault(case.number, set()).add(case.name.split()[0])
+        assert sorted(names) == list(range(1, 10))
+        assert all(len(kinds) == 1 for kinds in names.values()), names
 
 
 def test_the_connect_address():
@@ -130,7 +160,7 @@ def test_serials_compare_as_numbers():
 
 
 def test_a_missing_bundle_fails_only_while_the_index_says_valid():
-    valid = smoke.plan_cases([API], [BOB], True)[0]
+    valid = smoke.plan_cases([API], [BOB])[0]
     assert smoke.judge_missing(valid).result == "fail"
     assert "inv issue-client --name bob" in valid.got
     revoked = Case(
@@ -201,7 +231,7 @@ def run_script(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
 
 
 def test_the_script_runs_every_request_verifying_the_server_and_cleans_up(tmp_path):
-    cases = smoke.plan_cases([API], [BOB], can_revoke=True)
+    cases = smoke.plan_cases([API], [BOB])
     requests = [c.request for c in cases if c.request and c.request.source == "bob"]
     (tmp_path / ".mtls/api").mkdir(parents=True)
     for ext in ("crt", "key"):
@@ -220,14 +250,14 @@ def test_the_script_runs_every_request_verifying_the_server_and_cleans_up(tmp_pa
 
 
 def test_a_missing_bundle_is_reported_not_curled(tmp_path):
-    request = smoke.plan_cases([API], [BOB], True)[0].request
+    request = smoke.plan_cases([API], [BOB])[0].request
     done = run_script(tmp_path, smoke.script_for([request], {"server-ca.crt": b"CA"}))
     assert smoke.parse_results(done.stdout)[0][request.id].missing
     assert not (tmp_path / "log").exists()
 
 
 def test_throwaway_files_are_written_private_and_removed(tmp_path):
-    request = next(c.request for c in smoke.plan_cases([API], [], True) if c.number == 4)
+    request = next(c.request for c in smoke.plan_cases([API], []) if c.number == 4)
     files = {"server-ca.crt": b"CA", "foreign.crt": b"CERT", "foreign.key": b"KEY"}
     peek = '\nls -l "$d" >&2\n'
     script = smoke.script_for([request], files).replace(
@@ -271,48 +301,22 @@ def test_judge_crl(client_ca):
     assert smoke.judge_crl(b"garbage", good, cert, NOW)[0] is False
 
 
-def test_throwaway_certificates(client_ca):
+def test_the_foreign_certificate_is_not_ours(client_ca):
     ca_cert, _ = client_ca
-    files = smoke.throwaway_certificates(*client_ca, revoked_serial=0x1234, now=NOW)
-    assert sorted(files) == [
-        "expired.crt",
-        "expired.key",
-        "foreign.crt",
-        "foreign.key",
-        "revoked.crt",
-        "revoked.key",
-    ]
-    certs = {
-        kind: x509.load_pem_x509_certificate(files[f"{kind}.crt"])
-        for kind in ("revoked", "foreign", "expired")
-    }
-    assert certs["revoked"].serial_number == 0x1234
-    certs["revoked"].verify_directly_issued_by(ca_cert)
-    certs["expired"].verify_directly_issued_by(ca_cert)
-    assert certs["expired"].not_valid_after_utc < NOW < certs["revoked"].not_valid_after_utc
+    files = smoke.foreign_certificate(NOW)
+    cert = x509.load_pem_x509_certificate(files["foreign.crt"])
     with pytest.raises(ValueError):
-        certs["foreign"].verify_directly_issued_by(ca_cert)
-    for kind, cert in certs.items():
-        key = serialization.load_pem_private_key(files[f"{kind}.key"], None)
-        assert key.public_key() == cert.public_key()
-    assert "revoked.crt" not in smoke.throwaway_certificates(
-        *client_ca, revoked_serial=None, now=NOW
+        cert.verify_directly_issued_by(ca_cert)
+    assert serialization.load_pem_private_key(files["foreign.key"], None).public_key() == (
+        cert.public_key()
     )
-
-
-def test_revoked_serial_is_the_latest_revocation(client_ca):
-    older = pki.Revocation(5, NOW - dt.timedelta(days=2))
-    latest = pki.Revocation(9, NOW - dt.timedelta(days=1))
-    crl = x509.load_pem_x509_crl(crl_pem(client_ca, revoked=[latest, older]))
-    assert smoke.revoked_serial(crl) == 9
-    assert smoke.revoked_serial(x509.load_pem_x509_crl(crl_pem(client_ca))) is None
 
 
 # --- output ------------------------------------------------------------------------------------
 
 
 def test_table_and_json_say_the_same():
-    cases = smoke.plan_cases([API], [BOB], True)
+    cases = smoke.plan_cases([API], [BOB])
     for case in cases:
         case.settle(case.number != 5, "x" * 100 if case.number == 4 else "ok")
     report = smoke.SmokeReport(cases, 1.23)
@@ -325,3 +329,79 @@ def test_table_and_json_say_the_same():
                        "expected": "valid → 200 CN=bob", "got": "ok", "result": "pass"}  # fmt: skip
     assert len(rows[3]["got"]) == 100  # cut in the table only
     assert report.failed
+
+
+def test_the_table_numbers_the_tls_cases_apart():
+    cases = smoke.plan_cases([API], [BOB])
+    lines = smoke.table_lines(smoke.SmokeReport(cases))
+    assert [line.split("  ")[0] for line in lines[2:-2]] == [
+        "1 bundle bob", "2 no certificate", "3 revoked certificate", "4 foreign certificate",
+        "5 expired certificate", "6 identity headers", "7 TLS 1.0/1.1", "8 server certificate",
+        "9 CRL on host",
+    ]  # fmt: skip
+
+
+# --- a host that cannot be reached ------------------------------------------------------------
+
+GONE = ApiTarget("gone", "gone.lab.test", 8499, "127.0.0.1", "127.0.0.1", "on", "/etc/crl.pem")
+REFUSED = "gone: cannot reach deploy@127.0.0.1:2299: connection refused"
+
+
+def test_an_unreachable_api_host_is_one_failed_row_and_the_others_go_on():
+    cases = smoke.plan_cases([API, GONE], [])
+    outputs = {
+        "api1": HostResult("api1", data={"results": {}}),
+        "gone": HostResult("gone", error=REFUSED),
+    }
+    collapsed = smoke.collapse_unreachable(cases, outputs)
+    gone = [c for c in collapsed if "gone" in (c.source, c.target)]
+    assert [(c.number, c.name, c.source, c.expected, c.got, c.result) for c in gone] == [
+        (None, "unreachable", "gone", "an SSH session (8 cases)", REFUSED, "fail")
+    ]
+    assert [c for c in collapsed if c.target == "api1"] == [c for c in cases if c.target == "api1"]
+    report = smoke.SmokeReport(collapsed)
+    assert report.failed
+    table = "\n".join(smoke.table_lines(report))
+    assert table.count(REFUSED) == 1 and "- unreachable" in table
+    assert [r["case"] for r in smoke.rows(report) if r["from"] == "gone"] == [None]
+
+
+def test_an_unreachable_consumer_is_one_row_for_all_its_targets():
+    cases = smoke.plan_cases([API, GONE], [BOB])
+    outputs = {"bob": HostResult("bob", error="bob: cannot reach deploy@127.0.0.1:2202: timed out")}
+    collapsed = smoke.collapse_unreachable(cases, outputs)
+    from_bob = [c for c in collapsed if c.source == "bob"]
+    assert len(from_bob) == 1 and from_bob[0].expected == "an SSH session (10 cases)"
+    assert len(collapsed) == len(cases) - 9  # 5 rows to each API host, said once
+    smoke.settle_cases(collapsed, outputs, b"", None, NOW)  # the others still get their results
+    assert all(c.result == "fail" for c in collapsed)  # (api1 and gone sent nothing here)
+
+
+# --- the certificates cases 3-5 present ---------------------------------------------------------
+
+
+def test_cases_3_and_5_present_the_pki_s_own_certificates_and_sign_nothing(pki_store, monkeypatch):
+    monkeypatch.delenv("MTLS_DEPLOY_CA_PASSPHRASE")  # no CA key is opened
+    files, created = smoke.certificate_files(pki_store, dt.datetime.now(dt.UTC))
+    assert not created and sorted(files) == [
+        "expired.crt", "expired.key", "foreign.crt", "foreign.key", "revoked.crt", "revoked.key",
+    ]  # fmt: skip
+    indexed = {r.serial_hex: r for r in pki_store.list()}
+    for label in ("revoked", "expired"):
+        cert = x509.load_pem_x509_certificate(files[f"{label}.crt"])
+        record = indexed[pki.serial_hex(cert.serial_number)]
+        assert (record.name, record.kind, record.status) == (f"smoke:{label}", "smoke", label)
+        key = serialization.load_pem_private_key(files[f"{label}.key"], None)
+        assert key.public_key() == cert.public_key()
+    revoked = x509.load_pem_x509_certificate(files["revoked.crt"]).serial_number
+    assert pki_store.crl().get_revoked_certificate_by_serial_number(revoked) is not None
+
+
+def test_the_note_to_push_the_crl_follows_the_table_and_is_in_the_json():
+    report = smoke.SmokeReport(smoke.plan_cases([API], []), notes=[smoke.CRL_PUSH_NOTE])
+    table, document = io.StringIO(), io.StringIO()
+    smoke.print_report(report, stream=table)
+    smoke.print_report(report, as_json=True, stream=document)
+    assert table.getvalue().splitlines()[-1] == smoke.CRL_PUSH_NOTE
+    assert "run `inv pki.crl --push`" in smoke.CRL_PUSH_NOTE
+    assert json.loads(document.getvalue())["notes"] == [smoke.CRL_PUSH_NOTE]
