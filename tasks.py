@@ -9,7 +9,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 
 from invoke import Collection
 
-from mtls_deploy.cli import print_json, raise_on_failure, split_names, task
+from mtls_deploy.cli import at_least, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
 
@@ -93,8 +93,10 @@ def lab_hosts(names):
 def lab_up(c, hosts=None):
     """Boot the lab hosts, building the Debian 12 base on first use; idempotent. Ex: inv lab.up"""
     from mtls_deploy import lab
+    from mtls_deploy.project import project_path
 
-    for name, outcome in lab.up(lab_hosts(split_names(hosts)), progress=print).items():
+    state = project_path(".lab")  # where the inventory's lab key and known_hosts are
+    for name, outcome in lab.up(lab_hosts(split_names(hosts)), state, print).items():
         print(f"{name}: {outcome}")
 
 
@@ -122,8 +124,10 @@ def lab_status(c, hosts=None):
 def lab_reset(c, hosts=None):
     """Throw hosts away, boot fresh copies of the base: new VPSes. Ex: inv lab.reset --hosts api1"""
     from mtls_deploy import lab
+    from mtls_deploy.project import project_path
 
-    for name, outcome in lab.reset(lab_hosts(split_names(hosts)), progress=print).items():
+    state = project_path(".lab")
+    for name, outcome in lab.reset(lab_hosts(split_names(hosts)), state, print).items():
         print(f"{name}: reset, {outcome}")
 
 
@@ -172,6 +176,7 @@ def pki_crl(c, days=180, push=False):
     from mtls_deploy.pki_store import PkiStore
     from mtls_deploy.rollout import push_crl
 
+    at_least(days, "--days", 1)
     store = PkiStore.open()
     store.refresh_crl(days=days)
     print(f"crl.pem re-signed: valid until {store.crl_next_update():%Y-%m-%d %H:%M} UTC")
@@ -236,6 +241,7 @@ def issue_client(
     """
     from mtls_deploy import clients
 
+    at_least(days, "--days", 1)
     names = clients.client_names(name, names_file)
     options = clients.IssueOptions(days, org, email, reissue, p12, p12_legacy, deliver, csr)
     raise_on_failure(clients.issue(names, options))
@@ -298,6 +304,7 @@ def provision(
     """
     from mtls_deploy.hosts import provision_hosts
 
+    at_least(serial, "--serial", 0, "0, the default, runs every host at once")
     extra = {"backend": backend} if backend else {}
     group_result = provision_hosts(
         split_names(host), group, check, diff, serial or None, json, extra

@@ -20,13 +20,15 @@ from .errors import UserError
 from .files import (
     PRIVATE_FILE_MODE,
     PUBLIC_FILE_MODE,
-    make_private_dir,
     replace_directory,
     sync_filesystem,
+    writable_private_dir,
 )
 from .pki_store import ClientMaterial, IssueResult, PkiStore
+from .project import project_path
 
 DIST_DIR_ENV = "MTLS_DEPLOY_DIST_DIR"
+DIST_DIR_FIX = f"make it yours (for example `sudo chown -R $USER` it) or set {DIST_DIR_ENV}"
 SYNC_EVERY = 200  # bundles written between two filesystem syncs in bulk issuance
 
 README = """\
@@ -68,8 +70,13 @@ class _BundleJob:
 
 
 def default_dist_dir() -> Path:
-    """``$MTLS_DEPLOY_DIST_DIR``, else ``dist/`` in the current directory."""
-    return Path(os.environ.get(DIST_DIR_ENV) or Path.cwd() / "dist")
+    """``$MTLS_DEPLOY_DIST_DIR``, else ``dist/`` in the project directory (``project.py``)."""
+    return Path(os.environ.get(DIST_DIR_ENV) or project_path("dist"))
+
+
+def _ready_dist_dir(dist_dir) -> Path:
+    """``dist_dir`` (default ``default_dist_dir()``) made 0700 and proven writable by us."""
+    return writable_private_dir(Path(dist_dir) if dist_dir else default_dist_dir(), DIST_DIR_FIX)
 
 
 def write_client_bundle(
@@ -87,7 +94,7 @@ def write_client_bundle(
     ``legacy=True`` encodes the .p12 with 3DES/SHA-1 (macOS keychains, older Windows) instead of
     AES-256 + PBKDF2 with a SHA-256 MAC. Example: ``write_client_bundle(store, "bob")``.
     """
-    dist_dir = make_private_dir(Path(dist_dir) if dist_dir else default_dist_dir())
+    dist_dir = _ready_dist_dir(dist_dir)
     return _write(_job(store, name, dist_dir, p12, legacy, server_name), durable)
 
 
@@ -127,9 +134,10 @@ def issue_bundles(
     crash rewrites the bundles that are missing or incomplete. The file system is synced once
     per ``SYNC_EVERY`` bundles. ``on_result`` sees each client.
     """
-    dist_dir = make_private_dir(Path(dist_dir) if dist_dir else default_dist_dir())
+    issuing = store.issue_clients(names, days, org, email, reissue)  # checks all before dist/
+    dist_dir = _ready_dist_dir(dist_dir)
     results, pending = [], []
-    for issued in store.issue_clients(names, days, org, email, reissue):
+    for issued in issuing:
         write = _needs_bundle(store, issued, dist_dir, p12)
         job = _job(store, issued.name, dist_dir, p12, legacy, server_name) if write else None
         pending.append((BundleResult(issued, dist_dir / issued.name, write), job))

@@ -4,14 +4,57 @@ import functools
 import json
 import sys
 
-from invoke import Exit
+from invoke import Exit, Task
 from invoke import task as invoke_task
+from invoke.parser import Argument
 
-from .errors import UserError
+from .errors import BadInput, UserError
+
+
+class WholeNumberArgument(Argument):
+    """An integer flag whose bad value (``--days ten``) is one line and exit 2.
+
+    Invoke casts with ``int()`` while it parses the command line, before any task runs, and lets
+    the ``ValueError`` out as a traceback; ``Exit`` is what its ``Program`` prints as one line.
+    """
+
+    def set_value(self, value, cast: bool = True) -> None:
+        """Set the flag's value, cast to ``int``; a value that is not one ends the run."""
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            flag = f"--{self.names[0]}"
+            raise Exit(
+                f"error: {flag} {value!r} is not a whole number: give digits, e.g. {flag} 30",
+                code=BadInput.exit_code,
+            ) from None
+
+
+class CheckedTask(Task):
+    """An Invoke ``Task`` whose integer flags are ``WholeNumberArgument``s."""
+
+    def get_arguments(self, ignore_unknown_help=None) -> list[Argument]:
+        """Invoke's arguments for this task, integer ones swapped for checked ones."""
+        return [_checked(a) for a in super().get_arguments(ignore_unknown_help)]
+
+
+def _checked(argument: Argument) -> Argument:
+    if argument.kind is not int or argument.incrementable:
+        return argument
+    return WholeNumberArgument(
+        names=argument.names,
+        kind=int,
+        default=argument.default,
+        help=argument.help,
+        positional=argument.positional,
+        optional=argument.optional,
+        attr_name=argument.attr_name,
+    )
 
 
 def task(*args, **kwargs):
-    """Like ``invoke.task``, but a ``UserError`` prints one line and exits non-zero.
+    """Like ``invoke.task``, but a ``UserError`` prints one line and exits non-zero, and so does
+    a bad value for an integer flag (``CheckedTask``).
 
     Example::
 
@@ -28,12 +71,30 @@ def task(*args, **kwargs):
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=130) from None
+            except OSError as error:  # the last net: a file problem no check foresaw
+                raise Exit(f"error: {_describe(error)}", code=1) from None
 
-        return invoke_task(run, **kwargs)
+        return invoke_task(run, klass=CheckedTask, **kwargs)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
+
+
+def _describe(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}: check that it exists and is yours to read and write"
+
+
+def at_least(value: int, flag: str, minimum: int, meaning: str = "") -> int:
+    """``value`` if it is ``minimum`` or more, else ``BadInput`` naming ``flag`` (exit 2).
+
+    Example: ``at_least(serial, "--serial", 0, "0 (the default) runs every host at once")``.
+    """
+    if value < minimum:
+        note = f" ({meaning})" if meaning else ""
+        raise BadInput(f"{flag} {value} is too small: use {minimum} or more{note}")
+    return value
 
 
 def print_json(document) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadInput, UserError
+from .project import project_path
 
-DEFAULT_KNOWN_HOSTS = "inventory/known_hosts"
+DEFAULT_KNOWN_HOSTS = "inventory/known_hosts"  # in the project directory (project.py)
 DEFAULT_CONNECT_TIMEOUT = 10
 
 
@@ -51,7 +52,9 @@ class SshTarget:
             port=v.get("ansible_port", 22),
             user=v.get("ansible_user") or "root",
             key_file=Path(key).expanduser() if key else None,
-            known_hosts=Path(v.get("ssh_known_hosts_file") or DEFAULT_KNOWN_HOSTS).expanduser(),
+            known_hosts=Path(
+                v.get("ssh_known_hosts_file") or project_path(DEFAULT_KNOWN_HOSTS)
+            ).expanduser(),
             become=bool(v.get("ansible_become", False)),
             timeout=v.get("ssh_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
         )

@@ -12,6 +12,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from .errors import UserError
+
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
@@ -82,6 +84,24 @@ def make_private_dir(path) -> Path:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path)) from None
         if os.stat(path).st_mode & 0o777 != PRIVATE_DIR_MODE:
             os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def writable_private_dir(path, fix: str) -> Path:
+    """``make_private_dir(path)``, then proof that we can create files in it (a probe file made
+    and removed), so a refusal comes before any work whose result would go there.
+
+    Raises ``UserError``: "cannot write in PATH/: REASON; FIX". Example:
+    ``writable_private_dir("dist", "set MTLS_DEPLOY_DIST_DIR to a directory of yours")``.
+    """
+    path = Path(path)
+    probe = path / f".probe.{secrets.token_hex(6)}.tmp"
+    try:
+        make_private_dir(path)
+        write_new_file(probe, b"", PRIVATE_FILE_MODE)
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write in {path}/: {error.strerror or error}; {fix}") from None
     return path
 
 

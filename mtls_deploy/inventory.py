@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput, UserError
-from .variables import check_types
+from .project import is_relative, project_path
+from .variables import check_inventory
 
 DEFAULT_INVENTORY = Path("inventory")
+PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved from the project
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential", re.IGNORECASE)
 
@@ -89,8 +91,20 @@ class Inventory:
 
 
 def inventory_dir(path: str | Path | None = None) -> Path:
-    """The inventory to read: ``path``, else ``$MTLS_DEPLOY_INVENTORY``, else ``inventory/``."""
-    return Path(path or os.environ.get("MTLS_DEPLOY_INVENTORY") or DEFAULT_INVENTORY)
+    """The inventory to read: ``path``, else ``$MTLS_DEPLOY_INVENTORY``, else the project
+    directory's ``inventory/`` (see ``project.py``)."""
+    chosen = path or os.environ.get("MTLS_DEPLOY_INVENTORY")
+    return Path(chosen) if chosen else project_path(DEFAULT_INVENTORY)
+
+
+def existing_inventory_dir() -> Path | None:
+    """``inventory_dir()`` if that directory exists; ``None`` without one or without a project
+    directory (for commands that can do without an inventory, like ``pki.init``)."""
+    try:
+        folder = inventory_dir()
+    except UserError:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inventory:
@@ -110,8 +124,7 @@ def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inve
     hosts = {}
     for name in sorted({h for g in groups.values() for h in g.hosts}):
         hosts[name] = _build_host(name, root, groups, defaults, extra_vars or {})
-    for host in hosts.values():
-        check_types(host)
+    check_inventory(hosts.values())
     members = {g.name: sorted(g.all_hosts(groups)) for g in groups.values()}
     return Inventory(path=root, hosts=hosts, groups=members)
 
@@ -206,7 +219,23 @@ def _build_host(name, root, groups, defaults, extra_vars) -> Host:
     layers += _vars_files(root / "host_vars", name)
     if extra_vars:
         layers.append(Layer("command line", dict(extra_vars)))
+    layers = [_with_project_paths(layer) for layer in layers]
     return Host(name=name, groups=tuple(g.name for g in member_of), layers=layers)
+
+
+def _with_project_paths(layer: Layer) -> Layer:
+    """``layer`` with its relative ``PATH_VARS`` made absolute from the project directory, so
+    the key file and known_hosts are the same wherever ``inv`` runs (and the connection and
+    ``inv inventory --host`` show the file actually used)."""
+    relative = {
+        name: value
+        for name, value in layer.values.items()
+        if name in PATH_VARS and isinstance(value, str) and value and is_relative(value)
+    }
+    if not relative:
+        return layer
+    resolved = {name: str(project_path(value)) for name, value in relative.items()}
+    return Layer(layer.source, {**layer.values, **resolved})
 
 
 def _vars_files(folder: Path, name: str) -> list[Layer]:
@@ -223,8 +252,15 @@ def _vars_files(folder: Path, name: str) -> list[Layer]:
 
 
 def masked(name: str, value):
-    """``value``, or ``'********'`` when the variable's name looks like a secret."""
-    return "********" if SECRET_NAME.search(name) and value not in (None, "") else value
+    """``value``, or ``'********'`` when the variable's name looks like a secret; dicts and lists
+    are masked all the way down (``smtp: {password: x}`` -> ``{"password": "********"}``)."""
+    if SECRET_NAME.search(str(name)) and value not in (None, ""):
+        return "********"
+    if isinstance(value, dict):
+        return {key: masked(key, item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(name, item) for item in value]
+    return value
 
 
 def host_report(host: Host) -> dict:

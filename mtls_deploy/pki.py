@@ -43,7 +43,6 @@ SMOKE_REVOKED = "smoke:revoked"
 SMOKE_EXPIRED = "smoke:expired"
 SMOKE_NAMES = (SMOKE_REVOKED, SMOKE_EXPIRED)
 
-
 REVOCATION_REASONS = {
     "unspecified": x509.ReasonFlags.unspecified,
     "key_compromise": x509.ReasonFlags.key_compromise,
@@ -394,6 +393,28 @@ def check_ca_usable(ca_cert: x509.Certificate, now: dt.datetime) -> None:
         raise UserError(
             f"the CA {label} is not valid before {ca_cert.not_valid_before_utc}: check the clock"
         )
+
+
+def check_days_fit_ca(ca_cert: x509.Certificate, now: dt.datetime, days: int) -> None:
+    """Refuse (``BadInput``) a ``days`` validity that ends after the CA does, rather than cut the
+    certificate short without a word; the line gives the CA's end and the largest ``--days``.
+
+    Example: with 100 days left, ``check_days_fit_ca(ca, now, 365)`` says "use --days 99 or fewer".
+    """
+    check_ca_usable(ca_cert, now)
+    ca_end = ca_cert.not_valid_after_utc
+    if now + dt.timedelta(days=days) <= ca_end:
+        return
+    fits = (ca_end - now).days
+    fix = (
+        f"use --days {fits} or fewer"
+        if fits >= 1
+        else "less than a day is left: the PKI needs new CAs (`inv pki.init` in an empty directory)"
+    )
+    raise BadInput(
+        f"--days {days} would end after the CA {ca_cert.subject.rfc4514_string()} "
+        f"({ca_end:%Y-%m-%d %H:%M} UTC): {fix}"
+    )
 
 
 def human_duration(delta: dt.timedelta) -> str:

@@ -47,6 +47,7 @@ from .files import (
     sync_filesystem,
     write_new_file,
 )
+from .project import project_path
 
 PKI_DIR_ENV = "MTLS_DEPLOY_PKI_DIR"
 PASSPHRASE_ENV = "MTLS_DEPLOY_CA_PASSPHRASE"
@@ -60,6 +61,7 @@ SMOKE_LABELS = {"revoked": pki.SMOKE_REVOKED, "expired": pki.SMOKE_EXPIRED}
 RESTORE = "restore it from your backup of the PKI directory"
 SERVER_RENEW_DAYS = 30
 CHUNK = 200  # clients per transaction in bulk issuance: one commit and two syncs per chunk
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 SCHEMA = """
 CREATE TABLE certificates (
@@ -164,16 +166,16 @@ class _Plan:
 
 
 def default_pki_dir() -> Path:
-    """``$MTLS_DEPLOY_PKI_DIR``, else ``pki/`` in the current directory."""
-    return Path(os.environ.get(PKI_DIR_ENV) or Path.cwd() / "pki")
+    """``$MTLS_DEPLOY_PKI_DIR``, else ``pki/`` in the project directory (see ``project.py``)."""
+    return Path(os.environ.get(PKI_DIR_ENV) or project_path("pki"))
 
 
 def ca_passphrase(confirm: bool = False) -> bytes:
     """The CA passphrase: ``$MTLS_DEPLOY_CA_PASSPHRASE``, else a terminal prompt, else an error."""
     value = os.environ.get(PASSPHRASE_ENV)
     if value is None and _stdin_is_tty():
-        value = getpass.getpass("CA passphrase: ")
-        if confirm and getpass.getpass("CA passphrase again: ") != value:
+        value = _prompt("CA passphrase: ")
+        if confirm and _prompt("CA passphrase again: ") != value:
             raise BadInput("the two passphrases differ: run the command again")
     if value is None:
         raise UserError(
@@ -182,6 +184,16 @@ def ca_passphrase(confirm: bool = False) -> bytes:
     if not value:
         raise BadInput(f"empty CA passphrase: set {PASSPHRASE_ENV} to a non-empty passphrase")
     return value.encode()
+
+
+def _prompt(text: str) -> str:
+    try:
+        return getpass.getpass(text)
+    except EOFError:  # Ctrl-D at the prompt
+        raise UserError(
+            f"no CA passphrase given (end of input): run the command again and type it, "
+            f"or set {PASSPHRASE_ENV}"
+        ) from None
 
 
 def _stdin_is_tty() -> bool:
@@ -235,9 +247,26 @@ class PkiStore:
     def open(cls, path=None, **options) -> PkiStore:
         """The existing PKI at ``path`` (default ``default_pki_dir()``); ``UserError`` if none."""
         store = cls(path, **options)
-        if not (store.path / INDEX).is_file():
-            raise UserError(f"no PKI in {_display(store.path)}/: run `inv pki.init` first")
+        store._check_index()
         return store
+
+    def _check_index(self) -> None:
+        """One clear line for a PKI directory we cannot read and for an index that is not one."""
+        path = self.path / INDEX
+        header = _read_head(path, len(SQLITE_HEADER))
+        if header is None:
+            raise UserError(f"no PKI in {_display(self.path)}/: run `inv pki.init` first")
+        try:
+            if header != SQLITE_HEADER:
+                raise sqlite3.DatabaseError("file is not a database")
+            self._meta("key_type")
+            self._db.execute("SELECT count(*) FROM certificates").fetchone()
+        except (sqlite3.Error, TypeError) as error:
+            self.close()
+            raise UserError(
+                f"{_display(path)} is not a readable PKI index ({error}): restore it from your "
+                f"backup of {_display(self.path)}/"
+            ) from None
 
     # --- creating ------------------------------------------------------------------------
 
@@ -353,14 +382,22 @@ class PkiStore:
         now: dt.datetime | None = None,
         chunk: int | None = None,
     ) -> Iterator[IssueResult]:
-        """Bulk ``issue_client``: every name checked first, then one transaction per ``chunk``
-        names (default ``CHUNK``). Yields each result once its chunk is committed.
+        """Bulk ``issue_client``: every name and option checked on the call, before anything is
+        issued; then one transaction per ``chunk`` names (default ``CHUNK``), each result
+        yielded once its chunk is committed.
         """
-        chunk = chunk or CHUNK
         names = [pki.validate_client_name(name) for name in names]
         pki.validate_org(org)
         pki.validate_email(email)
+        self.check_client_days(days, now)
+        return self._issue_in_chunks(names, days, org, email, reissue, now, chunk or CHUNK)
+
+    def check_client_days(self, days: int, now: dt.datetime | None = None) -> None:
+        """``BadInput`` unless ``days`` is at least 1 and ends before the client CA does."""
         pki.validate_days(days)
+        pki.check_days_fit_ca(self._ca_cert("client-ca"), now or _utcnow(), days)
+
+    def _issue_in_chunks(self, names, days, org, email, reissue, now, chunk):
         for start in range(0, len(names), chunk):
             wanted = {
                 name: _Plan(name, False, "", days=days, org=org, email=email)
@@ -393,7 +430,7 @@ class PkiStore:
         public_key = pki.check_csr(csr, name)
         pki.validate_org(org)
         pki.validate_email(email)
-        pki.validate_days(days)
+        self.check_client_days(days, now)
         plan = _Plan(name, False, "", days=days, org=org, email=email, public_key=public_key)
         return next(self._issue_chunk({name: plan}, reissue, now))
 
@@ -533,7 +570,11 @@ class PkiStore:
         return row["serial"]
 
     def refresh_crl(self, *, days: int | None = None, now: dt.datetime | None = None) -> None:
-        """Re-sign ``crl.pem`` with a fresh thisUpdate and nextUpdate (``days``, default 180)."""
+        """Re-sign ``crl.pem`` with a fresh thisUpdate and nextUpdate (``days``, default 180).
+
+        ``crl.pem`` may be missing or broken: it is signed again from the index."""
+        days = self.crl_days if days is None else days
+        pki.validate_days(days)  # 0 is refused, not taken for the default
         now = now or _utcnow()
         self._signer("client-ca", now)
         with self._transaction() as tx:
@@ -658,12 +699,17 @@ class PkiStore:
         return [r for r in records if include_replaced or r.status != "replaced"]
 
     def crl_pem(self) -> bytes:
-        """The client CA's current CRL (``crl.pem``)."""
-        return (self.path / CRL).read_bytes()
+        """The client CA's current CRL (``crl.pem``); ``UserError`` saying how to remake it."""
+        return self._read_file(CRL, "run `inv pki.crl` to sign it again, then `inv pki.crl --push`")
 
     def crl(self) -> x509.CertificateRevocationList:
         """The client CA's current CRL, parsed."""
-        return x509.load_pem_x509_crl(self.crl_pem())
+        try:
+            return x509.load_pem_x509_crl(self.crl_pem())
+        except ValueError:
+            raise UserError(
+                f"{_display(self.path / CRL)} is not a PEM CRL: run `inv pki.crl` to sign it again"
+            ) from None
 
     def crl_next_update(self) -> dt.datetime:
         """When ``crl.pem`` expires (nginx then rejects every client)."""
@@ -675,11 +721,21 @@ class PkiStore:
 
     def client_ca_pem(self) -> bytes:
         """The client CA certificate (nginx ``ssl_client_certificate``)."""
-        return (self.path / "client-ca.crt").read_bytes()
+        return self._read_file("client-ca.crt", RESTORE)
 
     def server_ca_pem(self) -> bytes:
         """The server CA certificate (clients verify the API with it)."""
-        return (self.path / "server-ca.crt").read_bytes()
+        return self._read_file("server-ca.crt", RESTORE)
+
+    def _read_file(self, name: str, fix: str) -> bytes:
+        """A file of the PKI directory; a missing or unreadable one is one line with ``fix``."""
+        path = self.path / name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"{_display(path)} is missing: {fix}") from None
+        except OSError as error:
+            raise _unreadable(path, error) from None
 
     # --- the smoke test's own certificates (pki.SMOKE_NAMES) -------------------------------
 
@@ -793,7 +849,7 @@ class PkiStore:
         return self._db.execute(query, (pki.serial_hex(serial),)).fetchone() is not None
 
     def _ca_cert(self, kind: str) -> x509.Certificate:
-        return x509.load_pem_x509_certificate((self.path / f"{kind}.crt").read_bytes())
+        return x509.load_pem_x509_certificate(self._read_file(f"{kind}.crt", RESTORE))
 
     def _signer(self, kind: str, now) -> tuple:
         """(CA certificate, CA key) for ``kind``; checks expiry, asks for the passphrase once."""
@@ -855,15 +911,16 @@ class PkiStore:
         """Sign and write ``crl.pem`` before the commit, so a failure errs on the revoked side."""
         ca_cert, ca_key = self._signer("client-ca", now)
         number = max(int(self._meta("crl_number")), self._file_crl_number()) + 1
-        crl = pki.sign_crl(ca_cert, ca_key, self._revocations(), number, now, days or self.crl_days)
+        days = self.crl_days if days is None else days
+        crl = pki.sign_crl(ca_cert, ca_key, self._revocations(), number, now, days)
         atomic_write(self.path / CRL, crl.public_bytes(serialization.Encoding.PEM))
         self._db.execute("UPDATE meta SET value = ? WHERE key = 'crl_number'", (str(number),))
 
     def _file_crl_number(self) -> int:
         try:
-            return pki.crl_number(self.crl())
+            return pki.crl_number(x509.load_pem_x509_crl((self.path / CRL).read_bytes()))
         except (OSError, ValueError, x509.ExtensionNotFound):
-            return 0
+            return 0  # missing or broken: the number recorded in the index carries on
 
     def _revocations(self) -> list[pki.Revocation]:
         query = (
@@ -893,7 +950,10 @@ class PkiStore:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        except OSError as error:
+            raise _unreadable(self.path / LOCK, error, "write") from None
         try:
             _acquire(fd, self.lock_timeout, self.path)
             yield
@@ -1033,6 +1093,30 @@ class _Transaction:
             (self.root / JOURNAL).unlink(missing_ok=True)
 
 
+def _unreadable(path: Path, error: OSError, verb: str = "read") -> UserError:
+    """``cannot read pki/index.sqlite3: Permission denied; ...`` with the usual fix."""
+    return UserError(f"cannot {verb} {_display(path)}: {error.strerror}; {_own_it(path.parent)}")
+
+
+def _own_it(folder: Path) -> str:
+    return (
+        "the PKI directory must be yours: fix its owner or mode "
+        f"(for example `sudo chown -R $USER {_display(folder)}`)"
+    )
+
+
+def _read_head(path: Path, size: int) -> bytes | None:
+    """The first ``size`` bytes of ``path``, ``None`` if it does not exist; ``UserError`` if it
+    cannot be read (a PKI directory of another user, mode 0700)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(size)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as error:
+        raise _unreadable(path, error) from None
+
+
 def _storage_error(error: Exception, root: Path, committed: bool) -> UserError:
     outcome = (
         "recorded in the index; the next run finishes the files"
@@ -1046,6 +1130,9 @@ def _storage_error(error: Exception, root: Path, committed: bool) -> UserError:
             else f"{_display(root)}/"
         )
         return UserError(f"disk full writing {where}: {outcome}; free some space and re-run")
+    if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"{error.strerror}; {outcome}"
+        return UserError(f"cannot write in {_display(root)}/: {reason}; {_own_it(root)}")
     return UserError(f"could not update the PKI in {_display(root)}/: {error}; {outcome}")
 
 

@@ -136,8 +136,11 @@ def test_rewriting_a_bundle_replaces_it_whole(pki_bob, pki_store, pki_env):
     assert [p.name for p in pki_env.dist_dir.iterdir()] == ["bob"]  # no staging or retired copies
 
 
-def test_dist_dir_defaults_to_dist_in_cwd(pki_env, monkeypatch):
+def test_dist_dir_defaults_to_dist_in_the_project_directory(pki_env, monkeypatch):
     monkeypatch.delenv("MTLS_DEPLOY_DIST_DIR")
+    (pki_env.root / "inventory").mkdir()
+    (pki_env.root / "docs").mkdir()
+    monkeypatch.chdir(pki_env.root / "docs")
     assert bundle.default_dist_dir() == pki_env.root / "dist"
 
 

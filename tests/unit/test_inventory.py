@@ -152,3 +152,61 @@ def test_the_default_inventory_describes_the_lab():
     assert api1.vars["server_name"] == "api1.lab.test" and api1.vars["ansible_become"] is True
     assert loaded.host("bob").vars["ansible_user"] == "bob"
     assert loaded.groups["api"] == ["api1"] and loaded.groups["consumers"] == ["bob"]
+
+
+def test_nested_secrets_are_masked_all_the_way_down(inv):
+    write(
+        inv,
+        {
+            "host_vars/bob.yml": """\
+                smtp: {host: mail.example.test, password: hunter2, auth: {token: t0k3n}}
+                mirrors: [{url: https://a.test, secret: s3cr3t}, plain]
+                credentials: {user: bob, key: k}
+                """
+        },
+    )
+    report = inventory.host_report(inventory.load(inv).host("bob"))
+    assert report["smtp"]["value"] == {
+        "host": "mail.example.test",
+        "password": "********",
+        "auth": {"token": "********"},
+    }
+    assert report["mirrors"]["value"] == [{"url": "https://a.test", "secret": "********"}, "plain"]
+    assert report["credentials"]["value"] == "********"  # a secret name hides the whole value
+    assert "hunter2" not in repr(report) and "t0k3n" not in repr(report)
+
+
+def test_relative_key_and_known_hosts_resolve_from_the_project_directory(tmp_path, monkeypatch):
+    """Not from the current directory: `cd docs && inv ...` uses the same key file."""
+    monkeypatch.delenv("MTLS_DEPLOY_PROJECT", raising=False)
+    write(
+        tmp_path,
+        {
+            "inventory/hosts.yml": "all:\n  hosts:\n    api1:\n    bob:\n",
+            "inventory/group_vars/all.yml": (
+                "ansible_ssh_private_key_file: .lab/id_ed25519\n"
+                "ssh_known_hosts_file: keys/known_hosts\n"
+            ),
+            "inventory/host_vars/bob.yml": (
+                "ansible_ssh_private_key_file: ~/.ssh/bob\nssh_known_hosts_file: /etc/kh\n"
+            ),
+            "docs/README.md": "",
+        },
+    )
+    monkeypatch.chdir(tmp_path / "docs")
+    loaded = inventory.load()
+    api1, bob = loaded.host("api1"), loaded.host("bob")
+    assert api1.vars["ansible_ssh_private_key_file"] == str(tmp_path / ".lab/id_ed25519")
+    assert api1.vars["ssh_known_hosts_file"] == str(tmp_path / "keys/known_hosts")
+    assert api1.source_of("ssh_known_hosts_file").endswith("inventory/group_vars/all.yml")
+    assert bob.vars["ansible_ssh_private_key_file"] == "~/.ssh/bob"  # ~ and absolute: as given
+    assert bob.vars["ssh_known_hosts_file"] == "/etc/kh"
+
+
+def test_the_inventory_is_the_project_directorys(tmp_path, monkeypatch):
+    monkeypatch.delenv("MTLS_DEPLOY_INVENTORY", raising=False)
+    monkeypatch.delenv("MTLS_DEPLOY_PROJECT", raising=False)
+    write(tmp_path, {"inventory/hosts.yml": "all:\n  hosts:\n    api7:\n", "docs/a/b.md": ""})
+    monkeypatch.chdir(tmp_path / "docs" / "a")
+    assert inventory.inventory_dir() == tmp_path / "inventory"
+    assert list(inventory.load().hosts) == ["api7"]

@@ -127,8 +127,11 @@ def test_open_without_init_says_to_run_it(pki_env):
         PkiStore.open()
 
 
-def test_pki_dir_defaults_to_pki_in_cwd(pki_env, monkeypatch):
+def test_pki_dir_defaults_to_pki_in_the_project_directory(pki_env, monkeypatch):
     monkeypatch.delenv("MTLS_DEPLOY_PKI_DIR")
+    (pki_env.root / "inventory").mkdir()
+    (pki_env.root / "docs").mkdir()
+    monkeypatch.chdir(pki_env.root / "docs")
     assert PkiStore().path == pki_env.root / "pki"
 
 
@@ -679,11 +682,10 @@ def test_sigkill_from_outside_during_a_bulk_issue_then_rerun_finishes(
 def fill(path: Path, leave_pages: int) -> Path:
     """Fill the filesystem holding ``path``, then free ``leave_pages`` pages."""
     filler = path / "filler"
-    with open(filler, "wb") as out:
+    with open(filler, "wb", buffering=0) as out:  # unbuffered: nothing left to flush at close
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError:
             pass
     size = filler.stat().st_size
