@@ -10,7 +10,7 @@ A role declares every variable it reads beside its default, in ``roles/<role>/sc
       description: largest request body nginx accepts
 
 Keys of a spec: ``type`` (below), ``pattern`` (a full match), ``format`` (the pattern in words,
-for the error), ``choices``, ``min``/``max``, ``elements`` (a list's item spec), ``options``
+for the error), ``choices``, ``min``/``max``, ``max_length``, ``elements`` (a list's item spec), ``options``
 (a dict's specs by key), ``required``, ``description``; or only ``declared_by: <role>``, for
 a variable another role owns. A ``str`` must have a pattern or choices: nothing from the
 inventory reaches a config file or a command unless its characters are spelled out.
@@ -27,15 +27,15 @@ from .errors import BadInput
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SPEC_KEYS = {
-    "type", "pattern", "format", "choices", "min", "max", "elements", "options",
+    "type", "pattern", "format", "choices", "min", "max", "max_length", "elements", "options",
     "required", "description", "declared_by",
 }  # fmt: skip
 DNS_NAME = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 # Absolute and normalised: "/" or "/name/name", names of safe characters, never "." or "..".
-PATH = re.compile(r"/|(/(?!\.\.?(/|\Z))[A-Za-z0-9._+-]{1,255}){1,64}")
-USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PATH = re.compile(r"(?=.{1,255}\Z)(/|(/(?!\.\.?(/|\Z))[A-Za-z0-9._+-]{1,255})+)")
+USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")  # systemd: at most 31 (UT_NAMESIZE - 1)
 UNIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 NEEDS = {
     "list": ("elements",),
@@ -172,10 +172,10 @@ TYPES = {
     "address": _address,
     "path": _matching(
         PATH,
-        "an absolute, normalised path ('/' then names of letters, digits, '.', '_', '+' and '-'; "
-        "no '.' or '..', no '//', no trailing '/')",
+        "an absolute, normalised path of at most 255 characters ('/' then names of letters, "
+        "digits, '.', '_', '+' and '-'; no '.' or '..', no '//', no trailing '/')",
     ),
-    "user": _matching(USER, "a user or group name (a-z, 0-9, '_' and '-', at most 32)"),
+    "user": _matching(USER, "a user or group name (a-z, 0-9, '_' and '-', at most 31)"),
     "unit": _matching(UNIT, "a systemd unit name (letters, digits, '_', '.' and '-')"),
     "local_path": _local_path,
     "list": _list,
@@ -189,7 +189,10 @@ def check_value(value, spec: dict):
 
     Example: ``check_value("1m", {"type": "str", "pattern": "[0-9]+[km]?"})`` -> ``"1m"``
     """
-    return TYPES[spec["type"]](value, spec)
+    checked = TYPES[spec["type"]](value, spec)
+    if isinstance(checked, str) and len(checked) > spec.get("max_length", len(checked)):
+        raise ValueError(f"{shown(value)} is longer than {spec['max_length']} characters")
+    return checked
 
 
 def validate_spec(name: str, spec, source: str) -> None:

@@ -24,7 +24,8 @@ DROP_IN = f"{DROP_IN_DIR}/hardening.conf"
 # A sandbox applies when nginx starts: a changed drop-in needs a restart (a reload keeps the
 # master, and so the old sandbox).
 UNIT_CHANGED = ("daemon-reload", "restart nginx")
-API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# At most 32 characters: nginx's $mtls_<name>_reason must fit variables_hash_bucket_size (64).
+API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 # Mozilla Server Side TLS, guideline 6.0, "intermediate".
 MOZILLA_PROTOCOLS = "TLSv1.2 TLSv1.3"
