@@ -743,21 +743,22 @@ class PkiStore:
         self, *, now: dt.datetime | None = None
     ) -> tuple[dict[str, SmokeCertificate], bool]:
         """The smoke test's client certificates, ``{"revoked": ..., "expired": ...}``, and
-        whether they were made just now.
+        whether the CRL changed (the revoked one was made just now: the hosts' CRL lags).
 
         ``init`` makes them: signed by the client CA, recorded in the index (kind ``smoke``,
         unique serials), keys 0600 in ``smoke/``; the revoked one is in the CRL. A PKI from before
         them gets them here on first use, which needs the CA passphrase and changes the CRL.
         Example: ``store.smoke_certificates()[0]["revoked"].serial``.
         """
-        created = False
+        crl_changed = False
         if self._missing_smoke():
             with self._transaction():  # a killed run may only have to be finished
                 pass
-            created = bool(self._missing_smoke()) and self._issue_smoke_certificates(now)
-        return {label: self._smoke_certificate(label) for label in SMOKE_LABELS}, created
+            crl_changed = bool(self._missing_smoke()) and self._issue_smoke_certificates(now)
+        return {label: self._smoke_certificate(label) for label in SMOKE_LABELS}, crl_changed
 
     def _issue_smoke_certificates(self, now: dt.datetime | None) -> bool:
+        """Make the missing ones; whether the CRL changed (a new revoked one)."""
         now = now or _utcnow()
         ca_cert, ca_key = self._signer("client-ca", now)
         with self._transaction() as tx:
@@ -776,7 +777,7 @@ class PkiStore:
             if "revoked" in serials:
                 self._mark_revoked(pki.serial_hex(serials["revoked"]), "unspecified", now)
                 self._write_crl(tx, now)
-        return True
+        return "revoked" in serials
 
     def _sign_smoke(self, label: str, serial: int, ca_cert, ca_key, now) -> tuple:
         """(staged files, certificate, new key) for one of the smoke test's certificates."""

@@ -511,15 +511,15 @@ def _decode(text: str) -> str:
 
 def certificate_files(store, now: dt.datetime) -> tuple[dict[str, bytes], bool]:
     """Files for cases 3-5 (``{"revoked.crt": pem, "revoked.key": pem, ...}``), and whether the
-    PKI's own revoked and expired certificates were made just now (the hosts' CRL then lags).
+    PKI's own revoked certificate was made just now (the hosts' CRL then lags behind).
 
     Nothing here signs with this PKI's CAs: the store keeps, records and (once) signs its own.
     """
-    own, created = store.smoke_certificates(now=now)
+    own, crl_changed = store.smoke_certificates(now=now)
     files = foreign_certificate(now)
     for label, stored in own.items():
         files[f"{label}.crt"], files[f"{label}.key"] = stored.cert_pem, stored.key_pem
-    return files, created
+    return files, crl_changed
 
 
 def foreign_certificate(now: dt.datetime) -> dict[str, bytes]:
@@ -601,14 +601,14 @@ def run_smoke(
     )
     apis = [api_target(h) for h in api_hosts]
     cases = plan_cases(apis, [consumer_host(h, store) for h in consumer_list])
-    files, created = certificate_files(store, now)
+    files, crl_changed = certificate_files(store, now)
     outputs = _run_scripts(
         loaded, cases, files, {api.host: api.crl_path for api in apis}, store.server_ca_pem()
     )
     cases = collapse_unreachable(cases, outputs)
     client_ca = x509.load_pem_x509_certificate(store.client_ca_pem())
     settle_cases(cases, outputs, store.crl_pem(), client_ca, now)
-    notes = [CRL_PUSH_NOTE] if created else []
+    notes = [CRL_PUSH_NOTE] if crl_changed else []
     return SmokeReport(cases, time.monotonic() - started, notes=notes)
 
 

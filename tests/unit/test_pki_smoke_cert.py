@@ -214,3 +214,14 @@ def test_only_the_smoke_names_get_the_smoke_profile(pki_store):
             5,
             dt.datetime.now(dt.UTC),
         )
+
+
+def test_a_lost_expired_one_is_made_again_without_touching_the_crl(pki_store, pki_env):
+    crl = pki_store.crl_pem()
+    (pki_env.pki_dir / "smoke" / "expired.key").unlink()
+    certificates, crl_changed = PkiStore.open().smoke_certificates()
+    assert not crl_changed and PkiStore.open().crl_pem() == crl
+    assert [r[3] for r in index_rows(pki_env.pki_dir) if r[1] == "smoke:expired"] == ["valid"] * 2
+    assert (pki_env.pki_dir / "smoke" / "expired.key").read_bytes() == certificates[
+        "expired"
+    ].key_pem
