@@ -195,6 +195,38 @@ def check_value(value, spec: dict):
     return checked
 
 
+WORDS = {
+    "bool": "true or false",
+    "port": "a port (1-65535)",
+    "dns_name": "a DNS name",
+    "ip": "an IP address",
+    "listen": "`*` or an IP address",
+    "address": "an IP address or a DNS name",
+    "path": "an absolute path",
+    "user": "a user name",
+    "unit": "a unit name",
+    "local_path": "a path on the control machine",
+}
+
+
+def describe(spec: dict) -> str:
+    """What a spec accepts, in a few words, for a role's README.
+
+    Example: ``describe({"type": "int", "min": 1, "max": 4})`` -> ``"an integer, 1-4"``
+    """
+    kind = spec["type"]
+    if "choices" in spec:
+        return "one of " + ", ".join(f"`{c}`" for c in spec["choices"])
+    if kind in ("int", "float"):
+        return f"{'an integer' if kind == 'int' else 'a number'}, {spec['min']}-{spec['max']}"
+    if kind == "list":
+        return f"a list of: {describe(spec['elements'])}"
+    if kind == "dict":
+        return "a mapping of " + ", ".join(f"`{key}`" for key in spec["options"])
+    words = spec.get("format") or WORDS.get(kind) or f"text matching `{spec['pattern']}`"
+    return words + (f", at most {spec['max_length']} characters" if "max_length" in spec else "")
+
+
 def validate_spec(name: str, spec, source: str) -> None:
     """A schema entry that the checker understands, or one line naming the schema file."""
     problem = _spec_problem(spec)

@@ -56,7 +56,7 @@ ENGINE_VARIABLES = {
     },
     "bundle_dir": {
         "type": "str",
-        "pattern": rf"~|(~/|/)({BUNDLE_NAME}/)*{BUNDLE_NAME}",
+        "pattern": rf"~/?|(~/|/)({BUNDLE_NAME}/)*{BUNDLE_NAME}/?",
         "format": "~, ~/path or /path, normalised, of letters, digits, '.', '_', '+', '-' "
         "and {api_name}",
         "description": "where a consumer's bundles go",

@@ -537,3 +537,33 @@ def test_defaults_are_commented_and_documented(name):
         block = re.search(rf"((?:^#.*\n)*)(?:^\w+:.*\n)*^{key}:", text, re.M)
         assert block and block.group(1), f"{key} has no comment above it (or above its group)"
         assert f"`{key}`" in readme, f"{key} is not in roles/{name}/README.md"
+
+
+@pytest.mark.parametrize("name", sorted(ROLES) + ["tls"])
+def test_readme_says_what_each_variable_accepts(name):
+    """The Variables table's "accepts" column is the schema's, word for word."""
+    from mtls_deploy import schema
+
+    raw = yaml.safe_load((ROLES_DIR / name / "schema.yml").read_text())
+    readme = (ROLES_DIR / name / "README.md").read_text()
+    for variable, spec in raw.items():
+        if "declared_by" in spec:
+            continue
+        accepts = schema.describe(spec).replace("|", "\\|")
+        assert re.search(rf"^\| `{variable}` \| [^|]* \| {re.escape(accepts)} \|", readme, re.M), (
+            f"roles/{name}/README.md: {variable} | ... | {accepts}"
+        )
+
+
+def test_a_site_template_from_the_inventory_cannot_read_the_ca_passphrase(tmp_path, monkeypatch):
+    """The issue's proof: nginx_site_template reached os through Jinja2's globals."""
+    monkeypatch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "the-ca-passphrase")
+    evil = tmp_path / "site.conf.j2"
+    evil.write_text(
+        '{% extends "nginx/site.conf.j2" %}{% block server_extra %}'
+        "# {{ lipsum.__globals__.os.environ.MTLS_DEPLOY_CA_PASSPHRASE }}{% endblock %}"
+    )
+    with pytest.raises(BadInput) as refused:
+        nginx.render_site(host_vars(nginx_site_template=str(evil)), FACTS)
+    assert str(refused.value).startswith(f"template {evil}: access to attribute '__globals__'")
+    assert "the-ca-passphrase" not in str(refused.value)
