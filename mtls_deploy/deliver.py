@@ -578,6 +578,7 @@ def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) ->
     signed here, the certificate and server CA pushed back. One name at a time (one PKI lock)."""
     from . import inventory
 
+    store.check_client_days(options.days)  # before any consumer makes a key
     loaded = loaded or inventory.load()
     results, targets = [], {}
     for name in names:

@@ -275,22 +275,27 @@ def test_pki_crl_days_0_is_refused_not_taken_for_180(project, pki_env):
     assert (pki_env.pki_dir / "crl.pem").read_bytes() == crl
 
 
-def test_days_past_the_cas_end_are_refused_with_the_largest_that_fits(project, pki_env):
+@pytest.mark.parametrize("mode", ["--no-deliver", "--csr"])
+def test_days_past_the_cas_end_are_refused_with_the_largest_that_fits(project, pki_env, mode):
+    """Not cut short to the CA's end without a word; with --csr, before bob's host (unreachable
+    here: nothing listens on its port) is even contacted."""
     rows = index_rows(pki_env.pki_dir)
     ca = x509.load_pem_x509_certificate((pki_env.pki_dir / "client-ca.crt").read_bytes())
     end = ca.not_valid_after_utc
     fits = (end - dt.datetime.now(dt.UTC)).days
     result = inv(
-        "issue-client", "--name", "bob", "--days", "4000", "--no-deliver", inventory=None,
-        cwd=project,
-    )  # fmt: skip
+        "issue-client", "--name", "bob", "--days", "4000", mode, inventory=None, cwd=project
+    )
     assert result.returncode == 2
     assert one_line(result) == (
         f"error: --days 4000 would end after the CA {ca.subject.rfc4514_string()} "
         f"({end:%Y-%m-%d %H:%M} UTC): use --days {fits} or fewer"
     )
+    assert result.stdout == ""
     assert index_rows(pki_env.pki_dir) == rows
     assert not (pki_env.dist_dir / "bob").exists()
+    if mode == "--csr":
+        return
     done = inv(
         "issue-client", "--name", "bob", "--days", str(fits), "--no-deliver", inventory=None,
         cwd=project,
@@ -374,3 +379,16 @@ def test_nested_secrets_are_masked_in_text_and_json(workdir):
     document = json.loads(as_json.stdout)
     assert document["smtp"]["value"] == {"host": "mail.example.test", "password": "********"}
     assert document["mirrors"]["value"] == [{"url": "https://a.test", "token": "********"}]
+
+
+def test_a_file_error_no_check_foresaw_is_still_one_line(tmp_path):
+    """The last net in cli.task: an OSError is one line naming the file, never a traceback."""
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "hosts.yml").write_text(HOSTS)
+    (tmp_path / "pki").write_text("a file where the PKI directory should be\n")
+    result = inv("pki.init", inventory=None, cwd=tmp_path, unset=["MTLS_DEPLOY_PKI_DIR"])
+    assert result.returncode == 1
+    assert one_line(result) == (
+        f"error: {tmp_path / 'pki'}: Not a directory: check that it exists and is yours to read "
+        "and write"
+    )
