@@ -670,7 +670,8 @@ def settle_cases(
 
 def collapse_unreachable(cases: list[Case], outputs: dict[str, HostResult]) -> list[Case]:
     """The rows a host could not answer (its SSH session failed) as one failed row for that host,
-    where the first of them was: the error said once, not once per case. Pure."""
+    where the first of them was: the error said once, not once per case (nor the host twice).
+    Pure."""
     failed = {host: output.error for host, output in outputs.items() if output.error}
     lost = Counter(_answered_by(case) for case in cases)
     collapsed, said = [], set()
@@ -681,7 +682,7 @@ def collapse_unreachable(cases: list[Case], outputs: dict[str, HostResult]) -> l
         elif host not in said:
             said.add(host)
             row = Case(None, "unreachable", host, "", f"an SSH session ({lost[host]} cases)")
-            collapsed.append(row.settle(False, failed[host]))
+            collapsed.append(row.settle(False, failed[host].removeprefix(f"{host}: ")))
     return collapsed
 
 
