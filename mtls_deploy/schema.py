@@ -5,14 +5,14 @@ A role declares every variable it reads beside its default, in ``roles/<role>/sc
 
     client_max_body_size:
       type: str
-      pattern: "[0-9]{1,9}[kKmM]?"
+      pattern: "[0-9]{1,9}[kKmMgG]?"
       format: an nginx size such as 1m, 512k or 10M
       description: largest request body nginx accepts
 
-Keys of a spec: ``type`` (below), ``pattern`` (a full match), ``format`` (the pattern in words,
-for the error), ``choices``, ``min``/``max``, ``max_length``, ``elements`` (a list's item spec), ``options``
-(a dict's specs by key), ``required``, ``description``; or only ``declared_by: <role>``, for
-a variable another role owns. A ``str`` must have a pattern or choices: nothing from the
+Keys of a spec: ``type`` (``TYPES`` below), ``pattern`` (a full match), ``format`` (the
+pattern in words, for the error), ``choices``, ``min``/``max``, ``max_length``, ``elements``
+(a list's item spec), ``options`` (a dict's specs by key), ``required``, ``description``; or
+only ``declared_by: <role>``, for a variable another role owns. A ``str`` must have a pattern or choices: nothing from the
 inventory reaches a config file or a command unless its characters are spelled out.
 
 This module knows no role by name: it reads the schema of whatever role it is asked about.
@@ -246,17 +246,17 @@ def _spec_problem(spec) -> str | None:
         return f"unknown type or key in {sorted(spec)} (types: {', '.join(TYPES)})"
     if spec["type"] == "str" and not ({"pattern", "choices"} & set(spec)):
         return "type str needs a pattern or choices"
+    try:
+        re.compile(spec.get("pattern", ""))
+    except re.error as error:
+        return f"pattern {spec['pattern']!r} is not a regular expression: {error}"
     missing = [key for key in NEEDS.get(spec["type"], ()) if key not in spec]
     return f"type {spec['type']} needs {' and '.join(missing)}" if missing else None
 
 
 @cache
-def role_schema(role: str) -> dict:
-    """``roles/<role>/schema.yml`` as ``{variable: spec}``, each spec checked, ``declared_by``
-    resolved.
-
-    Example: ``role_schema("nginx")["client_max_body_size"]["type"]`` -> ``"str"``
-    """
+def _declared_in(role: str) -> dict:
+    """``roles/<role>/schema.yml`` as written, each spec checked."""
     import yaml
 
     path = ROLES_DIR / role / "schema.yml"
@@ -265,14 +265,24 @@ def role_schema(role: str) -> dict:
     specs = yaml.safe_load(path.read_text()) or {}
     for name, spec in specs.items():
         validate_spec(name, spec, f"roles/{role}/schema.yml")
-    return {name: resolve(name, spec) for name, spec in specs.items()}
+    return specs
+
+
+def role_schema(role: str) -> dict:
+    """``roles/<role>/schema.yml`` as ``{variable: spec}``, each spec checked, ``declared_by``
+    resolved.
+
+    Example: ``role_schema("nginx")["client_max_body_size"]["type"]`` -> ``"str"``
+    """
+    return {name: resolve(name, spec) for name, spec in _declared_in(role).items()}
 
 
 def resolve(name: str, spec: dict) -> dict:
-    """The spec itself, or the owning role's when it says ``declared_by: <role>``."""
+    """The spec itself, or the owning role's when it says ``declared_by: <role>`` (which must
+    declare it itself: no chains, so no cycles)."""
     if "declared_by" not in spec:
         return spec
-    owned = role_schema(spec["declared_by"])
+    owned = _declared_in(spec["declared_by"])
     if name not in owned or "declared_by" in owned[name]:
         raise BadInput(f"{name}: declared_by {spec['declared_by']}, which does not declare it")
     return owned[name]

@@ -1,7 +1,10 @@
 """Roles: what a host should have, as lists of desired-state resources (``mtls_deploy.resources``).
 
 Each role is ``roles/<name>/`` with ``defaults.yml`` (every public variable, with a comment),
-``role.py`` (``resources(v, facts)`` and ``handlers(v, facts)``) and a README.
+``schema.yml`` (every variable the role reads: type, pattern or choices or range, description;
+checked for every host before anything connects, see ``mtls_deploy/schema.py``), ``role.py``
+(``resources(v, facts)`` and ``handlers(v, facts)``; a handler that carries a value gives its
+command as argv) and a README.
 """
 
 from functools import cache

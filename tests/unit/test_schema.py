@@ -233,3 +233,29 @@ def test_no_declared_string_takes_a_character_its_schema_does_not_allow(spec, go
         return
     with pytest.raises(ValueError):
         schema.check_value(with_fragment(spec, good, fragment), spec)
+
+
+def test_a_pattern_that_is_no_regular_expression_is_named():
+    with pytest.raises(BadInput, match=r"^x.yml: v: pattern '\[a-' is not a regular expression"):
+        schema.validate_spec("v", {"type": "str", "pattern": "[a-"}, "x.yml")
+
+
+def test_declared_by_points_at_the_owner_and_no_further(monkeypatch):
+    assert schema.resolve("tls_dir", {"declared_by": "tls"})["type"] == "path"
+    with pytest.raises(BadInput, match="tls_dir: declared_by nginx, which does not declare it"):
+        schema.resolve("tls_dir", {"declared_by": "nginx"})  # nginx only points at tls
+    with pytest.raises(BadInput, match="no role 'nope'"):
+        schema.resolve("x", {"declared_by": "nope"})
+
+
+def test_describe_says_what_a_spec_accepts():
+    assert schema.describe({"type": "int", "min": 1, "max": 4}) == "an integer, 1-4"
+    assert (
+        schema.describe({"type": "str", "choices": ["on", "optional"]}) == "one of `on`, `optional`"
+    )
+    assert (
+        schema.describe({"type": "list", "elements": {"type": "ip"}}) == "a list of: an IP address"
+    )
+    assert schema.describe({"type": "path", "max_length": 107}) == (
+        "an absolute path, at most 107 characters"
+    )
