@@ -252,15 +252,23 @@ def test_a_corrupt_index_is_one_line(project, pki_env):
     assert not pki_env.dist_dir.exists()
 
 
-def test_a_missing_crl_is_one_line_and_pki_crl_signs_it_again(project, pki_env):
-    (pki_env.pki_dir / "crl.pem").unlink()
-    for args in (["pki.list"], ["issue-client", "--name", "bob", "--no-deliver"]):
-        result = inv(*args, inventory=None, cwd=project)
-        assert result.returncode == 1
-        assert one_line(result) == (
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_a_missing_crl_is_one_line_and_pki_crl_signs_it_again(project, pki_env, damage):
+    crl = pki_env.pki_dir / "crl.pem"
+    if damage == "missing":
+        crl.unlink()
+        message = (
             "error: pki/crl.pem is missing: run `inv pki.crl` to sign it again, then "
             "`inv pki.crl --push`"
         )
+    else:
+        crl.write_bytes(b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+        message = "error: pki/crl.pem is not a PEM CRL: run `inv pki.crl` to sign it again"
+    commands = [["pki.list"], ["issue-client", "--name", "bob", "--no-deliver"]]
+    for args in commands if damage == "missing" else commands[:1]:  # issuing reads no CRL
+        result = inv(*args, inventory=None, cwd=project)
+        assert result.returncode == 1
+        assert one_line(result) == message
     assert not pki_env.dist_dir.exists()
     fixed = inv("pki.crl", inventory=None, cwd=project)
     assert fixed.returncode == 0 and "crl.pem re-signed" in fixed.stdout, fixed.stderr
