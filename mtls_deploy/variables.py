@@ -99,8 +99,8 @@ def role_specs(host) -> dict:
     for role in role_names(host.vars):
         if role not in schema.all_roles():
             raise BadInput(
-                f"{host.name}: roles names {role!r}, which is not a role in roles/ "
-                f"(set in {host.source_of('roles')}); roles: {', '.join(schema.all_roles())}"
+                f"{host.name}: roles lists {role!r}, which is not a role in roles/ "
+                f"(set in {host.source_of('roles')}); known roles: {', '.join(schema.all_roles())}"
             )
         specs.update(schema.role_schema(role))
     return specs

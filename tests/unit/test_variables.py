@@ -146,7 +146,9 @@ def test_the_backend_chooses_which_schema_applies(inv):
 
 def test_a_host_role_list_is_checked_and_a_missing_role_named(inv):
     path = host_vars(inv, "api1", "roles: [tls, ngnix]\n")
-    with pytest.raises(BadInput, match=rf"api1: roles names 'ngnix', .*\(set in {path}\); roles: "):
+    with pytest.raises(
+        BadInput, match=rf"api1: roles lists 'ngnix', .*\(set in {path}\); known roles: "
+    ):
         inventory.load(inv)
 
 
