@@ -278,7 +278,8 @@ class PkiStore:
         ca_days: int = pki.CA_DAYS,
         now: dt.datetime | None = None,
     ) -> None:
-        """Create the client CA, the server CA, an empty CRL and the index; refuse if any exist.
+        """Create the client CA, the server CA, the index, the smoke test's own certificates
+        (``smoke_certificates``) and a CRL that lists only its revoked one; refuse if any exist.
 
         Example: ``PkiStore(Path("pki")).init(name="Example API", key_type="ec")``.
         """
