@@ -31,7 +31,7 @@ from .operations import (
 )
 from .resources import File, Handler, Packages
 from .runner import HostResult
-from .variables import require
+from .variables import require, role_names  # role_names: the schemas need it too
 
 ENGINE_HANDLERS = [Handler(applying.DAEMON_RELOAD, (("systemctl", "daemon-reload"),), order=0)]
 
@@ -42,15 +42,6 @@ class RunOptions:
 
     check: bool = False
     diff: bool = False
-
-
-def role_names(v: dict) -> list[str]:
-    """The roles a host gets: ``roles`` from the inventory, else by group (api hosts: the API)."""
-    if v.get("roles") is not None:
-        return list(v["roles"])
-    if "api" in v.get("group_names", []):
-        return ["tls", "nginx", f"backend_{v.get('backend', 'php')}"]
-    return []
 
 
 def load_roles(names: list[str]) -> list:
