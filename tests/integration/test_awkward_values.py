@@ -39,43 +39,46 @@ FACTS = HostFacts(
     openssl_version=(3, 0, 11),
 )
 TEXTUAL = {"str", "dns_name", "address", "path", "user", "unit", "list"}
+FALLBACKS = pytest.mark.parametrize("fallback", [max, min], ids=["highest", "lowest"])
 AWKWARD_IP = "fd12:3456:789a:bcde:f012:3456:789a:bcde"  # the longest an IPv6 address prints
 
 
 # --- awkward values, from the schemas --------------------------------------------------------
 
 
-def from_pattern(pattern: str, letter: str) -> str:
+def from_pattern(pattern: str, letter: str, fallback=max) -> str:
     """The longest string ``pattern`` matches, punctuation wherever it may go, ``letter``
-    where a letter may go (so that two variables get different values)."""
+    where a letter may go (so that two variables get different values), else the class's
+    ``fallback`` character (a size's unit, ``max``: m, M, s; ``min``: G, h), and 9 for a
+    digit."""
     chars = cycle([letter, *PUNCTUATION])
-    text = _emit(regex_parser.parse(pattern), chars, letter)
+    text = _emit(regex_parser.parse(pattern), chars, fallback)
     assert re.fullmatch(pattern, text), f"cannot make an awkward value for {pattern}"
     return text
 
 
-def _emit(items, chars, letter: str) -> str:
-    return "".join(_emit_one(op, arg, chars, letter) for op, arg in items)
+def _emit(items, chars, fallback) -> str:
+    return "".join(_emit_one(op, arg, chars, fallback) for op, arg in items)
 
 
-def _emit_one(op, arg, chars, letter: str) -> str:
+def _emit_one(op, arg, chars, fallback) -> str:
     name = str(op)
     if name == "LITERAL":
         return chr(arg)
     if name == "IN":
-        return _pick(arg, chars, letter)
+        return _pick(arg, chars, fallback)
     if name == "MAX_REPEAT":
         low, high, items = arg
-        return "".join(_emit(items, chars, letter) for _ in range(min(high, max(low, 64))))
+        return "".join(_emit(items, chars, fallback) for _ in range(min(high, max(low, 64))))
     if name == "SUBPATTERN":
-        return _emit(arg[3], chars, letter)
+        return _emit(arg[3], chars, fallback)
     if name == "BRANCH":
-        return max((_emit(b, chars, letter) for b in arg[1]), key=len)
+        return max((_emit(b, chars, fallback) for b in arg[1]), key=len)
     return ""  # assertions and anchors produce nothing
 
 
-def _pick(members, chars, letter: str) -> str:
-    """A character of a class: the next awkward one it admits, else its last one."""
+def _pick(members, chars, fallback) -> str:
+    """A character of a class: the next awkward one it admits, else ``fallback(class)``."""
     allowed = set()
     for op, arg in members:
         if str(op) == "LITERAL":
@@ -86,7 +89,7 @@ def _pick(members, chars, letter: str) -> str:
         char = next(chars)
         if char in allowed:
             return char
-    return max(allowed)
+    return "9" if allowed <= set("0123456789") else fallback(allowed)  # numbers: the largest
 
 
 def dns_name(stem: str) -> str:
@@ -105,7 +108,7 @@ def path(letter: str, length: int) -> str:
     return text + ("/" + letter * (length - len(text) - 1) if length - len(text) > 1 else "")
 
 
-def awkward(spec: dict, letter: str):
+def awkward(spec: dict, letter: str, fallback=max):
     """The most awkward value ``spec`` admits (``letter``: a letter, or a letter and a digit
     for a list's second element)."""
     kind = spec["type"]
@@ -116,15 +119,15 @@ def awkward(spec: dict, letter: str):
         "int": lambda: spec["max"],
         "float": lambda: spec["max"],
         "port": lambda: 65535,
-        "str": lambda: from_pattern(spec["pattern"], letter),
+        "str": lambda: from_pattern(spec["pattern"], letter, fallback),
         "dns_name": lambda: dns_name(letter),
         "ip": lambda: AWKWARD_IP,
         "listen": lambda: AWKWARD_IP,
         "address": lambda: dns_name(letter),
         "path": lambda: path(letter, spec.get("max_length", 255)),
-        "user": lambda: from_pattern(schema.USER.pattern, letter),
-        "unit": lambda: from_pattern(schema.UNIT.pattern, letter),
-        "list": lambda: [awkward(spec["elements"], stem) for stem in (letter, letter + "9")],
+        "user": lambda: from_pattern(schema.USER.pattern, letter, fallback),
+        "unit": lambda: from_pattern(schema.UNIT.pattern, letter, fallback),
+        "list": lambda: [awkward(spec["elements"], s, fallback) for s in (letter, letter + "9")],
     }
     assert kind in makers, f"no awkward value for type {kind}: teach this module one"
     value = makers[kind]()
@@ -132,8 +135,9 @@ def awkward(spec: dict, letter: str):
     return value
 
 
-def awkward_vars(backend: str) -> dict:
-    """Every variable of the API roles (and the engine's that templates use), awkward."""
+def awkward_vars(backend: str, fallback=max) -> dict:
+    """Every variable of the API roles (and the engine's that templates use), awkward;
+    ``fallback`` picks a class's character where no awkward one fits (a size's unit)."""
     specs = {name: variables.engine_specs()[name] for name in ENGINE}
     for role in ROLES:
         specs |= schema.role_schema(role)
@@ -143,7 +147,7 @@ def awkward_vars(backend: str) -> dict:
         if spec["type"] in UNRENDERED or spec["type"] == "dict":
             continue
         textual = "choices" not in spec and spec["type"] in TEXTUAL
-        values[name] = awkward(spec, next(letters) if textual else "x")
+        values[name] = awkward(spec, next(letters) if textual else "x", fallback)
     defaults = {k: v for r in ROLES for k, v in _defaults(r).items() if k not in values}
     return {**defaults, **values, "backend": backend, "inventory_hostname": "awkward"}
 
@@ -267,9 +271,10 @@ def places(v: dict) -> dict[str, list[str]]:
     return {name: [line.format(**fill) for line in lines] for name, lines in found.items()}
 
 
+@FALLBACKS
 @pytest.mark.parametrize("backend", ["php", "python"])
-def test_each_value_appears_exactly_where_it_belongs(backend):
-    v = awkward_vars(backend)
+def test_each_value_appears_exactly_where_it_belongs(backend, fallback):
+    v = awkward_vars(backend, fallback)
     files, expected = rendered(v), places(v)
     for name, lines in expected.items():
         missing = [line for line in lines if line not in files[name].splitlines()]
@@ -339,9 +344,10 @@ def throwaway_tls() -> dict[str, bytes]:
     return {"cert": cert.public_bytes(pem), "key": key_pem, "crl": crl.public_bytes(pem)}
 
 
-def test_the_site_passes_nginx_t(toolbox):
+@FALLBACKS
+def test_the_site_passes_nginx_t(toolbox, fallback):
     for backend in ("php", "python"):
-        v = awkward_vars(backend)
+        v = awkward_vars(backend, fallback)
         tls, paths = throwaway_tls(), tls_paths(v)
         site = nginx.site_path(v)
         main = f"/etc/nginx/awkward-{backend}.conf"
@@ -362,8 +368,9 @@ def test_the_site_passes_nginx_t(toolbox):
         assert result.returncode == 0, result.stderr
 
 
-def test_the_pool_passes_php_fpm_t(toolbox):
-    v = awkward_vars("php")
+@FALLBACKS
+def test_the_pool_passes_php_fpm_t(toolbox, fallback):
+    v = awkward_vars("php", fallback)
     users = [v["php_user"], v["php_listen_owner"]]
     create_users(toolbox, users)
     folder = "/tmp/awkward-php"
@@ -380,13 +387,14 @@ def test_the_pool_passes_php_fpm_t(toolbox):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_units_pass_systemd_analyze_verify(toolbox):
-    v = awkward_vars("python")
+@FALLBACKS
+def test_the_units_pass_systemd_analyze_verify(toolbox, fallback):
+    v = awkward_vars("python", fallback)
     create_users(toolbox, [v["python_user"], v["python_socket_user"], v["python_socket_group"]])
     folder = "/tmp/awkward-units"
     units = backend_python.render_units(v)
     socket, service = (f"{folder}/{v['python_unit']}.{kind}" for kind in ("socket", "service"))
-    php = awkward_vars("php")
+    php = awkward_vars("php", fallback)
     stand_in = b"[Service]\nExecStart=/bin/true\n"
     files = {
         socket: units[f"/etc/systemd/system/{v['python_unit']}.socket"],
@@ -418,10 +426,10 @@ def create_users(toolbox, names: list[str]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def scripts(backend: str) -> dict[str, str]:
+def scripts(backend: str, fallback=max) -> dict[str, str]:
     """Every script the engine builds for the awkward host: the facts gathering, the apply
     script with every step changed, and each handler."""
-    v = awkward_vars(backend)
+    v = awkward_vars(backend, fallback)
     roles = [nginx, backend_php if backend == "php" else backend_python]
     resources = [r for role in roles for r in role.resources(v, FACTS)]
     packages = tuple(n for r in resources if isinstance(r, Packages) for n in r.names)
@@ -436,8 +444,9 @@ def scripts(backend: str) -> dict[str, str]:
     return found | {f"handler {h.name}": shell.render(h.command) for h in handlers}
 
 
+@FALLBACKS
 @pytest.mark.parametrize("backend", ["php", "python"])
-def test_the_scripts_pass_sh_n(backend):
-    for name, text in scripts(backend).items():
+def test_the_scripts_pass_sh_n(backend, fallback):
+    for name, text in scripts(backend, fallback).items():
         result = subprocess.run(["sh", "-n"], input=text, capture_output=True, text=True)
         assert result.returncode == 0, f"{name}: {result.stderr}"
