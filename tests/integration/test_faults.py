@@ -136,7 +136,7 @@ def test_an_expired_crl_on_a_host_is_named_as_the_cause(world):
 
     from mtls_deploy import inventory, pki
     from mtls_deploy.rollout import push_crl
-    from mtls_deploy.smoke import run_smoke
+    from mtls_deploy.smoke import CRL_CASE, run_smoke
 
     store = PkiStore.open()
     ca_cert = x509.load_pem_x509_certificate(store.client_ca_pem())
@@ -163,7 +163,7 @@ def test_an_expired_crl_on_a_host_is_named_as_the_cause(world):
     assert "revocation list has expired" in body["hint"]
     loaded = inventory.load(world.inventory)
     report = run_smoke([HOST.name], [], loaded=loaded, store=store)
-    crl_row = next(c for c in report.cases if c.number == 8)
+    crl_row = next(c for c in report.cases if c.number == CRL_CASE)
     assert crl_row.result == "fail" and crl_row.got.startswith("EXPIRED"), crl_row.got
     store.refresh_crl()
     assert not push_crl(store, loaded=loaded).failed
