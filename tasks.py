@@ -52,7 +52,8 @@ def hosts_trust(c, host, replace=False, fingerprint=None):
     A changed key is refused unless --replace; --fingerprint pins the expected key for scripts.
     Ex: inv hosts.trust --host api1 --fingerprint SHA256:...
     """
-    from mtls_deploy.connection import SshTarget, trust_targets
+    from mtls_deploy.connection import SshTarget
+    from mtls_deploy.host_keys import trust_targets
     from mtls_deploy.inventory import load
 
     loaded = load()

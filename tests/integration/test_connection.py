@@ -5,16 +5,9 @@ import shutil
 
 import pytest
 
-from mtls_deploy.connection import (
-    ConnectError,
-    Remote,
-    SshTarget,
-    fetch_host_key,
-    fingerprint,
-    known_keys,
-    trust_host,
-)
+from mtls_deploy.connection import ConnectError, Remote, SshTarget, fingerprint
 from mtls_deploy.errors import UserError
+from mtls_deploy.host_keys import fetch_host_key, known_keys, trust_host
 from mtls_deploy.inventory import Host, Layer
 from mtls_deploy.runner import HostResult, run_on_hosts
 
