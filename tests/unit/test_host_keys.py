@@ -11,14 +11,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mtls_deploy import host_keys
-from mtls_deploy.connection import ConnectError, SshTarget, fingerprint
+from mtls_deploy.connection import ConnectError, SshTarget, fingerprint, known_hosts_name
 from mtls_deploy.errors import BadInput
 from mtls_deploy.host_keys import (
     HostKeyRefused,
     decide_trust,
+    known_hosts_line,
     known_keys,
     parse_fingerprint,
     record_host_key,
+    replace_known_host,
 )
 
 NAME = "[127.0.0.1]:2201"
@@ -232,3 +234,34 @@ def test_the_key_types_already_recorded_are_asked_for_first(known, first):
         host_keys._prefer_key_types(options, known)
         assert list(options.key_types[: len(first)]) == first
         assert len(set(options.key_types)) == len(options.key_types)
+
+
+# --- plain known_hosts lines, as the lab writes them ----------------------------------------
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAE4yampipZdJhMYYJmQvLaMu9Ks5a6BHgEtZaPxVlQt"
+
+
+def test_known_hosts_line_brackets_a_non_default_port_and_drops_the_comment():
+    line = known_hosts_line("127.0.0.1", 2201, f"{ED25519} root@vm\n")
+    assert line == f"[127.0.0.1]:2201 {ED25519}"
+
+
+def test_known_hosts_name_is_bare_on_port_22():
+    assert known_hosts_name("127.0.0.5", 22) == "127.0.0.5"
+
+
+def test_replace_known_host_replaces_only_that_hosts_line():
+    old = "[127.0.0.1]:2201 ssh-ed25519 OLD\n[127.0.0.1]:2202 ssh-ed25519 BOB\n"
+    new = replace_known_host(old, "127.0.0.1", 2201, "[127.0.0.1]:2201 ssh-ed25519 NEW")
+    assert new == "[127.0.0.1]:2202 ssh-ed25519 BOB\n[127.0.0.1]:2201 ssh-ed25519 NEW\n"
+
+
+def test_replace_known_host_handles_comma_separated_names_and_an_empty_file():
+    old = "example.org,[127.0.0.1]:2201 ssh-ed25519 OLD\n"
+    assert replace_known_host(old, "127.0.0.1", 2201, "L") == "L\n"
+    assert replace_known_host("", "127.0.0.1", 2201, "L") == "L\n"
+
+
+def test_replace_known_host_keeps_the_same_address_on_another_port():
+    old = "[127.0.0.1]:22010 ssh-ed25519 OTHER\n"
+    assert replace_known_host(old, "127.0.0.1", 2201, "L") == f"{old}L\n"

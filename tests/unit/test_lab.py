@@ -8,9 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from mtls_deploy import lab
 from mtls_deploy.errors import BadInput, UserError
 from mtls_deploy.lab import LabHost
+from mtls_deploy.lab.base import debootstrap_command
+from mtls_deploy.lab.containers import (
+    nspawn_command,
+    require_port_free,
+    ssh_banner,
+    stop,
+    supervised,
+)
+from mtls_deploy.lab.keys import ensure_key_pair, record_host_key
+from mtls_deploy.lab.procfs import is_nspawn_of, parse_pid, parse_stat, running_pid
+from mtls_deploy.lab.root import (
+    authorized_keys_text,
+    passwd_entry,
+    sshd_drop_in,
+    write_authorized_keys,
+)
+from mtls_deploy.lab.spec import HostStatus, check_hosts, paths_for, require_tools
+from mtls_deploy.lab.verbs import status, up
 
 API1 = LabHost("api1", "127.0.0.1", 2201, "deploy", sudo=True)
 BOB = LabHost("bob", "127.0.0.1", 2202, "bob", sudo=False)
@@ -28,7 +45,7 @@ def lab_root(tmp_path, monkeypatch):
 
 
 def test_sshd_drop_in_listens_on_the_hosts_loopback_port_only():
-    text = lab.sshd_drop_in(API1)
+    text = sshd_drop_in(API1)
     assert "Port 2201\n" in text
     assert "ListenAddress 127.0.0.1\n" in text
     assert "PermitRootLogin no\n" in text
@@ -38,38 +55,12 @@ def test_sshd_drop_in_listens_on_the_hosts_loopback_port_only():
 # --- known_hosts -------------------------------------------------------------------------------
 
 
-def test_known_hosts_line_brackets_a_non_default_port_and_drops_the_comment():
-    line = lab.known_hosts_line("127.0.0.1", 2201, f"{ED25519} root@vm\n")
-    assert line == f"[127.0.0.1]:2201 {ED25519}"
-
-
-def test_known_hosts_name_is_bare_on_port_22():
-    assert lab.known_hosts_name("127.0.0.5", 22) == "127.0.0.5"
-
-
-def test_replace_known_host_replaces_only_that_hosts_line():
-    old = "[127.0.0.1]:2201 ssh-ed25519 OLD\n[127.0.0.1]:2202 ssh-ed25519 BOB\n"
-    new = lab.replace_known_host(old, "127.0.0.1", 2201, "[127.0.0.1]:2201 ssh-ed25519 NEW")
-    assert new == "[127.0.0.1]:2202 ssh-ed25519 BOB\n[127.0.0.1]:2201 ssh-ed25519 NEW\n"
-
-
-def test_replace_known_host_handles_comma_separated_names_and_an_empty_file():
-    old = "example.org,[127.0.0.1]:2201 ssh-ed25519 OLD\n"
-    assert lab.replace_known_host(old, "127.0.0.1", 2201, "L") == "L\n"
-    assert lab.replace_known_host("", "127.0.0.1", 2201, "L") == "L\n"
-
-
-def test_replace_known_host_keeps_the_same_address_on_another_port():
-    old = "[127.0.0.1]:22010 ssh-ed25519 OTHER\n"
-    assert lab.replace_known_host(old, "127.0.0.1", 2201, "L") == f"{old}L\n"
-
-
 def test_record_host_key_reads_the_key_from_the_root(tmp_path):
     root = tmp_path / "root"
     (root / "etc/ssh").mkdir(parents=True)
     (root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(f"{ED25519} root@api1\n")
     (tmp_path / "known_hosts").write_text("[127.0.0.1]:2201 ssh-ed25519 STALE\n")
-    lab.record_host_key(tmp_path, API1, root)
+    record_host_key(tmp_path, API1, root)
     assert (tmp_path / "known_hosts").read_text() == f"[127.0.0.1]:2201 {ED25519}\n"
 
 
@@ -77,16 +68,16 @@ def test_record_host_key_reads_the_key_from_the_root(tmp_path):
 
 
 def test_key_pair_is_private_and_stable(tmp_path):
-    first = lab.ensure_key_pair(tmp_path / ".lab")
+    first = ensure_key_pair(tmp_path / ".lab")
     key_file = tmp_path / ".lab/id_ed25519"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert first.startswith("ssh-ed25519 ") and first.endswith(" mtls-deploy-lab")
-    assert lab.ensure_key_pair(tmp_path / ".lab") == first
+    assert ensure_key_pair(tmp_path / ".lab") == first
     assert (tmp_path / ".lab/id_ed25519.pub").read_text() == f"{first}\n"
 
 
 def test_key_pair_is_readable_by_ssh_keygen(tmp_path):
-    public_key = lab.ensure_key_pair(tmp_path)
+    public_key = ensure_key_pair(tmp_path)
     derived = subprocess.run(
         ["ssh-keygen", "-y", "-f", str(tmp_path / "id_ed25519")], capture_output=True, text=True
     )
@@ -96,7 +87,7 @@ def test_key_pair_is_readable_by_ssh_keygen(tmp_path):
 
 def test_authorized_keys_replaces_an_older_lab_key_and_keeps_the_rest():
     old = "ssh-ed25519 AAAAmine me@laptop\nssh-ed25519 AAAAold mtls-deploy-lab\n"
-    new = lab.authorized_keys_text(old, "ssh-ed25519 AAAAnew mtls-deploy-lab")
+    new = authorized_keys_text(old, "ssh-ed25519 AAAAnew mtls-deploy-lab")
     assert new == "ssh-ed25519 AAAAmine me@laptop\nssh-ed25519 AAAAnew mtls-deploy-lab\n"
 
 
@@ -107,72 +98,72 @@ def test_authorized_keys_refuses_a_symlink_out_of_the_root(tmp_path):
     (root / "home/bob").mkdir(parents=True)
     (root / "home/bob/.ssh").symlink_to(tmp_path)
     with pytest.raises(UserError, match="symbolic link"):
-        lab.write_authorized_keys(root, "bob", "ssh-ed25519 AAAA mtls-deploy-lab")
+        write_authorized_keys(root, "bob", "ssh-ed25519 AAAA mtls-deploy-lab")
 
 
 def test_passwd_entry_reads_the_roots_own_passwd(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    assert lab.passwd_entry(tmp_path, "root") == (0, 0, "/root")
-    assert lab.passwd_entry(tmp_path, "deploy") is None
+    assert passwd_entry(tmp_path, "root") == (0, 0, "/root")
+    assert passwd_entry(tmp_path, "deploy") is None
 
 
 # --- pid files and /proc -----------------------------------------------------------------------
 
 
 def test_parse_pid():
-    assert lab.parse_pid("4242\n") == 4242
-    assert lab.parse_pid("") is None
-    assert lab.parse_pid("0") is None
-    assert lab.parse_pid("garbage") is None
+    assert parse_pid("4242\n") == 4242
+    assert parse_pid("") is None
+    assert parse_pid("0") is None
+    assert parse_pid("garbage") is None
 
 
 def test_is_nspawn_of_matches_only_nspawn_booting_that_root():
     root = Path("/var/lib/mtls-deploy/lab/api1/root")
     ours = b"systemd-nspawn\0--boot\0--directory=/var/lib/mtls-deploy/lab/api1/root\0"
-    assert lab.is_nspawn_of(ours, root)
-    assert not lab.is_nspawn_of(ours, Path("/var/lib/mtls-deploy/lab/bob/root"))
-    assert not lab.is_nspawn_of(b"vim\0--directory=/var/lib/mtls-deploy/lab/api1/root\0", root)
-    assert not lab.is_nspawn_of(b"", root)  # gone, or a zombie
+    assert is_nspawn_of(ours, root)
+    assert not is_nspawn_of(ours, Path("/var/lib/mtls-deploy/lab/bob/root"))
+    assert not is_nspawn_of(b"vim\0--directory=/var/lib/mtls-deploy/lab/api1/root\0", root)
+    assert not is_nspawn_of(b"", root)  # gone, or a zombie
 
 
 def test_a_pid_file_naming_another_process_is_stale(lab_root):
-    paths = lab.paths_for("api1")
+    paths = paths_for("api1")
     paths.dir.mkdir(parents=True)
     paths.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not our systemd-nspawn
-    assert lab.running_pid(paths) is None
-    assert lab.status([API1])[0].state == "absent"
+    assert running_pid(paths) is None
+    assert status([API1])[0].state == "absent"
 
 
 def test_a_pid_file_naming_a_finished_process_is_stale(lab_root):
-    paths = lab.paths_for("api1")
+    paths = paths_for("api1")
     paths.root.mkdir(parents=True)
     paths.pid_file.write_text("4194303\n")
-    assert lab.running_pid(paths) is None
-    assert lab.status([API1]) == [lab.HostStatus("api1", "stopped", None, "127.0.0.1", 2201)]
+    assert running_pid(paths) is None
+    assert status([API1]) == [HostStatus("api1", "stopped", None, "127.0.0.1", 2201)]
 
 
 def test_stop_with_a_stale_pid_file_removes_it(lab_root):
-    paths = lab.paths_for("api1")
+    paths = paths_for("api1")
     paths.dir.mkdir(parents=True)
     paths.pid_file.write_text(f"{os.getpid()}\n")
-    assert lab.stop(paths) is False
+    assert stop(paths) is False
     assert not paths.pid_file.exists()
 
 
 def test_parse_stat_survives_spaces_and_parens_in_the_command_name():
-    assert lab.parse_stat("42 (my (odd) name) S 7 42 42 0 -1") == ("S", 7)
+    assert parse_stat("42 (my (odd) name) S 7 42 42 0 -1") == ("S", 7)
 
 
 def test_paths_follow_the_environment(lab_root):
-    paths = lab.paths_for("bob")
+    paths = paths_for("bob")
     assert paths.root == lab_root / "bob/root"
     assert paths.pid_file == lab_root / "bob/nspawn.pid"
     assert paths.apt_archives == lab_root.parent / "cache/apt-archives/bob"
 
 
 def test_nspawn_command_boots_the_root_sharing_the_network(lab_root):
-    command = lab.nspawn_command(API1, lab.paths_for("api1"))
+    command = nspawn_command(API1, paths_for("api1"))
     assert command[:4] == ["systemd-nspawn", "--boot", "--register=no", "--keep-unit"]
     assert f"--directory={lab_root}/api1/root" in command
     assert not any(arg.startswith(("--network", "--private-network")) for arg in command)
@@ -188,7 +179,7 @@ def test_a_missing_tool_names_the_apt_get_command(tmp_path, monkeypatch, tool):
         (tmp_path / present).chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError) as raised:
-        lab.require_tools()
+        require_tools()
     assert str(raised.value) == (
         f"{tool} not found: install with `apt-get install -y systemd-container debootstrap`"
     )
@@ -197,13 +188,13 @@ def test_a_missing_tool_names_the_apt_get_command(tmp_path, monkeypatch, tool):
 def test_both_tools_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="systemd-nspawn and debootstrap not found"):
-        lab.require_tools()
+        require_tools()
 
 
 def test_not_root_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(UserError, match="needs root"):
-        lab.up([API1])
+        up([API1])
 
 
 @pytest.mark.parametrize(
@@ -219,16 +210,16 @@ def test_not_root_is_a_clear_error(monkeypatch):
 )
 def test_bad_hosts_are_refused(host, message):
     with pytest.raises(BadInput, match=message):
-        lab.check_hosts([host])
+        check_hosts([host])
 
 
 def test_two_hosts_on_one_port_are_refused():
     with pytest.raises(BadInput, match="share the ssh address 127.0.0.1:2201"):
-        lab.check_hosts([API1, LabHost("bob", "127.0.0.1", 2201, "bob", False)])
+        check_hosts([API1, LabHost("bob", "127.0.0.1", 2201, "bob", False)])
 
 
 def test_good_hosts_pass():
-    lab.check_hosts([API1, BOB, LabHost("api2", "127.0.0.2", 2201, "deploy", True)])
+    check_hosts([API1, BOB, LabHost("api2", "127.0.0.2", 2201, "deploy", True)])
 
 
 def test_a_taken_port_is_a_clear_error():
@@ -238,18 +229,18 @@ def test_a_taken_port_is_a_clear_error():
         port = taken.getsockname()[1]
         host = LabHost("api1", "127.0.0.1", port, "deploy", True)
         with pytest.raises(UserError, match=f"127.0.0.1:{port} is taken by another program"):
-            lab.require_port_free(host)
+            require_port_free(host)
 
 
 def test_ssh_banner_is_false_when_nothing_listens():
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    assert lab.ssh_banner("127.0.0.1", port, timeout=0.5) is False
+    assert ssh_banner("127.0.0.1", port, timeout=0.5) is False
 
 
 def test_debootstrap_command_is_minbase_bookworm_with_sshd(tmp_path):
-    command = lab.debootstrap_command(tmp_path)
+    command = debootstrap_command(tmp_path)
     assert command[:2] == ["debootstrap", "--variant=minbase"]
     assert "openssh-server" in command[2] and "systemd-sysv" in command[2]
     assert command[-2:] == ["bookworm", str(tmp_path)]
@@ -257,16 +248,16 @@ def test_debootstrap_command_is_minbase_bookworm_with_sshd(tmp_path):
 
 def test_the_supervisor_of_a_host_counts_as_its_nspawn():
     root = Path("/var/lib/mtls-deploy/lab/api1/root")
-    argv = lab.supervised(["systemd-nspawn", "--boot", f"--directory={root}"])
-    assert lab.is_nspawn_of("\0".join(argv).encode() + b"\0", root)
-    assert not lab.is_nspawn_of("\0".join(argv).encode(), Path("/other/root"))
+    argv = supervised(["systemd-nspawn", "--boot", f"--directory={root}"])
+    assert is_nspawn_of("\0".join(argv).encode() + b"\0", root)
+    assert not is_nspawn_of("\0".join(argv).encode(), Path("/other/root"))
 
 
 def test_the_supervisor_restarts_only_on_exit_133(tmp_path):
     """A command that exits 133 twice then 0 runs three times; any other status ends it."""
     counter = tmp_path / "runs"
     script = f"echo x >> {counter}; [ $(wc -l < {counter}) -ge 3 ] && exit 0; exit 133"
-    done = subprocess.run(lab.supervised(["sh", "-c", script]), timeout=10)
+    done = subprocess.run(supervised(["sh", "-c", script]), timeout=10)
     assert done.returncode == 0 and counter.read_text().count("x") == 3
-    failed = subprocess.run(lab.supervised(["sh", "-c", "exit 7"]), timeout=10)
+    failed = subprocess.run(supervised(["sh", "-c", "exit 7"]), timeout=10)
     assert failed.returncode == 7
