@@ -1,0 +1,123 @@
+"""The command line through Invoke's own ``Program``, as ``inv`` runs it, in this process.
+
+tasks.py is loaded by Invoke's loader, as ``inv`` finds it: nothing imports it. Each run parses
+real argv, runs the task, and ends as ``inv`` ends: its exit code, its one line on stderr.
+(tests/unit/test_cli_errors.py runs the real ``inv`` in a subprocess instead.)
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from invoke import Collection, Program
+from invoke.loader import FilesystemLoader
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD_NAMES = {
+    "dot-dot-slash": "../etc",
+    "slash": "a/b",
+    "space": "bob smith",
+    "comma": "bob,o=x",
+    "double-quote": 'bob"',
+    "newline": "bob\nalice",
+    "non-ascii": "bøb",
+    "upper-case": "Bob",
+    "leading-dash": "-bob",
+    "empty": "",
+    "65-chars": "a" * 65,
+    "nul": "bob\x00",
+}
+ONE_LINE_NAMES = {k: v for k, v in BAD_NAMES.items() if v.strip() and "\n" not in v}
+
+
+@pytest.fixture(scope="module")
+def inv_program() -> Program:
+    """``inv`` itself: Invoke's ``Program`` over the namespace of tasks.py, loaded as inv does."""
+    module, _ = FilesystemLoader(start=str(ROOT)).load("tasks")
+    return Program(namespace=Collection.from_module(module), binary="inv")
+
+
+@pytest.fixture
+def inv(inv_program, capsys):
+    """``inv(*argv)`` -> ``(exit code, stdout, stderr)`` of one command line."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            inv_program.run(["inv", *argv])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def all_files(root: Path) -> set[str]:
+    """Every file under ``root``, as paths relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_namespace_is_the_one_inv_lists(inv):
+    code, out, _ = inv("--list")
+    listed = {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
+    assert code == 0
+    assert {
+        "provision",
+        "issue-client",
+        "smoke-test",
+        "pki.init",
+        "lab.up",
+        "hosts.trust",
+    } <= listed
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_issue_client_exits_2_on_a_bad_name_and_writes_nothing(pki_store, pki_env, inv, name):
+    before = all_files(pki_env.root)
+    code, _, err = inv("issue-client", f"--name={name}")
+    assert code == 2 and err.startswith("error: invalid client name")
+    assert err.count("\n") == 1  # one line, even for a name holding a newline
+    assert all_files(pki_env.root) == before
+
+
+@pytest.mark.parametrize("name", ONE_LINE_NAMES.values(), ids=ONE_LINE_NAMES.keys())
+def test_a_names_file_with_a_bad_line_exits_2_and_writes_nothing(pki_store, pki_env, inv, name):
+    (pki_env.root / "names.txt").write_text(f"alice\n{name}\ncarol\n")
+    before = all_files(pki_env.root)
+    code, _, err = inv("issue-client", "--names-file=names.txt")
+    assert code == 2 and err.startswith("error: names.txt line 2: invalid client name")
+    assert all_files(pki_env.root) == before
+
+
+def test_tasks_say_to_run_pki_init_first_and_init_refuses_a_second_time(pki_env, inv):
+    assert inv("issue-client", "--name=bob")[::2] == (
+        1,
+        "error: no PKI in pki/: run `inv pki.init` first\n",
+    )
+    assert inv("pki.init")[0] == 0
+    code, _, err = inv("pki.init")
+    assert code == 1 and err.startswith("error: ")
+    code, out, _ = inv("issue-client", "--name=bob", "--no-deliver")
+    assert code == 0 and "bob: issued: new client; bundle " in out
+
+
+def test_a_bad_whole_number_is_one_line_and_exit_2(pki_env, inv):
+    code, _, err = inv("issue-client", "--name=bob", "--days=ten")
+    assert code == 2
+    assert err == "error: --days 'ten' is not a whole number: give digits, e.g. --days 30\n"
+
+
+def test_nothing_imports_tasks_py():
+    """The loader ran tasks.py as inv does; no module of ours says ``import tasks``."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("mtls_deploy", "roles", "bench", "tests")
+        for path in (ROOT / folder).rglob("*.py")
+        if any(
+            line.strip() in ("import tasks", "from tasks import")
+            or line.strip().startswith(("import tasks ", "from tasks import "))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == [], os.linesep.join(offenders)
