@@ -63,8 +63,10 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     store = PkiStore.open(keep_superseded=True)
     crl_before = store.crl_pem()
     if options.csr:
-        csr = delivery.CsrOptions(options.days, options.org, options.email, options.reissue)
-        report = delivery.issue_with_csr(store, names, csr)
+        from . import deliver_csr
+
+        csr = deliver_csr.CsrOptions(options.days, options.org, options.email, options.reissue)
+        report = deliver_csr.issue_with_csr(store, names, csr)
     else:
         with _progress(len(names)) as advance:
             results = issue_bundles(

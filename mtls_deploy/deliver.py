@@ -1,34 +1,31 @@
-"""Deliver client bundles to consumer hosts over SFTP, checked by SHA-256 on the far side.
+"""Deliver client bundles to consumer hosts: the engine's facts -> plan -> apply, as the login user.
 
-A client's consumer host is the host of group ``consumers`` named like the client, or any
-inventory host whose ``client_names`` lists it. The bundle goes into the host's ``bundle_dir``
-(default ``~/.mtls/<api_name>``, in the login user's home): the directory 0700, every file owned
-by the login user, private files 0600. The directory is 0700 and checked to be the login user's
-before the first file is created in it: SFTP creates a file with the server's umask and sets its
-mode one request later, so only the directory keeps other users out in between. Each file is
-uploaded under a temporary name beside its target, all temporary files are checked with one
-``sha256sum -c``, then renamed into place.
+A bundle is desired state (``bundle_resources``): the bundle directory (0700, the login user's)
+and its files (private ones 0600 and ``secret``). The engine's fact script reads the consumer,
+``operations.plan`` compares, and the engine's apply script (``apply.build_script``) makes it so,
+run as the consumer's login user WITHOUT sudo (consumers have none) over the host's SSH
+connection. The files travel inside that script: base64 under ``umask 077``, each written to a
+temporary file beside its target, sha256-checked, then renamed over it (atomic per file). The
+directory step comes first (made under ``umask 077``, chmod 0700), then ``directory_guard``
+checks it is a directory of the login user's, mode 0700, not a link: no file is created where
+another user could open it, nor through a link swapped in since the facts were read.
 
-Round trips: one to compare hashes (enough when nothing changed), one SFTP session, one to
-check and rename. With ``--csr`` the key is made on the consumer (``openssl genpkey``), only the
-CSR comes back, and the signed certificate goes out: the key never leaves the consumer.
+Round trips: one to read the facts (enough when nothing changed), one to apply and read back.
+``deliver_csr`` uses the same pipeline for ``--csr`` (the key made on the consumer).
 """
 
-import secrets
 import shlex
-import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from . import apply as applying
 from . import report
 from .connection import Remote, SshTarget
 from .errors import BadInput, UserError
-from .facts import PathState, parse_resource_facts, resource_facts_script
-from .operations import Step, sha256
+from .facts import ResourceFacts, parse_resource_facts, resource_facts_script
+from .operations import Step, directory_guard, plan, sha256
+from .resources import Directory, File
 from .runner import GroupResult, HostResult, run_on_hosts
 
 CONSUMERS = "consumers"
@@ -36,6 +33,7 @@ DEFAULT_BUNDLE_DIR = "~/.mtls/{api_name}"
 DEFAULT_API_NAME = "api"
 PRIVATE_MODE, PUBLIC_MODE, DIR_MODE = 0o600, 0o644, 0o700
 SUMMARY_OVER = 20  # more deliveries than this: one summary line instead of one per client
+SESSION = 'printf \'home\\t%s\\nuser\\t%s\\ngroup\\t%s\\n\' "$HOME" "$(id -un)" "$(id -gn)"\n'
 
 
 @dataclass(frozen=True)
@@ -46,35 +44,16 @@ class BundleFile:
     content: bytes = field(repr=False)
     mode: int = PUBLIC_MODE
 
-    @property
-    def sha256(self) -> str:
-        return sha256(self.content)
-
-
-@dataclass
-class DeliveryPlan:
-    """What the consumer lacks: directories to make, files to write, modes to fix, and why."""
-
-    folder: str
-    make_dirs: list[str] = field(default_factory=list)
-    write: list[BundleFile] = field(default_factory=list)
-    chmod: list[BundleFile] = field(default_factory=list)
-    fix_dir_mode: bool = False
-    reasons: list[str] = field(default_factory=list)
-
-    @property
-    def unchanged(self) -> bool:
-        return not (self.make_dirs or self.write or self.chmod or self.fix_dir_mode)
-
 
 @dataclass(frozen=True)
-class Upload:
-    """A file sent under ``temporary`` and renamed to ``final`` once its sha256 is checked."""
+class Consumer:
+    """One read of the consumer: who the login user is there, and the state of the paths."""
 
-    temporary: str
-    final: str
-    sha256: str
-    mode: int
+    home: str
+    user: str
+    group: str
+    facts: ResourceFacts
+    output: str = field(default="", repr=False)
 
 
 # --- where bundles go -------------------------------------------------------------------------
@@ -119,8 +98,8 @@ def bundle_dir(v: dict) -> str:
 
 
 def session_path(folder: str) -> str:
-    """``~/x`` as the path an SSH session sees: relative to the login user's home, where both
-    ``sh -c`` and the SFTP server start. Absolute paths stay absolute."""
+    """``~/x`` as the path an SSH session sees: relative to the login user's home, where
+    ``sh -s`` starts. Absolute paths stay absolute."""
     if folder == "~":
         return "."
     return folder[2:] if folder.startswith("~/") else folder
@@ -138,7 +117,7 @@ def parents(folder: str) -> list[str]:
     return found or [folder]
 
 
-# --- the local bundle -------------------------------------------------------------------------
+# --- the local bundle and its desired state ---------------------------------------------------
 
 
 def bundle_files(folder: Path) -> list[BundleFile]:
@@ -155,168 +134,149 @@ def bundle_files(folder: Path) -> list[BundleFile]:
     return files
 
 
-# --- facts and plan ---------------------------------------------------------------------------
+def folder_resource(folder: str, user: str = "", group: str = "") -> Directory:
+    """The bundle directory: 0700, the login user's."""
+    return Directory(folder, DIR_MODE, user, group)
 
 
-def facts_script(folder: str, names: list[str], extra: str = "") -> str:
-    """One round trip: the login user, uid and home, then stat and sha256 of the folder and
-    files."""
-    paths = [*parents(folder), *(f"{folder}/{name}" for name in names)]
-    head = 'printf \'home\\t%s\\nuser\\t%s\\nuid\\t%s\\n\' "$HOME" "$(id -un)" "$(id -u)"\n'
-    return head + extra + resource_facts_script(paths, [], [])
+def bundle_resources(folder: str, files: list[BundleFile], user: str = "", group: str = ""):
+    """The desired state of a bundle on its consumer: the directory first, then each file,
+    the login user's (private files ``secret``: never diffed). Pure."""
+    return [
+        folder_resource(folder, user, group),
+        *(
+            File(f"{folder}/{f.name}", f.content, f.mode, user, group, f.mode == PRIVATE_MODE)
+            for f in files
+        ),
+    ]
 
 
-def parse_session(output: str) -> dict:
-    """``home``, ``user`` and ``uid`` from ``facts_script`` output."""
+def owned_by(resources: list, user: str, group: str) -> list:
+    """``resources`` with the login user (learnt from the facts) as owner of every path."""
+    return [
+        replace(r, owner=user, group=group) if isinstance(r, File | Directory) else r
+        for r in resources
+    ]
+
+
+# --- facts ------------------------------------------------------------------------------------
+
+
+def facts_script(folder: str, resources: list, extra: str = "") -> str:
+    """One round trip: the login user (name, primary group) and home, then the engine's
+    resource facts (stat and sha256) of the folder, its parents and every resource's path."""
+    paths = [*parents(folder), *(r.path for r in resources if isinstance(r, File | Directory))]
+    return SESSION + extra + resource_facts_script(list(dict.fromkeys(paths)), [], [])
+
+
+def read_consumer(remote: Remote, folder: str, resources: list, extra: str = "") -> Consumer:
+    """The facts of the consumer for ``resources``, in one round trip."""
+    output = remote.run_script(facts_script(folder, resources, extra), check=True).stdout
+    return parse_consumer(output)
+
+
+def parse_consumer(output: str) -> Consumer:
+    """``facts_script`` output as a ``Consumer``."""
     found = {}
     for line in output.splitlines():
         key, _, value = line.partition("\t")
-        if key in ("home", "user", "uid") and key not in found:
+        if key in ("home", "user", "group") and key not in found:
             found[key] = value
-    return found
+    return Consumer(
+        found["home"], found["user"], found["group"], parse_resource_facts(output), output
+    )
 
 
-def plan_delivery(folder: str, files: list[BundleFile], facts, user: str) -> DeliveryPlan:
-    """Compare wanted files with the consumer's (sha256 first, then owner and mode). Pure."""
-    plan = DeliveryPlan(folder)
-    _plan_dirs(plan, facts, user)
-    for wanted in files:
-        _plan_file(plan, wanted, facts.path(f"{folder}/{wanted.name}"), user)
-    return plan
-
-
-def _plan_dirs(plan: DeliveryPlan, facts, user: str) -> None:
-    for directory in parents(plan.folder):
+def refuse_unsafe_folder(folder: str, resources: list, facts: ResourceFacts, user: str) -> None:
+    """Raise ``UserError`` when ``folder`` cannot take a bundle (a parent or the folder a link
+    or a file, another user's folder, a directory where a file goes), before anything is
+    written or, with ``--csr``, a key made or a certificate signed. Pure."""
+    for directory in parents(folder):
         state = facts.path(directory)
-        if state.kind == "absent":
-            plan.make_dirs.append(directory)
-        elif state.kind != "directory":
+        if state.kind not in ("absent", "directory"):
             raise UserError(f"{directory} is a {state.kind}, not a directory: move it away")
-    state = facts.path(plan.folder)
+    state = facts.path(folder)
     if state.kind == "directory" and state.owner != user:
-        raise UserError(f"{plan.folder} is owned by {state.owner}, not {user}: fix its owner first")
-    if state.kind == "absent":
-        plan.reasons.append("new directory, 0700")
-    elif state.mode != DIR_MODE:
-        plan.fix_dir_mode = True
-        plan.reasons.append(f"directory mode {state.mode:04o} -> 0700")
+        raise UserError(f"{folder} is owned by {state.owner}, not {user}: fix its owner first")
+    for resource in resources:
+        found = facts.path(resource.path) if isinstance(resource, File) else None
+        if found and found.kind not in ("absent", "file"):
+            raise UserError(f"{resource.path} is a {found.kind}: move it away")
 
 
-def _plan_file(plan: DeliveryPlan, wanted: BundleFile, state: PathState, user: str) -> None:
-    if state.kind not in ("absent", "file"):
-        raise UserError(f"{plan.folder}/{wanted.name} is a {state.kind}: move it away")
-    if state.kind == "absent":
-        plan.write.append(wanted)
-        if plan.folder not in plan.make_dirs:
-            plan.reasons.append(f"{wanted.name} absent")
-    elif state.sha256 != wanted.sha256 or state.owner != user:
-        plan.write.append(wanted)  # a new file, so also the way to take back a foreign owner
-        why = "content differs" if state.sha256 != wanted.sha256 else f"owner {state.owner}"
-        plan.reasons.append(f"{wanted.name} {why}")
-    elif state.mode != wanted.mode:
-        plan.chmod.append(wanted)
-        plan.reasons.append(f"{wanted.name} mode {state.mode:04o} -> {wanted.mode:04o}")
+# --- plan and apply: the engine's, as the login user ------------------------------------------
 
 
-# --- apply: SFTP upload, then check and rename in one script --------------------------------
+def converge(
+    remote: Remote, folder: str, resources: list, leftover: str = ""
+) -> tuple[Consumer, list[Step]]:
+    """Read the consumer, refuse an unsafe folder, plan ``resources`` (owned by the login user)
+    and, when something changed, apply them. Returns the first read and the planned steps."""
+    consumer = read_consumer(remote, folder, resources)
+    wanted = owned_by(resources, consumer.user, consumer.group)
+    refuse_unsafe_folder(folder, wanted, consumer.facts, consumer.user)
+    steps = plan(wanted, consumer.facts)
+    if any(s.changed for s in steps):
+        where = shown_path(consumer.home, folder)
+        apply_as_login_user(remote, folder, wanted, steps, where, leftover)
+    return consumer, steps
 
 
-def upload(remote: Remote, plan: DeliveryPlan, uid: int) -> list[Upload]:
-    """Make the folder private first (``secure_folder``), then send each file under a
-    temporary name, mode set before the first byte is written."""
-    sftp = remote.sftp()
-    secure_folder(sftp, plan, uid)
-    uploads = []
-    for wanted in plan.write:
-        temporary = f"{plan.folder}/.{wanted.name}.{secrets.token_hex(4)}.mtls-tmp"
-        with sftp.open(temporary, "wb") as handle:
-            handle.chmod(wanted.mode)
-            handle.write(wanted.content)
-        uploads.append(
-            Upload(temporary, f"{plan.folder}/{wanted.name}", wanted.sha256, wanted.mode)
-        )
-    return uploads
-
-
-def secure_folder(sftp, plan: DeliveryPlan, uid: int) -> None:
-    """Missing directories made 0700, the bundle directory set to 0700 and checked (a directory,
-    not a link, ours, 0700) before any file is created in it: inside it, a file another user
-    could open for the moment before its chmod is out of their reach."""
-    for directory in plan.make_dirs:
-        sftp.mkdir(directory, DIR_MODE)
-    sftp.chmod(plan.folder, DIR_MODE)  # the umask may have taken bits off, or it was 0755
-    found = sftp.lstat(plan.folder)
-    problem = folder_problem(found.st_mode, found.st_uid, uid)
-    if problem:
-        raise UserError(f"{plan.folder} {problem}: nothing written; fix it and deliver again")
-
-
-def folder_problem(mode: int, owner_uid: int, uid: int) -> str:
-    """Why a bundle directory with this ``lstat`` mode and owner cannot take a key ("" if it
-    can). Pure."""
-    if stat.S_ISLNK(mode):
-        return "is a symbolic link"
-    if not stat.S_ISDIR(mode):
-        return "is not a directory"
-    if owner_uid != uid:
-        return f"is owned by uid {owner_uid}, not {uid}"
-    if stat.S_IMODE(mode) != DIR_MODE:
-        return f"has mode {stat.S_IMODE(mode):04o}, not 0700"
-    return ""
-
-
-def install_script(plan: DeliveryPlan, uploads: list[Upload], before_rename: str = "") -> str:
-    """Check every upload with one ``sha256sum -c``, rename them into place, fix modes, then
-    print the final state (stat and sha256) so the caller can verify it."""
-    q = shlex.quote
-    temporaries = " ".join(q(u.temporary) for u in uploads)
-    lines = ["set -e", "umask 077"]
-    if uploads:
-        checklist = "\n".join(f"{u.sha256}  {u.temporary}" for u in uploads)
-        lines += [
-            f"if ! sha256sum -c --quiet >&2 <<'MTLS_SUMS'\n{checklist}\nMTLS_SUMS",
-            f"then rm -f {temporaries}; echo 'sha256 mismatch after transfer' >&2; exit 3; fi",
-        ]
-    lines.append(before_rename)
-    lines += [
-        f"chmod {u.mode:04o} {q(u.temporary)}; mv -f {q(u.temporary)} {q(u.final)}" for u in uploads
-    ]
-    lines += [f"chmod {f.mode:04o} {q(plan.folder + '/' + f.name)}" for f in plan.chmod]
-    lines.append(f"chmod 0700 {q(plan.folder)}")
-    return "\n".join(line for line in lines if line) + "\n"
-
-
-def verify_final(folder: str, files: list[BundleFile], facts, user: str) -> list[str]:
-    """What is still wrong after the install (empty when every file matches)."""
-    plan = plan_delivery(folder, files, facts, user)
-    return [] if plan.unchanged else plan.reasons
-
-
-def deliver_files(remote: Remote, folder: str, files: list[BundleFile], before_rename: str = "",
-                  extra_temporaries: tuple[str, ...] = ()) -> tuple[bool, str]:  # fmt: skip
-    """Make the consumer's ``folder`` hold ``files``; (changed, reason with the absolute path)."""
-    names = [f.name for f in files]
-    output = remote.run_script(facts_script(folder, names), check=True).stdout
-    session = parse_session(output)
-    where = shown_path(session["home"], folder)
-    plan = plan_delivery(folder, files, parse_resource_facts(output), session["user"])
-    if plan.unchanged and not before_rename:
-        return False, f"unchanged in {where}/: sha256 of {len(files)} files match"
-    uploads = upload(remote, plan, int(session["uid"]))
-    script = install_script(plan, uploads, before_rename) + "set +e\n" + facts_script(folder, names)
+def apply_as_login_user(
+    remote: Remote, folder: str, wanted: list, steps: list[Step], where: str, leftover: str = ""
+) -> str:
+    """Run the engine's apply script for ``steps`` without sudo, the folder guard before the
+    first file, then read the result back and check it. Returns the script's stdout.
+    ``leftover``: a temporary file of ours to remove whatever happens (a new key not used)."""
+    guard = Step("guard", folder, "changed", "", [directory_guard(wanted[0])])
+    script = (
+        f"mtls_leftover={shlex.quote(leftover)}\n"  # and a temporary file not renamed into place:
+        """trap 'rm -f ${t:+"$t"} ${mtls_leftover:+"$mtls_leftover"}' EXIT\n"""
+        + applying.build_script([steps[0], guard, *steps[1:]], [])
+        + "set +e\n"
+        + facts_script(folder, wanted)
+    )
     result = remote.run_script(script)
     if not result.ok:
-        leftovers = [*(u.temporary for u in uploads), *extra_temporaries]
-        if leftovers:
-            remote.run("rm -f " + " ".join(shlex.quote(t) for t in leftovers))
         raise UserError(f"{where}: {_last_line(result.stderr) or f'exit {result.exit_status}'}")
-    wrong = verify_final(folder, files, parse_resource_facts(result.stdout), session["user"])
+    wrong = [s for s in plan(_states(wanted), parse_resource_facts(result.stdout)) if s.changed]
     if wrong:
-        raise UserError(f"{where}: still not right after delivery: {', '.join(wrong)}")
-    return True, f"{where}/: {len(uploads)} files written, sha256 checked{_why(plan.reasons)}"
+        raise UserError(f"{where}: still not right after delivery:{_why(wrong)}")
+    return result.stdout
 
 
-def _why(reasons: list[str]) -> str:
+def _states(resources: list) -> list:
+    """The resources that describe a state to read back (a command is an action)."""
+    return [r for r in resources if isinstance(r, File | Directory)]
+
+
+def deliver_files(
+    remote: Remote, folder: str, files: list[BundleFile], before: tuple = (), leftover: str = ""
+) -> tuple[bool, str]:
+    """Make the consumer's ``folder`` hold ``files`` (``before``: resources applied between the
+    folder and the files); (changed, reason with the absolute path)."""
+    resources = bundle_resources(folder, files)
+    consumer, steps = converge(remote, folder, [resources[0], *before, *resources[1:]], leftover)
+    where = shown_path(consumer.home, folder)
+    if not any(s.changed for s in steps):
+        return False, f"unchanged in {where}/: sha256 of {len(files)} files match"
+    written = [s for s in steps if s.changed and _rewritten(s, consumer.facts)]
+    return True, f"{where}/: {len(written)} files written, sha256 checked{_why(steps)}"
+
+
+def _rewritten(step: Step, facts: ResourceFacts) -> bool:
+    """A file step that sends content (not a mere chmod)."""
+    resource = step.resource
+    return isinstance(resource, File) and facts.path(step.name).sha256 != sha256(resource.content)
+
+
+def _why(steps: list[Step]) -> str:
+    """`` (directory mode 0755 -> 0700; bob.crt content differs ...; ...)``: three at most."""
+    reasons = [
+        f"{'directory' if s.kind == 'directory' else s.name.rsplit('/', 1)[-1]} {s.reason}"
+        for s in steps
+        if s.changed and s.kind in ("directory", "file")
+    ]
     shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
     return f" ({shown})" if shown else ""
 
@@ -478,189 +438,3 @@ def _print_summary(results: list[HostResult], stream) -> None:
     for result in results:
         if result.failed:
             report.print_host(result, stream=stream)
-
-
-# --- --csr: the key is made on the consumer ---------------------------------------------------
-
-KEYGEN = {
-    "ec": "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256",
-    "rsa": "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072",
-}
-
-
-@dataclass(frozen=True)
-class CsrOptions:
-    """How to sign: validity, subject extras, and whether a valid certificate may be replaced."""
-
-    days: int = 365
-    org: str | None = None
-    email: str | None = None
-    reissue: bool = False
-
-
-def spki_sha256(public_key) -> str:
-    """sha256 of a public key's DER SubjectPublicKeyInfo, as ``openssl pkey -pubout -outform
-    DER | sha256sum`` prints it on the consumer."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return sha256(der)
-
-
-def remote_spki_command(key_path: str) -> str:
-    """Prints ``spki\\t<sha256>`` of the key at ``key_path`` (nothing if it is missing)."""
-    q = shlex.quote(key_path)
-    return (
-        f"if [ -f {q} ] && command -v openssl >/dev/null; then printf 'spki\\t%s\\n' "
-        f'"$(openssl pkey -in {q} -pubout -outform DER 2>/dev/null | sha256sum | cut -d" " -f1)"; fi\n'
-    )
-
-
-def parse_spki(output: str) -> str | None:
-    for line in output.splitlines():
-        key, _, value = line.partition("\t")
-        if key == "spki" and value and value != sha256(b""):
-            return value
-    return None
-
-
-def csr_decision(index_status: str | None, cert_pem: bytes | None, key_made_here: bool,
-                 remote_cert_sha: str | None, remote_spki: str | None, reissue: bool) -> str:  # fmt: skip
-    """``keep`` (the consumer holds the index's valid certificate and the key it made for it),
-    ``new`` (make a key there and sign its CSR), or raise when a valid certificate would be
-    silently replaced. Pure. Example: ``csr_decision("valid", pem, False, sha, spki, False)``."""
-    if index_status != "valid" or reissue:
-        return "new"
-    replace = (
-        "add --reissue to replace it with a key made there (the old one is revoked as superseded)"
-    )
-    if key_made_here:
-        raise BadInput(f"the valid certificate's key was made here, not on the consumer: {replace}")
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    if remote_cert_sha == sha256(cert_pem) and remote_spki == spki_sha256(cert.public_key()):
-        return "keep"
-    raise BadInput(f"the valid certificate's key is not on the consumer: {replace}")
-
-
-def refuse_unsafe_folder(folder: str, names: list[str], facts, user: str) -> None:
-    """Raise ``UserError`` when ``folder`` cannot take a bundle (a link, a file, another user's
-    directory, a directory where a file goes): with ``--csr``, before a key is made there or a
-    certificate signed for it. The same checks as ``plan_delivery``, on names only."""
-    plan_delivery(folder, [BundleFile(name, b"") for name in names], facts, user)
-
-
-def keygen_script(folder: str, temporary_key: str, name: str, key_type: str) -> str:
-    """Make a key (0600, under a temporary name) in ``folder`` and print its CSR (CN=name).
-
-    ``folder`` must be a directory of the login user's, not a link (checked again here: the
-    facts were read one round trip earlier); it is 0700 before the key is made."""
-    q = shlex.quote
-    refuse = f"{{ echo {q(folder + ' is a link or not a directory of yours: move it away')} >&2; exit 5; }}"
-    return "\n".join(
-        [
-            "set -e",
-            "umask 077",
-            "command -v openssl >/dev/null || { echo 'openssl is not installed: apt-get install openssl' >&2; exit 127; }",
-            f"[ ! -L {q(folder)} ] || {refuse}",
-            f"mkdir -p {q(folder)}",
-            f"[ -d {q(folder)} ] && [ ! -L {q(folder)} ] && [ -O {q(folder)} ] || {refuse}",
-            f"chmod 0700 {q(folder)}",
-            f"{KEYGEN[key_type]} -out {q(temporary_key)} 2>/dev/null",
-            f"chmod 0600 {q(temporary_key)}",
-            f"openssl req -new -key {q(temporary_key)} -subj {q('/CN=' + name)} -outform PEM",
-            "",
-        ]
-    )
-
-
-def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) -> DeliveryReport:
-    """``inv issue-client --csr``: for each name, a key made on its one consumer host, the CSR
-    signed here, the certificate and server CA pushed back. One name at a time (one PKI lock)."""
-    from . import inventory
-
-    store.check_client_days(options.days)  # before any consumer makes a key
-    loaded = loaded or inventory.load()
-    results, targets = [], {}
-    for name in names:
-        hosts = consumer_hosts(loaded, name)
-        if len(hosts) != 1:
-            found = ", ".join(h.name for h in hosts) or "none"
-            raise BadInput(
-                f"{name}: --csr needs exactly one consumer host for {name} (found: {found})"
-            )
-        results.append(_csr_on_host(store, hosts[0], name, options))
-        targets[name] = [hosts[0].name]
-    return DeliveryReport(GroupResult(results), [], targets=targets)
-
-
-def _csr_on_host(store, host, name: str, options: CsrOptions) -> HostResult:
-    folder = session_path(bundle_dir(host.vars))
-    try:
-        with Remote(SshTarget.from_vars(host.name, host.vars)) as remote:
-            step = _csr_step(store, remote, folder, name, options)
-    except UserError as error:
-        step = Step("bundle", name, "failed", str(error))
-    return HostResult(host.name, [step])
-
-
-def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions) -> Step:
-    key_path, cert_path = f"{folder}/{name}.key", f"{folder}/{name}.crt"
-    names = [f"{name}.key", f"{name}.crt", "api-ca.crt"]
-    output = remote.run_script(facts_script(folder, names, remote_spki_command(key_path)),
-                               check=True).stdout  # fmt: skip
-    refuse_unsafe_folder(folder, names, parse_resource_facts(output), parse_session(output)["user"])
-    status = store.client_status(name)
-    material = store.client_material(name) if status == "valid" else None
-    remote_cert = parse_resource_facts(output).path(cert_path).sha256
-    cert_pem = material.cert_pem if material else None
-    made_here = bool(material and material.key_pem)
-    decision = csr_decision(
-        status, cert_pem, made_here, remote_cert, parse_spki(output), options.reissue
-    )
-    public = [BundleFile("api-ca.crt", store.server_ca_pem())]
-    if decision == "keep":
-        changed, reason = deliver_files(
-            remote, folder, [BundleFile(f"{name}.crt", material.cert_pem), *public]
-        )
-        return Step(
-            "bundle", name, "changed" if changed else "ok", reason + "; key made on the consumer"
-        )
-    return _sign_and_push(store, remote, folder, name, options, public)
-
-
-def _sign_and_push(
-    store, remote: Remote, folder: str, name: str, options: CsrOptions, public
-) -> Step:
-    from . import pki
-
-    temporary_key = f"{folder}/.{name}.key.{secrets.token_hex(4)}.mtls-tmp"
-    key_type = pki.key_type_of(x509.load_pem_x509_certificate(store.client_ca_pem()).public_key())
-    csr = remote.run_script(keygen_script(folder, temporary_key, name, key_type), check=True).stdout
-    try:
-        issued = store.sign_client_csr(name, csr.encode(), options.days, options.org, options.email,
-                                       reissue=options.reissue)  # fmt: skip
-    except Exception:
-        remote.run(f"rm -f {shlex.quote(temporary_key)}")
-        raise
-    cert_pem = issued.cert_path.read_bytes()
-    spki = spki_sha256(x509.load_pem_x509_certificate(cert_pem).public_key())
-    _, reason = deliver_files(
-        remote, folder, [BundleFile(f"{name}.crt", cert_pem), *public],
-        before_rename=_install_key(folder, name, temporary_key, spki), extra_temporaries=(temporary_key,),
-    )  # fmt: skip
-    return Step("bundle", name, "changed", f"{issued.reason}, serial {issued.serial}; key made on the consumer, "
-                f"never left it; {reason}")  # fmt: skip
-
-
-def _install_key(folder: str, name: str, temporary_key: str, spki: str) -> str:
-    """Shell lines: the new key must match the signed certificate; then it replaces the old one
-    (and a .p12 of an earlier key goes, it no longer matches)."""
-    q = shlex.quote
-    return "\n".join(
-        [
-            f'[ "$(openssl pkey -in {q(temporary_key)} -pubout -outform DER | sha256sum | cut -d" " -f1)" = {spki} ] '
-            "|| { echo 'the new key does not match the signed certificate' >&2; exit 4; }",
-            f"chmod 0600 {q(temporary_key)}; mv -f {q(temporary_key)} {q(folder + '/' + name + '.key')}",
-            f"rm -f {q(folder + '/' + name + '.p12')} {q(folder + '/' + name + '.p12.pass')}",
-        ]
-    )

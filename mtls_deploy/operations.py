@@ -146,6 +146,21 @@ def attribute_changes(desired, actual: PathState) -> list[str]:
     return found
 
 
+def directory_guard(desired: Directory) -> str:
+    """A shell line that stops a ``set -e`` script (exit 5) unless ``desired.path`` is, at this
+    moment, a directory (not a link) with the desired owner and mode. Put it right before files
+    are written into a directory whose facts were read a round trip earlier: a link swapped in
+    since would send them elsewhere, a looser mode would let other users open them."""
+    path = shlex.quote(desired.path)
+    wanted = shlex.quote(f"directory {desired.owner} {desired.mode:o}")
+    message = shlex.quote(
+        f"{desired.path} is a link, or not a directory of {desired.owner}'s with mode "
+        f"{desired.mode:04o}: nothing written; fix it and run again"
+    )
+    found = f"\"$(stat -c '%F %U %a' -- {path} 2>/dev/null)\""
+    return f"[ ! -L {path} ] && [ {found} = {wanted} ] || {{ echo {message} >&2; exit 5; }}"
+
+
 def ownership_commands(desired, quoted_path: str) -> list[str]:
     return [
         f"chown {shlex.quote(desired.owner)}:{shlex.quote(desired.group)} {quoted_path}",
@@ -168,15 +183,23 @@ def plan_file(desired: File, actual: PathState) -> Step:
     fixes = attribute_changes(desired, actual)
     if actual.kind == "file" and actual.sha256 == digest and not fixes:
         return ok("file", desired.path, "already present, sha256 matches", desired)
-    if actual.kind == "file" and actual.sha256 == digest:
+    if actual.kind == "file" and actual.sha256 == digest and same_owner(desired, actual):
         commands = ownership_commands(desired, shlex.quote(desired.path))
         reason = ", ".join(fixes)
+    elif actual.kind == "file" and actual.sha256 == digest:
+        # Replaced rather than chowned: a login user's apply (no sudo) can rename a new file of
+        # its own over another user's, not chown it; root ends with the same file either way.
+        commands, reason = [write_file_command(desired, digest)], ", ".join(fixes)
     else:
         commands = [write_file_command(desired, digest)]
         reason = "absent -> created" if actual.kind == "absent" else content_reason(actual, digest)
     return changed(
         "file", desired.path, reason, commands, desired, desired.notify, desired.validate
     )
+
+
+def same_owner(desired, actual: PathState) -> bool:
+    return (actual.owner, actual.group) == (desired.owner, desired.group)
 
 
 def content_reason(actual: PathState, digest: str) -> str:

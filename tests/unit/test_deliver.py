@@ -1,8 +1,8 @@
-"""Delivery: consumer lookup, bundle_dir, the plan (sha256, owner, modes), and the shell scripts,
-run here with sh against a scratch "home" (the remote side is plain POSIX sh + coreutils)."""
+"""Delivery: consumer lookup, bundle_dir, the bundle as engine resources, and the whole pipeline
+(facts -> plan -> apply) run here with sh against a scratch "home", as the current user without
+sudo, as on a consumer (the remote side is plain POSIX sh + coreutils)."""
 
 import getpass
-import io
 import os
 import shutil
 import subprocess
@@ -12,12 +12,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mtls_deploy import deliver, pki
-from mtls_deploy.deliver import BundleFile, DeliveryPlan, Upload
+from mtls_deploy import deliver, deliver_csr
+from mtls_deploy.connection import CommandResult, RemoteCommandError
+from mtls_deploy.deliver import BundleFile
 from mtls_deploy.errors import BadInput, UserError
-from mtls_deploy.facts import PathState, ResourceFacts, parse_resource_facts
+from mtls_deploy.facts import PathState, ResourceFacts
 from mtls_deploy.inventory import Host, Inventory, Layer
-from mtls_deploy.operations import sha256
+from mtls_deploy.operations import plan, sha256
+from mtls_deploy.pki import profile as pki
+from mtls_deploy.resources import Command, Directory, File
 
 ME = getpass.getuser()
 needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is missing")
@@ -104,9 +107,18 @@ def test_bundle_files_keep_private_files_private(tmp_path):
     assert files == {"bob.key": 0o600, "bob.crt": 0o644}
 
 
-# --- the plan -------------------------------------------------------------------------------
+# --- the bundle as desired state ------------------------------------------------------------
 
 FILES = [BundleFile("bob.key", b"KEY", 0o600), BundleFile("bob.crt", b"CERT", 0o644)]
+
+
+def test_a_bundle_is_the_engines_resources_the_directory_first():
+    found = deliver.owned_by(deliver.bundle_resources(".mtls/api", FILES), "bob", "staff")
+    assert found == [
+        Directory(".mtls/api", 0o700, "bob", "staff"),
+        File(".mtls/api/bob.key", b"KEY", 0o600, "bob", "staff", secret=True),
+        File(".mtls/api/bob.crt", b"CERT", 0o644, "bob", "staff"),
+    ]
 
 
 def facts(dir_state=None, **files) -> ResourceFacts:
@@ -123,16 +135,14 @@ def present(content: bytes, mode: int, owner: str = "bob") -> PathState:
     return PathState("file", mode, owner, owner, sha256(content))
 
 
-def test_nothing_there_makes_dirs_and_writes_everything():
-    plan = deliver.plan_delivery(".mtls/api", FILES, facts(dir_state=False), "bob")
-    assert plan.make_dirs == [".mtls", ".mtls/api"]
-    assert [f.name for f in plan.write] == ["bob.key", "bob.crt"]
-    assert plan.reasons == ["new directory, 0700"]
+def planned(state: ResourceFacts) -> list[tuple[str, str, str]]:
+    wanted = deliver.owned_by(deliver.bundle_resources(".mtls/api", FILES), "bob", "bob")
+    return [(s.name, s.status, s.reason) for s in plan(wanted, state)]
 
 
-def test_matching_bundle_is_unchanged():
+def test_a_matching_bundle_plans_no_change():
     state = facts(bob_key=present(b"KEY", 0o600), bob_crt=present(b"CERT", 0o644))
-    assert deliver.plan_delivery(".mtls/api", FILES, state, "bob").unchanged
+    assert {status for _, status, _ in planned(state)} == {"ok"}
 
 
 def test_differences_each_have_their_fix():
@@ -141,170 +151,165 @@ def test_differences_each_have_their_fix():
         bob_key=present(b"KEY", 0o644),  # same content, loose mode
         bob_crt=present(b"CERT", 0o644, owner="root"),  # same content, someone else's
     )
-    plan = deliver.plan_delivery(".mtls/api", FILES, state, "bob")
-    assert plan.fix_dir_mode and [f.name for f in plan.chmod] == ["bob.key"]
-    assert [f.name for f in plan.write] == ["bob.crt"]
-    assert plan.reasons == [
-        "directory mode 0755 -> 0700",
-        "bob.key mode 0644 -> 0600",
-        "bob.crt owner root",
-    ]
-    changed = facts(bob_key=present(b"OLD", 0o600), bob_crt=present(b"CERT", 0o644))
-    assert [f.name for f in deliver.plan_delivery(".mtls/api", FILES, changed, "bob").write] == [
-        "bob.key"
+    assert planned(state) == [
+        (".mtls/api", "changed", "mode 0755 -> 0700"),
+        (".mtls/api/bob.key", "changed", "mode 0644 -> 0600"),
+        (".mtls/api/bob.crt", "changed", "owner root:root -> bob:bob"),
     ]
 
 
-def test_things_in_the_way_are_errors_not_changes():
-    with pytest.raises(UserError, match="owned by root, not bob"):
-        deliver.plan_delivery(
-            ".mtls/api", FILES, facts(PathState("directory", 0o700, "root", "root")), "bob"
-        )
-    with pytest.raises(UserError, match="is a file, not a directory"):
-        deliver.plan_delivery(
-            ".mtls/api", FILES, facts(PathState("file", 0o600, "bob", "bob")), "bob"
-        )
-    with pytest.raises(UserError, match="bob.key is a directory"):
-        deliver.plan_delivery(
-            ".mtls/api", FILES, facts(bob_key=PathState("directory", 0o700, "bob", "bob")), "bob"
-        )
+def test_a_file_of_another_owner_is_replaced_not_chowned():
+    """A login user (no sudo) cannot chown root's file; a new file renamed over it works."""
+    wanted = File(".mtls/api/bob.crt", b"CERT", 0o644, "bob", "bob")
+    step = plan([wanted], facts(bob_crt=present(b"CERT", 0o644, owner="root")))[0]
+    assert "base64 -d" in step.commands[0] and not step.commands[0].startswith("chown")
+    mode_only = plan([wanted], facts(bob_crt=present(b"CERT", 0o600)))[0]
+    assert mode_only.commands[0].startswith("chown")  # its own file: chown and chmod suffice
 
 
-# --- the scripts, run here with sh ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        (facts(PathState("directory", 0o700, "root", "root")), "owned by root, not bob"),
+        (facts(PathState("file", 0o600, "bob", "bob")), ".mtls/api is a file, not a directory"),
+        (facts(PathState("link", 0o777, "bob", "bob")), ".mtls/api is a link, not a directory"),
+        (facts(bob_key=PathState("directory", 0o700, "bob", "bob")), "bob.key is a directory"),
+    ],
+)
+def test_things_in_the_way_are_refused_before_anything_is_planned(state, message):
+    wanted = deliver.bundle_resources(".mtls/api", FILES)
+    with pytest.raises(UserError, match=message):
+        deliver.refuse_unsafe_folder(".mtls/api", wanted, state, "bob")
 
 
-def stage(
-    home: Path, files: list[BundleFile], corrupt: str | None = None
-) -> tuple[DeliveryPlan, list[Upload]]:
-    """What upload() does over SFTP, done locally: directories, then temporary files."""
+# --- the pipeline, run here with sh as the login user ------------------------------------------
+
+
+class LocalRemote:
+    """A ``Remote`` whose scripts run here with sh in a scratch home (no sudo: none is asked
+    for); ``between`` runs after the first script, as another process could."""
+
+    def __init__(self, home: Path, between=None):
+        self.home, self.scripts, self.between = home, [], between
+
+    def run_script(self, script, check=False, sudo=False):
+        assert not sudo, "a consumer has no sudo"
+        self.scripts.append(script)
+        done = sh(script, self.home)
+        if self.between and len(self.scripts) == 1:
+            self.between()
+        if check and done.returncode:
+            raise RemoteCommandError(f"exit {done.returncode}: {done.stderr.strip()}")
+        return CommandResult(done.stdout, done.stderr, done.returncode)
+
+    def run(self, command, check=False):
+        return self.run_script(command, check)
+
+
+def bundle_state(home: Path) -> dict[str, tuple[str, bytes]]:
     folder = home / ".mtls/api"
-    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-    plan, uploads = DeliveryPlan(".mtls/api", write=list(files)), []
-    for f in files:
-        temporary = f".mtls/api/.{f.name}.x.mtls-tmp"
-        (home / temporary).write_bytes(b"CORRUPT" if f.name == corrupt else f.content)
-        uploads.append(Upload(temporary, f".mtls/api/{f.name}", f.sha256, f.mode))
-    return plan, uploads
+    found = {".": (f"{folder.stat().st_mode & 0o777:o}", b"")}
+    for path in folder.iterdir():
+        found[path.name] = (f"{path.stat().st_mode & 0o777:o}", path.read_bytes())
+    return found
 
 
-def test_facts_script_sees_what_is_there(tmp_path):
+def test_a_delivery_writes_the_bundle_and_a_second_is_one_unchanged_round_trip(tmp_path):
+    remote = LocalRemote(tmp_path)
+    changed, reason = deliver.deliver_files(remote, ".mtls/api", FILES)
+    assert changed and reason.startswith(f"{tmp_path}/.mtls/api/: 2 files written, sha256 checked")
+    assert bundle_state(tmp_path) == {
+        ".": ("700", b""),
+        "bob.key": ("600", b"KEY"),
+        "bob.crt": ("644", b"CERT"),
+    }
+    assert (tmp_path / ".mtls").stat().st_mode & 0o777 == 0o700  # made under umask 077
+    assert len(remote.scripts) == 2 and "sudo" not in "".join(remote.scripts)
+    again = LocalRemote(tmp_path)
+    assert deliver.deliver_files(again, ".mtls/api", FILES) == (
+        False,
+        f"unchanged in {tmp_path}/.mtls/api/: sha256 of 2 files match",
+    )
+    assert len(again.scripts) == 1
+
+
+def test_drift_is_repaired_and_only_changed_files_are_written(tmp_path):
+    deliver.deliver_files(LocalRemote(tmp_path), ".mtls/api", FILES)
+    (tmp_path / ".mtls/api").chmod(0o755)
+    (tmp_path / ".mtls/api/bob.key").chmod(0o644)
+    (tmp_path / ".mtls/api/bob.crt").write_bytes(b"tampered")
+    changed, reason = deliver.deliver_files(LocalRemote(tmp_path), ".mtls/api", FILES)
+    assert "1 files written" in reason
+    assert (
+        "(directory mode 0755 -> 0700; bob.key mode 0644 -> 0600; bob.crt content differs" in reason
+    )
+    assert bundle_state(tmp_path)["bob.crt"] == ("644", b"CERT")
+    assert bundle_state(tmp_path)["."] == ("700", b"")
+    assert not [p for p in (tmp_path / ".mtls/api").iterdir() if p.name.startswith(".")]
+
+
+def test_the_directory_is_private_before_the_first_file_is_created_in_it(tmp_path):
+    (tmp_path / ".mtls/api").mkdir(parents=True)
+    (tmp_path / ".mtls/api").chmod(0o777)
+    remote = LocalRemote(tmp_path)
+    deliver.deliver_files(remote, ".mtls/api", FILES)
+    script = remote.scripts[1]
+    chmod, guard = script.index("chmod 0700 .mtls/api"), script.index("stat -c '%F %U %a'")
+    assert chmod < guard < script.index("mktemp")  # and mktemp makes 0600 files
+    assert script.index("umask 077") < script.index("mkdir -p")
+
+
+def test_a_bundle_directory_swapped_for_a_link_after_the_facts_gets_no_file(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / ".mtls/api").mkdir(parents=True, mode=0o700)
+
+    def swap():
+        (tmp_path / ".mtls/api").rmdir()
+        (tmp_path / ".mtls/api").symlink_to(elsewhere)
+
+    with pytest.raises(UserError, match=r"\.mtls/api is a link, or not a directory of .*'s with "
+                                        r"mode 0700: nothing written"):  # fmt: skip
+        deliver.deliver_files(LocalRemote(tmp_path, between=swap), ".mtls/api", FILES)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_linked_bundle_dir_is_refused_before_anything_is_written(tmp_path):
+    target = linked_bundle_dir(tmp_path)
+    remote = LocalRemote(tmp_path)
+    with pytest.raises(UserError, match=r"\.mtls/api is a link, not a directory"):
+        deliver.deliver_files(remote, ".mtls/api", FILES)
+    assert len(remote.scripts) == 1  # the facts only
+    assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_corrupted_transfer_replaces_nothing_and_leaves_no_temporary(tmp_path, monkeypatch):
+    deliver.deliver_files(LocalRemote(tmp_path), ".mtls/api", FILES)
+    new = [BundleFile("bob.key", b"NEW KEY", 0o600), BundleFile("bob.crt", b"NEW CERT")]
+    real = deliver.plan
+
+    def corrupting(resources, found):  # the content sent is not what was hashed
+        steps = real(resources, found)
+        for step in steps:
+            step.commands = [c.replace(sha256(b"NEW CERT"), "0" * 64) for c in step.commands]
+        return steps
+
+    monkeypatch.setattr(deliver, "plan", corrupting)
+    with pytest.raises(UserError):
+        deliver.deliver_files(LocalRemote(tmp_path), ".mtls/api", new)
+    assert bundle_state(tmp_path)["bob.crt"] == ("644", b"CERT")
+    assert not [p for p in (tmp_path / ".mtls/api").iterdir() if p.name.startswith(".")]
+
+
+def test_facts_script_reads_who_and_what_is_there(tmp_path):
     (tmp_path / ".mtls/api").mkdir(parents=True, mode=0o700)
     (tmp_path / ".mtls/api/bob.crt").write_bytes(b"CERT")
-    output = sh(deliver.facts_script(".mtls/api", ["bob.key", "bob.crt"]), tmp_path).stdout
-    session = {"home": str(tmp_path), "user": ME, "uid": str(os.getuid())}
-    assert deliver.parse_session(output) == session
-    found = parse_resource_facts(output)
-    assert found.path(".mtls/api").kind == "directory"
-    assert found.path(".mtls/api/bob.crt").sha256 == sha256(b"CERT")
-    assert found.path(".mtls/api/bob.key").kind == "absent"
-
-
-class LocalSftp:
-    """paramiko's SFTPClient calls that ``upload`` makes, on a local "home"; each file created
-    records the bundle directory's mode and owner at that moment."""
-
-    def __init__(self, home: Path):
-        self.home, self.calls, self.created = home, [], {}
-
-    def mkdir(self, path, mode):
-        self.calls.append(("mkdir", path))
-        os.mkdir(self.home / path, mode)
-
-    def chmod(self, path, mode):
-        self.calls.append(("chmod", path))
-        os.chmod(self.home / path, mode)
-
-    def lstat(self, path):
-        self.calls.append(("lstat", path))
-        return os.lstat(self.home / path)
-
-    def open(self, path, flags):
-        self.calls.append(("open", path))
-        folder = os.lstat((self.home / path).parent)
-        self.created[path] = (folder.st_mode & 0o777, folder.st_uid)
-        return LocalFile(self.home / path)
-
-
-class LocalFile(io.FileIO):
-    """A paramiko SFTPFile's ``chmod`` on a local file."""
-
-    def __init__(self, path: Path):
-        super().__init__(path, "wb")
-
-    def chmod(self, mode):
-        os.fchmod(self.fileno(), mode)
-
-
-class FakeRemote:
-    def __init__(self, sftp):
-        self._sftp = sftp
-
-    def sftp(self):
-        return self._sftp
-
-
-@pytest.mark.parametrize("existing_mode", [None, 0o755, 0o777])
-def test_the_bundle_directory_is_private_before_any_file_is_created_in_it(tmp_path, existing_mode):
-    if existing_mode is not None:
-        (tmp_path / ".mtls/api").mkdir(parents=True)
-        (tmp_path / ".mtls/api").chmod(existing_mode)
-    made = [] if existing_mode else [".mtls", ".mtls/api"]
-    plan = DeliveryPlan(".mtls/api", make_dirs=made, write=list(FILES))
-    sftp = LocalSftp(tmp_path)
-    uploads = deliver.upload(FakeRemote(sftp), plan, os.getuid())
-    assert sftp.created and set(sftp.created.values()) == {(0o700, os.getuid())}
-    assert [u.final for u in uploads] == [".mtls/api/bob.key", ".mtls/api/bob.crt"]
-    first_open = next(i for i, call in enumerate(sftp.calls) if call[0] == "open")
-    assert ("lstat", ".mtls/api") in sftp.calls[:first_open]
-
-
-def test_a_bundle_directory_swapped_for_a_link_gets_no_file(tmp_path):
-    (tmp_path / "elsewhere").mkdir(mode=0o700)
-    (tmp_path / ".mtls").mkdir()
-    (tmp_path / ".mtls/api").symlink_to(tmp_path / "elsewhere")
-    sftp = LocalSftp(tmp_path)
-    plan = DeliveryPlan(".mtls/api", write=list(FILES))
-    with pytest.raises(UserError, match=r"\.mtls/api is a symbolic link: nothing written"):
-        deliver.upload(FakeRemote(sftp), plan, os.getuid())
-    assert not sftp.created and not list((tmp_path / "elsewhere").iterdir())
-
-
-def test_folder_problems():
-    directory = 0o040000
-    assert deliver.folder_problem(directory | 0o700, 1000, 1000) == ""
-    assert deliver.folder_problem(0o120777, 1000, 1000) == "is a symbolic link"
-    assert deliver.folder_problem(0o100600, 1000, 1000) == "is not a directory"
-    assert deliver.folder_problem(directory | 0o700, 0, 1000) == "is owned by uid 0, not 1000"
-    assert deliver.folder_problem(directory | 0o500, 1000, 1000) == "has mode 0500, not 0700"
-
-
-def test_install_checks_sha256_then_renames_with_modes(tmp_path):
-    plan, uploads = stage(tmp_path, FILES)
-    (tmp_path / ".mtls/api").chmod(0o755)
-    done = sh(deliver.install_script(plan, uploads), tmp_path)
-    assert done.returncode == 0, done.stderr
-    folder = tmp_path / ".mtls/api"
-    assert sorted(p.name for p in folder.iterdir()) == ["bob.crt", "bob.key"]
-    assert (folder / "bob.key").read_bytes() == b"KEY"
-    assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
-    assert (folder / "bob.crt").stat().st_mode & 0o777 == 0o644
-    assert folder.stat().st_mode & 0o777 == 0o700
-    after = parse_resource_facts(
-        sh(deliver.facts_script(".mtls/api", ["bob.key", "bob.crt"]), tmp_path).stdout
-    )
-    assert deliver.verify_final(".mtls/api", FILES, after, ME) == []
-
-
-def test_a_corrupted_transfer_replaces_nothing(tmp_path):
-    (tmp_path / ".mtls/api").mkdir(parents=True, mode=0o700)
-    (tmp_path / ".mtls/api/bob.key").write_bytes(b"OLD KEY")
-    plan, uploads = stage(tmp_path, FILES, corrupt="bob.crt")
-    script = deliver.install_script(plan, uploads)
-    assert script.count("sha256sum -c") == 1  # one batched check for every file
-    done = sh(script, tmp_path)
-    assert done.returncode == 3 and "sha256 mismatch after transfer" in done.stderr
-    assert sorted(p.name for p in (tmp_path / ".mtls/api").iterdir()) == ["bob.key"]
-    assert (tmp_path / ".mtls/api/bob.key").read_bytes() == b"OLD KEY"
+    wanted = deliver.bundle_resources(".mtls/api", FILES)
+    found = deliver.parse_consumer(sh(deliver.facts_script(".mtls/api", wanted), tmp_path).stdout)
+    assert (found.home, found.user) == (str(tmp_path), ME)
+    assert found.facts.path(".mtls").kind == found.facts.path(".mtls/api").kind == "directory"
+    assert found.facts.path(".mtls/api/bob.crt").sha256 == sha256(b"CERT")
+    assert found.facts.path(".mtls/api/bob.key").kind == "absent"
 
 
 # --- --csr ------------------------------------------------------------------------------------
@@ -327,48 +332,69 @@ def cert_for(ca, public_key):
 def test_csr_decision(ca):
     key = pki.generate_key("ec")
     pem = cert_for(ca, key.public_key()).public_bytes(serialization.Encoding.PEM)
-    spki = deliver.spki_sha256(key.public_key())
-    assert deliver.csr_decision(None, None, False, None, None, False) == "new"
-    assert deliver.csr_decision("revoked", None, False, None, None, False) == "new"
-    assert deliver.csr_decision("valid", pem, False, sha256(pem), spki, False) == "keep"
-    assert deliver.csr_decision("valid", pem, False, sha256(pem), spki, True) == "new"
-    assert deliver.csr_decision("valid", pem, True, sha256(pem), spki, True) == "new"
+    spki = deliver_csr.spki_sha256(key.public_key())
+    assert deliver_csr.csr_decision(None, None, False, None, None, False) == "new"
+    assert deliver_csr.csr_decision("revoked", None, False, None, None, False) == "new"
+    assert deliver_csr.csr_decision("valid", pem, False, sha256(pem), spki, False) == "keep"
+    assert deliver_csr.csr_decision("valid", pem, False, sha256(pem), spki, True) == "new"
+    assert deliver_csr.csr_decision("valid", pem, True, sha256(pem), spki, True) == "new"
     with pytest.raises(BadInput, match="key was made here, not on the consumer: add --reissue"):
-        deliver.csr_decision("valid", pem, True, sha256(pem), spki, False)  # a delivered bundle
-    other = deliver.spki_sha256(pki.generate_key("ec").public_key())
+        deliver_csr.csr_decision("valid", pem, True, sha256(pem), spki, False)  # a delivered bundle
+    other = deliver_csr.spki_sha256(pki.generate_key("ec").public_key())
     for remote_cert, remote_spki in ((sha256(pem), other), ("0" * 64, spki), (None, None)):
         with pytest.raises(BadInput, match="key is not on the consumer: add --reissue"):
-            deliver.csr_decision("valid", pem, False, remote_cert, remote_spki, False)
+            deliver_csr.csr_decision("valid", pem, False, remote_cert, remote_spki, False)
+
+
+def keygen(home: Path, key_type: str = "ec") -> subprocess.CompletedProcess:
+    """The keygen resources planned on an empty home and applied with the engine, as deliver does."""
+    found = deliver.parse_consumer(sh(deliver.SESSION, home).stdout)
+    wanted = deliver.owned_by(
+        deliver_csr.keygen_resources(".mtls/api", ".mtls/api/.bob.key.new", "bob", key_type),
+        found.user, found.group,
+    )  # fmt: skip
+    steps = plan(wanted, ResourceFacts({}, frozenset(), {}))
+    assert [s.kind for s in steps] == ["directory", "command"]
+    return deliver.apply_as_login_user(LocalRemote(home), ".mtls/api", wanted, steps, "there")
+
+
+def test_keygen_is_a_command_guarded_by_creates():
+    command = deliver_csr.keygen_resources(".mtls/api", ".mtls/api/.k", "bob", "ec")[1]
+    assert isinstance(command, Command) and command.creates == ".mtls/api/.k"
+    done = plan([command], ResourceFacts({".mtls/api/.k": PathState("file")}, frozenset(), {}))
+    assert done[0].status == "ok"
 
 
 @needs_openssl
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])
 def test_keygen_makes_a_private_key_there_and_an_acceptable_csr(tmp_path, key_type):
-    done = sh(
-        deliver.keygen_script(".mtls/api", ".mtls/api/.bob.key.new", "bob", key_type), tmp_path
-    )
-    assert done.returncode == 0, done.stderr
+    output = keygen(tmp_path, key_type)
     key_file = tmp_path / ".mtls/api/.bob.key.new"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / ".mtls/api").stat().st_mode & 0o777 == 0o700
-    csr = x509.load_pem_x509_csr(done.stdout.encode())
+    csr = x509.load_pem_x509_csr(deliver_csr.CSR_PEM.search(output).group().encode())
     public_key = pki.check_csr(csr, "bob")
-    spki = sh(deliver.remote_spki_command(".mtls/api/.bob.key.new"), tmp_path).stdout
-    assert deliver.parse_spki(spki) == deliver.spki_sha256(public_key)
+    spki = sh(deliver_csr.remote_spki_command(".mtls/api/.bob.key.new"), tmp_path).stdout
+    assert deliver_csr.parse_spki(spki) == deliver_csr.spki_sha256(public_key)
 
 
 @needs_openssl
-def test_install_key_only_when_it_matches_the_signed_certificate(tmp_path, ca):
-    done = sh(deliver.keygen_script(".mtls/api", ".mtls/api/.bob.key.new", "bob", "ec"), tmp_path)
-    public_key = x509.load_pem_x509_csr(done.stdout.encode()).public_key()
+def test_install_key_only_when_it_matches_the_signed_certificate(tmp_path):
+    output = keygen(tmp_path)
+    public_key = x509.load_pem_x509_csr(
+        deliver_csr.CSR_PEM.search(output).group().encode()
+    ).public_key()
     (tmp_path / ".mtls/api/bob.p12").write_bytes(b"an old key's p12")
-    wrong = deliver._install_key(".mtls/api", "bob", ".mtls/api/.bob.key.new", "0" * 64)
-    assert sh("set -e\n" + wrong, tmp_path).returncode == 4
+
+    def install(spki):
+        command = deliver_csr.install_key_resource(
+            ".mtls/api", "bob", ".mtls/api/.bob.key.new", spki
+        )
+        return sh(plan([command], ResourceFacts({}, frozenset(), {}))[0].commands[0], tmp_path)
+
+    assert install("0" * 64).returncode == 4
     assert not (tmp_path / ".mtls/api/bob.key").exists()
-    right = deliver._install_key(
-        ".mtls/api", "bob", ".mtls/api/.bob.key.new", deliver.spki_sha256(public_key)
-    )
-    assert sh("set -e\n" + right, tmp_path).returncode == 0
+    assert install(deliver_csr.spki_sha256(public_key)).returncode == 0
     assert (tmp_path / ".mtls/api/bob.key").stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / ".mtls/api/bob.p12").exists()
 
@@ -377,7 +403,7 @@ def test_install_key_only_when_it_matches_the_signed_certificate(tmp_path, ca):
 
 
 def test_only_the_current_bundle_is_deliverable(pki_store, pki_env):
-    from mtls_deploy.bundle import issue_bundles
+    from mtls_deploy.pki.bundle import issue_bundles
 
     issue_bundles(pki_store, ["bob"], dist_dir=pki_env.dist_dir)
     files = deliver.deliverable(pki_store, "bob", pki_env.dist_dir / "bob")
@@ -395,7 +421,7 @@ def test_only_the_current_bundle_is_deliverable(pki_store, pki_env):
 
 
 def test_a_key_made_on_the_consumer_is_never_overwritten_from_dist(pki_store, pki_env):
-    from mtls_deploy.bundle import issue_bundles
+    from mtls_deploy.pki.bundle import issue_bundles
 
     issue_bundles(pki_store, ["bob"], dist_dir=pki_env.dist_dir)
     key = pki.generate_key("ec")
@@ -410,25 +436,6 @@ def test_a_key_made_on_the_consumer_is_never_overwritten_from_dist(pki_store, pk
 
 
 # --- --csr end to end, the consumer being a scratch home here -----------------------------------
-
-
-class LocalRemote(FakeRemote):
-    """A ``Remote`` whose scripts run here with sh in a scratch home, its SFTP a ``LocalSftp``."""
-
-    def __init__(self, home: Path):
-        super().__init__(LocalSftp(home))
-        self.home = home
-
-    def run_script(self, script, check=False):
-        from mtls_deploy.connection import CommandResult, RemoteCommandError
-
-        done = sh(script, self.home)
-        if check and done.returncode:
-            raise RemoteCommandError(f"exit {done.returncode}: {done.stderr.strip()}")
-        return CommandResult(done.stdout, done.stderr, done.returncode)
-
-    def run(self, command, check=False):
-        return self.run_script(command, check)
 
 
 def linked_bundle_dir(home: Path) -> Path:
@@ -446,30 +453,28 @@ def test_csr_in_a_linked_bundle_dir_makes_no_key_and_signs_nothing(tmp_path, pki
     target = linked_bundle_dir(tmp_path / "home")
     remote = LocalRemote(tmp_path / "home")
     with pytest.raises(UserError, match=r"\.mtls/api is a link, not a directory"):
-        deliver._csr_step(pki_store, remote, ".mtls/api", "bob", deliver.CsrOptions())
+        deliver_csr._csr_step(pki_store, remote, ".mtls/api", "bob", deliver_csr.CsrOptions())
     assert pki_store.client_status("bob") is None  # no row in the index
     assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
-    assert [call for call in remote.sftp().calls] == []
-
-
-@needs_openssl
-def test_keygen_itself_refuses_a_linked_bundle_dir(tmp_path):
-    target = linked_bundle_dir(tmp_path)
-    done = sh(deliver.keygen_script(".mtls/api", ".mtls/api/.bob.key.new", "bob", "ec"), tmp_path)
-    assert done.returncode == 5 and "is a link or not a directory of yours" in done.stderr
-    assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
+    assert len(remote.scripts) == 1  # the facts, nothing else
 
 
 @needs_openssl
 def test_csr_makes_the_key_there_and_delivers_the_certificate(tmp_path, pki_store):
     home = tmp_path / "home"
     home.mkdir()
-    step = deliver._csr_step(pki_store, LocalRemote(home), ".mtls/api", "bob", deliver.CsrOptions())
+    step = deliver_csr._csr_step(
+        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions()
+    )
     assert step.status == "changed" and "key made on the consumer, never left it" in step.reason
     folder = home / ".mtls/api"
     assert sorted(p.name for p in folder.iterdir()) == ["api-ca.crt", "bob.crt", "bob.key"]
     assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
     assert (folder / "bob.crt").read_bytes() == pki_store.client_material("bob").cert_pem
+    again = deliver_csr._csr_step(
+        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions()
+    )
+    assert again.status == "ok" and "unchanged in" in again.reason
 
 
 def test_confirmed_means_on_every_consumer_host_and_checked():
