@@ -26,7 +26,7 @@ def pki_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", PKI_PASSPHRASE)
     monkeypatch.chdir(tmp_path)
     # 600 000 PBKDF2 rounds cost ~0.1 s per CA key; tests that check the real count restore it
-    monkeypatch.setattr("mtls_deploy.pki.CA_KEY_KDF_ROUNDS", 1000)
+    monkeypatch.setattr("mtls_deploy.pki.keys.CA_KEY_KDF_ROUNDS", 1000)
     return env
 
 

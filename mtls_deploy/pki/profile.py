@@ -1,10 +1,9 @@
 """The certificate profile, pure: keys, names and ``now`` in; ``cryptography`` objects out.
 
-Nothing here touches the disk or the clock. The store (``pki_store``) decides what to sign and
-keeps the results. Model: the cryptography docs' X.509 tutorial, "Creating a CA hierarchy".
+Nothing here touches the disk or the clock. The store (``store.py``) decides what to sign and
+keeps the results; ``keys.py`` encodes key files. Model: the cryptography docs' X.509 tutorial, "Creating a CA hierarchy".
 """
 
-import base64
 import datetime as dt
 import ipaddress
 import os
@@ -13,13 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import BadInput, UserError
+from ..errors import BadInput, UserError
 
 KEY_TYPES = ("ec", "rsa")
 RSA_KEY_SIZE = 3072
@@ -27,8 +24,8 @@ CA_DAYS = 3650
 LEAF_DAYS = 365
 CRL_DAYS = 180
 CLOCK_SKEW = dt.timedelta(minutes=5)
+CSR_CURVES = ("secp256r1", "secp384r1")  # the ECDSA curves a consumer's CSR may use
 SERIAL_BYTES = 20  # 160 random bits, shifted to 159: positive and below 2**159 in 20 DER octets
-CA_KEY_KDF_ROUNDS = 600_000  # PBKDF2-HMAC-SHA256, OWASP 2023; cryptography's default is 2048
 
 CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 CLIENT_NAME_RULE = "1-64 characters from a-z 0-9 . _ -, starting with a letter or digit"
@@ -203,7 +200,8 @@ def make_ca(
     validate_days(days)
     name = _name(common_name, org)
     serial = serial or new_serial()
-    builder = _builder(name, name, key.public_key(), serial, now, now + dt.timedelta(days=days))
+    not_after = now + dt.timedelta(days=days)
+    builder = _builder(name, name, key.public_key(), serial, now - CLOCK_SKEW, not_after)
     builder = (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
@@ -255,15 +253,7 @@ def issue_smoke_cert(ca_cert, ca_key, public_key, name: str, serial: int, now: d
         not_before, not_after = now - dt.timedelta(days=2), now - dt.timedelta(days=1)
     else:
         not_before, not_after = now - CLOCK_SKEW, ca_cert.not_valid_after_utc
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(ca_cert.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-    )
+    builder = _builder(_name(name), ca_cert.subject, public_key, serial, not_before, not_after)
     builder = _leaf_extensions(builder, ca_cert, public_key).add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
     )
@@ -331,7 +321,7 @@ def _leaf_builder(
     validate_days(days)
     check_ca_usable(ca_cert, now)
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    builder = _builder(subject, ca_cert.subject, public_key, serial, now, not_after)
+    builder = _builder(subject, ca_cert.subject, public_key, serial, now - CLOCK_SKEW, not_after)
     return _leaf_extensions(builder, ca_cert, public_key)
 
 
@@ -347,14 +337,14 @@ def _leaf_extensions(builder, ca_cert, public_key):
     )
 
 
-def _builder(subject, issuer, public_key, serial, now, not_after):
+def _builder(subject, issuer, public_key, serial, not_before, not_after):
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(serial)
-        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
 
@@ -462,11 +452,8 @@ def sign_crl(
 
 
 def _revoked_certificate(entry: Revocation) -> x509.RevokedCertificate:
-    builder = (
-        x509.RevokedCertificateBuilder()
-        .serial_number(entry.serial)
-        .revocation_date(entry.revoked_at)
-    )
+    builder = x509.RevokedCertificateBuilder().serial_number(entry.serial)
+    builder = builder.revocation_date(entry.revoked_at)
     if entry.reason != "unspecified":
         builder = builder.add_extension(
             x509.CRLReason(REVOCATION_REASONS[entry.reason]), critical=False
@@ -503,91 +490,10 @@ def check_csr(csr: x509.CertificateSigningRequest, expected_name: str):
 
 
 def _check_public_key(public_key):
-    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in (
-        "secp256r1",
-        "secp384r1",
-    ):
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in CSR_CURVES:
         return public_key
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= RSA_KEY_SIZE:
         return public_key
     raise BadInput(
         "the CSR's key is not allowed: use ECDSA P-256/P-384 or RSA with at least 3072 bits"
-    )
-
-
-# --- key files ------------------------------------------------------------------------------
-
-
-def private_key_pem(key) -> bytes:
-    """An unencrypted PKCS#8 PEM (the leaf keys nginx and curl read)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def encrypted_private_key_pem(key, passphrase: bytes, rounds: int | None = None) -> bytes:
-    """PKCS#8 ``ENCRYPTED PRIVATE KEY``: PBES2, PBKDF2-HMAC-SHA256 ``rounds``, AES-256-CBC.
-
-    cryptography's ``BestAvailableEncryption`` uses 2048 PBKDF2 rounds, cheap to brute-force for
-    a human passphrase; this is the same format (openssl and ``load_pem_private_key`` read it)
-    with a real work factor (``rounds`` defaults to ``CA_KEY_KDF_ROUNDS``).
-    """
-    rounds = rounds or CA_KEY_KDF_ROUNDS
-    salt, iv = os.urandom(16), os.urandom(16)
-    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, rounds).derive(passphrase)
-    padder = padding.PKCS7(128).padder()
-    plain = padder.update(_pkcs8_der(key)) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
-    encrypted = encryptor.update(plain) + encryptor.finalize()
-    der = _der_sequence(_pbes2_algorithm(salt, rounds, iv), _der(0x04, encrypted))
-    return _pem("ENCRYPTED PRIVATE KEY", der)
-
-
-def load_private_key(pem: bytes, passphrase: bytes | None):
-    """Load a PEM private key: ``ValueError`` on a wrong passphrase, ``TypeError`` on none."""
-    return serialization.load_pem_private_key(pem, passphrase)
-
-
-def _pkcs8_der(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-_OID_PBES2 = bytes.fromhex("06092a864886f70d01050d")
-_OID_PBKDF2 = bytes.fromhex("06092a864886f70d01050c")
-_OID_HMAC_SHA256 = bytes.fromhex("06082a864886f70d0209")
-_OID_AES256_CBC = bytes.fromhex("060960864801650304012a")
-_DER_NULL = bytes.fromhex("0500")
-
-
-def _pbes2_algorithm(salt: bytes, rounds: int, iv: bytes) -> bytes:
-    prf = _der_sequence(_OID_HMAC_SHA256, _DER_NULL)
-    kdf_params = _der_sequence(_der(0x04, salt), _der_integer(rounds), _der_integer(32), prf)
-    kdf = _der_sequence(_OID_PBKDF2, kdf_params)
-    cipher = _der_sequence(_OID_AES256_CBC, _der(0x04, iv))
-    return _der_sequence(_OID_PBES2, _der_sequence(kdf, cipher))
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    length = len(content)
-    if length < 0x80:
-        return bytes([tag, length]) + content
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
-
-
-def _der_sequence(*parts: bytes) -> bytes:
-    return _der(0x30, b"".join(parts))
-
-
-def _der_integer(value: int) -> bytes:
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
-def _pem(label: str, der: bytes) -> bytes:
-    body = base64.encodebytes(der).replace(b"\n", b"")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return b"\n".join(
-        [f"-----BEGIN {label}-----".encode(), *lines, f"-----END {label}-----".encode(), b""]
     )

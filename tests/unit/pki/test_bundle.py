@@ -12,9 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
-from mtls_deploy import bundle
 from mtls_deploy.errors import UserError
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki import bundle
+from mtls_deploy.pki.store import PkiStore
 
 CURL = "curl --cert bob.crt --key bob.key --cacert api-ca.crt https://{host}/whoami"
 

@@ -16,11 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from test_pki import BAD_NAMES
 
-from mtls_deploy import pki
 from mtls_deploy.errors import BadInput, UserError
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki import keys, profile
+from mtls_deploy.pki.store import PkiStore
+
+from .test_profile import BAD_NAMES
 
 LAYOUT = [
     "client-ca.crt",
@@ -61,7 +62,7 @@ def assert_consistent(pki_dir: Path) -> None:
         latest = {name: (serial, key_stored) for name, serial, key_stored in conn.execute(query)}
     for name, (serial, key_stored) in latest.items():
         cert = load_cert(pki_dir / "clients" / name / f"{name}.crt")
-        assert pki.serial_hex(cert.serial_number) == serial, name
+        assert profile.serial_hex(cert.serial_number) == serial, name
         key_path = pki_dir / "clients" / name / f"{name}.key"
         assert key_path.exists() == bool(key_stored), name
         if key_stored:
@@ -139,7 +140,7 @@ def test_pki_dir_defaults_to_pki_in_the_project_directory(pki_env, monkeypatch):
 
 
 def test_ca_keys_are_encrypted_at_rest_with_600000_rounds(pki_env, monkeypatch):
-    monkeypatch.setattr(pki, "CA_KEY_KDF_ROUNDS", 600_000)
+    monkeypatch.setattr(keys, "CA_KEY_KDF_ROUNDS", 600_000)
     PkiStore(pki_env.pki_dir).init()
     for kind in ("client-ca", "server-ca"):
         path = pki_env.pki_dir / f"{kind}.key"
@@ -168,20 +169,6 @@ def test_wrong_passphrase_is_a_clear_error_and_writes_nothing(pki_store, pki_env
         PkiStore.open().server_cert("api1", ["api1.example.test"], [])
     assert rows(pki_env.pki_dir) == before_rows
     assert all_files(pki_env.pki_dir) - {".lock"} == before_files - {".lock"}
-
-
-def test_no_passphrase_and_no_terminal_is_a_clear_error(pki_store, pki_env, monkeypatch):
-    monkeypatch.delenv("MTLS_DEPLOY_CA_PASSPHRASE")
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    with pytest.raises(UserError, match="set MTLS_DEPLOY_CA_PASSPHRASE or run on a terminal"):
-        PkiStore.open().issue_client("bob")
-
-
-def test_passphrase_is_prompted_on_a_terminal(pki_store, pki_env, monkeypatch):
-    monkeypatch.delenv("MTLS_DEPLOY_CA_PASSPHRASE")
-    monkeypatch.setattr("mtls_deploy.pki_store._stdin_is_tty", lambda: True)
-    monkeypatch.setattr("getpass.getpass", lambda prompt: pki_env.passphrase)
-    assert PkiStore.open().issue_client("bob").changed
 
 
 def test_passphrase_only_needed_to_sign(pki_store, pki_env, monkeypatch):
@@ -225,26 +212,14 @@ def test_issue_is_idempotent_unless_reissue(pki_store, pki_env):
     assert rows(pki_env.pki_dir)[-2][3:] == ("revoked", "superseded")
 
 
-def test_index_records_every_column(pki_store, pki_env):
-    result = pki_store.issue_client("bob", days=90)
-    with sqlite3.connect(pki_env.pki_dir / "index.sqlite3") as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM certificates WHERE name = 'bob'").fetchone()
-    cert = load_cert(result.cert_path)
-    assert row["serial"] == pki.serial_hex(cert.serial_number) == result.serial
-    assert (row["kind"], row["subject"], row["status"]) == ("client", "CN=bob", "valid")
-    assert dt.datetime.fromisoformat(row["not_before"]) == cert.not_valid_before_utc
-    assert dt.datetime.fromisoformat(row["not_after"]) == cert.not_valid_after_utc
-    assert row["sha256"] == pki.fingerprint(cert)
-    assert row["revoked_at"] is None and row["revocation_reason"] is None
-
-
 def test_a_serial_already_in_the_index_is_never_reused(pki_store, monkeypatch):
     bob = int(pki_store.issue_client("bob").serial, 16)
     draws = iter([(bob << 1).to_bytes(20, "big")] * 2)
-    real = pki.new_serial
+    real = profile.new_serial
     monkeypatch.setattr(
-        pki, "new_serial", lambda taken: real(taken, lambda n: next(draws, None) or os.urandom(n))
+        profile,
+        "new_serial",
+        lambda taken: real(taken, lambda n: next(draws, None) or os.urandom(n)),
     )
     carol = pki_store.issue_client("carol")
     assert int(carol.serial, 16) != bob
@@ -278,7 +253,7 @@ def test_renew_revokes_the_old_as_superseded_and_keeps_attributes(pki_store, pki
     assert new.serial != old.serial and new.changed
     assert cert.subject.rfc4514_string() == "O=ACME,CN=bob"
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(days=90, minutes=5)
-    assert pki.san_names(cert) == (set(), set())  # email SAN is an rfc822Name, not DNS/IP
+    assert profile.san_names(cert) == (set(), set())  # email SAN is an rfc822Name, not DNS/IP
     entry = pki_store.crl().get_revoked_certificate_by_serial_number(int(old.serial, 16))
     assert (
         entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
@@ -296,10 +271,10 @@ def test_renew_unknown_client_says_so(pki_store):
 
 def test_revoke_updates_index_and_crl_with_reason_and_next_number(pki_store, pki_env):
     serial = pki_store.issue_client("bob").serial
-    number = pki.crl_number(pki_store.crl())
+    number = profile.crl_number(pki_store.crl())
     assert pki_store.revoke_client("bob", reason="key_compromise") == serial
     crl = pki_store.crl()
-    assert pki.crl_number(crl) == number + 1
+    assert profile.crl_number(crl) == number + 1
     assert crl.is_signature_valid(load_cert(pki_env.pki_dir / "client-ca.crt").public_key())
     entry = crl.get_revoked_certificate_by_serial_number(int(serial, 16))
     assert (
@@ -328,12 +303,12 @@ def test_revoking_an_unknown_name_lists_close_matches(pki_store):
 
 
 def test_refresh_crl_resigns_with_fresh_dates_and_next_number(pki_store):
-    number = pki.crl_number(pki_store.crl())
+    number = profile.crl_number(pki_store.crl())
     later = NOW + dt.timedelta(days=100)
     pki_store.refresh_crl(now=later)
     assert pki_store.crl_this_update() == later - dt.timedelta(minutes=5)
     assert pki_store.crl_next_update() == later + dt.timedelta(days=180)
-    assert pki.crl_number(pki_store.crl()) == number + 1
+    assert profile.crl_number(pki_store.crl()) == number + 1
     pki_store.refresh_crl(days=7, now=later)
     assert pki_store.crl_next_update() == later + dt.timedelta(days=7)
 
@@ -341,7 +316,9 @@ def test_refresh_crl_resigns_with_fresh_dates_and_next_number(pki_store):
 def test_initial_crl_lists_only_the_smoke_certificate_and_lasts_180_days(pki_store):
     crl = pki_store.crl()
     smoke = pki_store.smoke_certificates()[0]["revoked"]  # init revokes it: CRL #2
-    assert pki.crl_number(crl) == 2 and [e.serial_number for e in crl] == [int(smoke.serial, 16)]
+    assert profile.crl_number(crl) == 2 and [e.serial_number for e in crl] == [
+        int(smoke.serial, 16)
+    ]
     # NOW is taken when the module is imported, minutes before this test may run: compare the
     # CRL's own dates, and its start with the clock read around it.
     lifetime = pki_store.crl_next_update() - pki_store.crl_this_update()
@@ -429,7 +406,7 @@ def test_server_cert_bad_host_is_bad_input(pki_store, host):
 
 
 def make_csr(name: str, key=None) -> tuple:
-    key = key or pki.generate_key("ec")
+    key = key or profile.generate_key("ec")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     return key, csr.public_bytes(serialization.Encoding.PEM)
@@ -449,7 +426,7 @@ def test_sign_client_csr_certifies_the_consumer_key_and_stores_no_key(pki_store,
 
 
 def test_csr_client_gets_no_bundle_and_renews_through_its_consumer(pki_store, pki_env):
-    from mtls_deploy import bundle
+    from mtls_deploy.pki import bundle
 
     pki_store.sign_client_csr("bob", make_csr("bob")[1])
     with pytest.raises(UserError, match=r"made on its consumer host \(--csr\)"):
@@ -492,56 +469,7 @@ def test_bad_csr_is_bad_input_and_writes_nothing(pki_store, pki_env, csr, messag
 # --- the tasks ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pki_tasks():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import tasks
-
-    return tasks
-
-
-def run_task(task, **kwargs):
-    from invoke import Context, Exit
-
-    try:
-        task(Context(), **kwargs)
-    except Exit as stop:
-        return stop.code, str(stop.message)
-    return 0, ""
-
-
-STRING_NAMES = {k: v for k, v in BAD_NAMES.items() if v is not None}
-ONE_LINE_NAMES = {k: v for k, v in STRING_NAMES.items() if v.strip() and "\n" not in v}
-
-
-@pytest.mark.parametrize("name", STRING_NAMES.values(), ids=STRING_NAMES.keys())
-def test_issue_client_task_exits_2_on_bad_names_and_writes_nothing(
-    pki_store, pki_env, pki_tasks, name
-):
-    before = all_files(pki_env.root)
-    code, message = run_task(pki_tasks.issue_client, name=name)
-    assert code == 2 and message.startswith("error: invalid client name") and "\n" not in message
-    assert all_files(pki_env.root) == before
-
-
-@pytest.mark.parametrize("name", ONE_LINE_NAMES.values(), ids=ONE_LINE_NAMES.keys())
-def test_names_file_with_a_bad_line_exits_2_and_writes_nothing(pki_store, pki_env, pki_tasks, name):
-    (pki_env.root / "names.txt").write_text(f"alice\n{name}\ncarol\n")
-    before = all_files(pki_env.root)
-    code, message = run_task(pki_tasks.issue_client, names_file="names.txt")
-    assert code == 2 and message.startswith("error: names.txt line 2: invalid client name")
-    assert all_files(pki_env.root) == before
-
-
-def test_tasks_say_to_run_pki_init_first(pki_env, pki_tasks, capsys):
-    assert run_task(pki_tasks.issue_client, name="bob") == (
-        1,
-        "error: no PKI in pki/: run `inv pki.init` first",
-    )
-    assert run_task(pki_tasks.pki_init)[0] == 0
-    assert run_task(pki_tasks.pki_init)[0] == 1
-    assert run_task(pki_tasks.issue_client, name="bob", deliver=False)[0] == 0
-    assert "bob: issued: new client; bundle " in capsys.readouterr().out
+# issue-client and pki.init through Invoke's Program: tests/unit/test_tasks.py
 
 
 def test_issue_client_task_via_inv_exits_2_for_a_bad_name(pki_store, pki_env):
@@ -561,8 +489,8 @@ def test_issue_client_task_via_inv_exits_2_for_a_bad_name(pki_store, pki_env):
 
 ISSUE_ONE = """
 import sys, time
-from mtls_deploy.pki_store import PkiStore
-from mtls_deploy.bundle import issue_bundles
+from mtls_deploy.pki.store import PkiStore
+from mtls_deploy.pki.bundle import issue_bundles
 start = float(sys.argv[1] if len(sys.argv) > 1 else "{start}")
 time.sleep(max(0, start - time.time()))
 print(issue_bundles(PkiStore.open(), ["{name}"], p12=False)[0].issue.serial)
@@ -588,7 +516,7 @@ def test_20_concurrent_issue_processes_get_20_distinct_serials_and_rows(
 
 REVOKE_ONE = """
 import time
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki.store import PkiStore
 time.sleep(max(0, {start} - time.time()))
 PkiStore.open().revoke_client("{name}")
 """
@@ -597,23 +525,23 @@ PkiStore.open().revoke_client("{name}")
 def test_concurrent_revocations_all_land_in_the_crl(pki_store, pki_spawn):
     serials = {int(r.serial, 16) for r in pki_store.issue_clients([f"r{i}" for i in range(6)])}
     serials |= {entry.serial_number for entry in pki_store.crl()}  # the smoke test's own
-    number = pki.crl_number(pki_store.crl())
+    number = profile.crl_number(pki_store.crl())
     start = time.time() + 1.0
     processes = [pki_spawn(REVOKE_ONE.format(start=start, name=f"r{i}")) for i in range(6)]
     assert [p.wait(timeout=60) for p in processes] == [0] * 6
     crl = pki_store.crl()
     assert {entry.serial_number for entry in crl} == serials
-    assert pki.crl_number(crl) == number + 6  # no lost update of the CRL number
+    assert profile.crl_number(crl) == number + 6  # no lost update of the CRL number
 
 
 # --- killed runs ----------------------------------------------------------------------------
 
 KILLED_BULK = """
 import os, signal
-from mtls_deploy import pki_store
-from mtls_deploy.bundle import issue_bundles
+from mtls_deploy.pki import issuance, journal, store
+from mtls_deploy.pki.bundle import issue_bundles
 commits = 0
-original = pki_store._Transaction.commit
+original = journal.Transaction.commit
 def commit(self):
     global commits
     commits += 1
@@ -623,9 +551,9 @@ def commit(self):
         self.db.execute("COMMIT")
         os.kill(os.getpid(), signal.SIGKILL)
     original(self)
-pki_store._Transaction.commit = commit
-pki_store.CHUNK = 10
-issue_bundles(pki_store.PkiStore.open(), ["n%03d" % i for i in range(40)], p12=False)
+journal.Transaction.commit = commit
+issuance.CHUNK = 10
+issue_bundles(store.PkiStore.open(), ["n%03d" % i for i in range(40)], p12=False)
 """
 
 
@@ -640,7 +568,7 @@ def test_sigkill_inside_a_bulk_issue_leaves_a_consistent_pki(pki_store, pki_env,
     names = [f"n{i:03d}" for i in range(40)]
     PkiStore.open().issue_client("late")  # the next writer finishes or undoes the killed chunk
     assert_consistent(pki_env.pki_dir)
-    from mtls_deploy.bundle import bundle_is_current, issue_bundles
+    from mtls_deploy.pki.bundle import bundle_is_current, issue_bundles
 
     store = PkiStore.open()
     results = issue_bundles(store, names, p12=False)
@@ -651,10 +579,10 @@ def test_sigkill_inside_a_bulk_issue_leaves_a_consistent_pki(pki_store, pki_env,
 
 
 BULK = """
-from mtls_deploy import pki_store
-from mtls_deploy.bundle import issue_bundles
-pki_store.CHUNK = 25
-issue_bundles(pki_store.PkiStore.open(), ["k%04d" % i for i in range({count})], p12=False)
+from mtls_deploy.pki import issuance, store
+from mtls_deploy.pki.bundle import issue_bundles
+issuance.CHUNK = 25
+issue_bundles(store.PkiStore.open(), ["k%04d" % i for i in range({count})], p12=False)
 """
 
 
@@ -724,3 +652,13 @@ def test_init_on_a_full_disk_is_clear_and_leaves_the_directory_empty(pki_env, pk
     assert list(pki_env.pki_dir.iterdir()) == []
     with pytest.raises(UserError, match="run `inv pki.init` first"):
         PkiStore.open()
+
+
+def test_a_stale_crl_for_fault_tests_ran_out_yesterday_and_changes_nothing(pki_store, pki_env):
+    before = {p: p.read_bytes() for p in pki_env.pki_dir.rglob("*") if p.is_file()}
+    stale = x509.load_pem_x509_crl(pki_store.stale_crl_pem())
+    now = dt.datetime.now(dt.UTC)
+    assert now - dt.timedelta(days=1, minutes=1) < stale.next_update_utc < now
+    ca = load_cert(pki_env.pki_dir / "client-ca.crt")
+    assert stale.is_signature_valid(ca.public_key()) and stale.issuer == ca.subject
+    assert {p: p.read_bytes() for p in pki_env.pki_dir.rglob("*") if p.is_file()} == before

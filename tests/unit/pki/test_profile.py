@@ -15,8 +15,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from mtls_deploy import pki
 from mtls_deploy.errors import BadInput, UserError
+from mtls_deploy.pki import profile
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 BAD_NAMES = {
@@ -44,14 +44,14 @@ BAD_NAMES = {
 @pytest.fixture(scope="module", params=["ec", "rsa"])
 def pki_ca(request):
     """(key type, CA key, CA certificate) for each key type; RSA keys made once per module."""
-    key = pki.generate_key(request.param)
-    return request.param, key, pki.make_ca(key, "Test client CA", NOW, org="Test")
+    key = profile.generate_key(request.param)
+    return request.param, key, profile.make_ca(key, "Test client CA", NOW, org="Test")
 
 
 @pytest.fixture(scope="module")
 def pki_leaf_keys():
     """One leaf key per type, reused: RSA 3072 generation is slow."""
-    return {"ec": pki.generate_key("ec"), "rsa": pki.generate_key("rsa")}
+    return {"ec": profile.generate_key("ec"), "rsa": profile.generate_key("rsa")}
 
 
 def ext(cert, kind):
@@ -61,8 +61,8 @@ def ext(cert, kind):
 def client(pki_ca, pki_leaf_keys, **kwargs):
     key_type, ca_key, ca = pki_ca
     key = pki_leaf_keys[key_type]
-    return pki.issue_client_cert(
-        ca, ca_key, key.public_key(), "bob", pki.new_serial(), NOW, **kwargs
+    return profile.issue_client_cert(
+        ca, ca_key, key.public_key(), "bob", profile.new_serial(), NOW, **kwargs
     )
 
 
@@ -71,7 +71,9 @@ def server(
 ):
     key_type, ca_key, ca = pki_ca
     key = pki_leaf_keys[key_type]
-    return pki.issue_server_cert(ca, ca_key, key.public_key(), dns, ips, pki.new_serial(), NOW)
+    return profile.issue_server_cert(
+        ca, ca_key, key.public_key(), dns, ips, profile.new_serial(), NOW
+    )
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def test_default_key_is_p256_and_rsa_is_3072(pki_leaf_keys):
 
 def test_unknown_key_type_is_bad_input():
     with pytest.raises(BadInput, match="ec .* or rsa"):
-        pki.generate_key("dsa")
+        profile.generate_key("dsa")
 
 
 # --- CA profile -----------------------------------------------------------------------------
@@ -192,18 +194,18 @@ def test_client_bad_attributes_are_bad_input(pki_ca, pki_leaf_keys, kwargs, mess
 
 def test_leaf_never_outlives_its_ca(pki_leaf_keys):
     ca_key = pki_leaf_keys["ec"]
-    ca = pki.make_ca(ca_key, "Short CA", NOW, days=10)
-    cert = pki.issue_client_cert(ca, ca_key, ca_key.public_key(), "bob", 7, NOW, days=365)
+    ca = profile.make_ca(ca_key, "Short CA", NOW, days=10)
+    cert = profile.issue_client_cert(ca, ca_key, ca_key.public_key(), "bob", 7, NOW, days=365)
     assert cert.not_valid_after_utc == ca.not_valid_after_utc
 
 
 def test_expired_ca_refuses_and_says_how_long_ago(pki_leaf_keys):
     key = pki_leaf_keys["ec"]
-    ca = pki.make_ca(key, "Old CA", NOW - dt.timedelta(days=13), days=10)
+    ca = profile.make_ca(key, "Old CA", NOW - dt.timedelta(days=13), days=10)
     with pytest.raises(UserError, match=r"expired 3 days ago \(2026-02-26 12:00 UTC\)"):
-        pki.issue_client_cert(ca, key, key.public_key(), "bob", 7, NOW)
+        profile.issue_client_cert(ca, key, key.public_key(), "bob", 7, NOW)
     with pytest.raises(UserError, match="expired 3 days ago"):
-        pki.sign_crl(ca, key, [], 2, NOW)
+        profile.sign_crl(ca, key, [], 2, NOW)
 
 
 # --- server profile -------------------------------------------------------------------------
@@ -221,14 +223,14 @@ def test_server_eku_is_server_auth_and_san_holds_every_name(pki_ca, pki_leaf_key
 def test_server_cn_is_one_of_its_san_names(pki_ca, pki_leaf_keys):
     cert = server(pki_ca, pki_leaf_keys)
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    assert cn in pki.san_names(cert)[0]
+    assert cn in profile.san_names(cert)[0]
 
 
 def test_server_with_only_ip_addresses_has_empty_subject_and_critical_san(pki_ca, pki_leaf_keys):
     cert = server(pki_ca, pki_leaf_keys, dns=(), ips=("127.0.0.1", "::1"))
     assert len(cert.subject) == 0
     assert ext(cert, x509.SubjectAlternativeName).critical
-    assert pki.san_names(cert) == (set(), {"127.0.0.1", "::1"})
+    assert profile.san_names(cert) == (set(), {"127.0.0.1", "::1"})
 
 
 @pytest.mark.parametrize(
@@ -236,7 +238,7 @@ def test_server_with_only_ip_addresses_has_empty_subject_and_critical_san(pki_ca
 )
 def test_server_bad_names_are_bad_input(dns, ips):
     with pytest.raises(BadInput):
-        pki.server_names(dns, ips)
+        profile.server_names(dns, ips)
 
 
 # --- verification with cryptography's verifier ----------------------------------------------
@@ -281,9 +283,9 @@ def test_server_certificate_is_not_a_client_certificate(pki_ca, pki_leaf_keys):
 
 
 def test_client_of_another_ca_does_not_verify(pki_ca, pki_leaf_keys):
-    other_key = pki.generate_key("ec")
-    other = pki.make_ca(other_key, "Other CA", NOW)
-    stranger = pki.issue_client_cert(other, other_key, other_key.public_key(), "bob", 9, NOW)
+    other_key = profile.generate_key("ec")
+    other = profile.make_ca(other_key, "Other CA", NOW)
+    stranger = profile.issue_client_cert(other, other_key, other_key.public_key(), "bob", 9, NOW)
     with pytest.raises(VerificationError):
         client_verifier(pki_ca[2]).verify(stranger, [])
 
@@ -298,25 +300,25 @@ def test_serial_takes_159_bits_from_the_csprng_positive_below_2_159():
         asked.append(n)
         return b"\xff" * n
 
-    assert pki.new_serial(randbytes=all_ones) == 2**159 - 1
+    assert profile.new_serial(randbytes=all_ones) == 2**159 - 1
     assert asked == [20] and asked[0] * 8 - 1 >= 128
 
 
 def test_serial_zero_and_taken_serials_are_drawn_again():
     draws = iter([b"\x00" * 20, (84 << 1).to_bytes(20, "big"), (42 << 1).to_bytes(20, "big")])
-    assert pki.new_serial(lambda s: s == 84, randbytes=lambda n: next(draws)) == 42
+    assert profile.new_serial(lambda s: s == 84, randbytes=lambda n: next(draws)) == 42
 
 
 def test_real_serials_are_distinct_large_and_in_range():
-    serials = [pki.new_serial() for _ in range(500)]
+    serials = [profile.new_serial() for _ in range(500)]
     assert len(set(serials)) == 500
     assert all(0 < s < 2**159 for s in serials)
     assert max(s.bit_length() for s in serials) >= 155  # drawn from the full range, not small
 
 
 def test_serial_hex_has_even_digits_like_openssl():
-    assert pki.serial_hex(0xABC) == "0ABC"
-    assert pki.serial_hex(0x1ABC) == "1ABC"
+    assert profile.serial_hex(0xABC) == "0ABC"
+    assert profile.serial_hex(0x1ABC) == "1ABC"
 
 
 # --- CRL ------------------------------------------------------------------------------------
@@ -325,13 +327,13 @@ def test_serial_hex_has_even_digits_like_openssl():
 def test_crl_is_v2_signed_numbered_with_reasons(pki_ca):
     _, key, ca = pki_ca
     revoked = [
-        pki.Revocation(0x1234, NOW - dt.timedelta(days=1), "key_compromise"),
-        pki.Revocation(0x5678, NOW, "unspecified"),
+        profile.Revocation(0x1234, NOW - dt.timedelta(days=1), "key_compromise"),
+        profile.Revocation(0x5678, NOW, "unspecified"),
     ]
-    crl = pki.sign_crl(ca, key, revoked, 7, NOW)
+    crl = profile.sign_crl(ca, key, revoked, 7, NOW)
     assert crl.is_signature_valid(ca.public_key())
     assert crl.issuer == ca.subject and isinstance(crl.signature_hash_algorithm, hashes.SHA256)
-    assert pki.crl_number(crl) == 7
+    assert profile.crl_number(crl) == 7
     assert crl.extensions.get_extension_for_class(
         x509.AuthorityKeyIdentifier
     ).value.key_identifier == (ext(ca, x509.SubjectKeyIdentifier).value.digest)
@@ -349,13 +351,13 @@ def test_crl_is_v2_signed_numbered_with_reasons(pki_ca):
 
 
 def test_crl_next_update_is_configurable(pki_ca):
-    crl = pki.sign_crl(pki_ca[2], pki_ca[1], [], 1, NOW, days=7)
+    crl = profile.sign_crl(pki_ca[2], pki_ca[1], [], 1, NOW, days=7)
     assert crl.next_update_utc == NOW + dt.timedelta(days=7)
 
 
 def test_unknown_revocation_reason_is_bad_input():
     with pytest.raises(BadInput, match="key_compromise"):
-        pki.validate_revocation_reason("stolen")
+        profile.validate_revocation_reason("stolen")
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -364,23 +366,23 @@ def test_unknown_revocation_reason_is_bad_input():
 @pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
 def test_bad_client_names_are_bad_input(name):
     with pytest.raises(BadInput, match="invalid client name") as raised:
-        pki.validate_client_name(name)
+        profile.validate_client_name(name)
     assert raised.value.exit_code == 2
     assert "\n" not in str(raised.value)  # one line, even for a name with a newline
 
 
 @pytest.mark.parametrize("name", ["bob", "a", "0", "svc-1.prod_x", "a" * 64])
 def test_good_client_names(name):
-    assert pki.validate_client_name(name) == name
+    assert profile.validate_client_name(name) == name
 
 
 def test_parse_names_skips_blanks_and_comments_and_keeps_first_of_duplicates():
-    assert pki.parse_names("bob\n\n# team b\n  alice  \r\nbob\n") == ["bob", "alice"]
+    assert profile.parse_names("bob\n\n# team b\n  alice  \r\nbob\n") == ["bob", "alice"]
 
 
 def test_parse_names_names_the_bad_line():
     with pytest.raises(BadInput, match=r"consumers.txt line 3: invalid client name 'Bad Name'"):
-        pki.parse_names("bob\nalice\nBad Name\n", "consumers.txt")
+        profile.parse_names("bob\nalice\nBad Name\n", "consumers.txt")
 
 
 # --- CSR ------------------------------------------------------------------------------------
@@ -393,10 +395,11 @@ def csr_for(key, *attributes):
 
 def test_check_csr_accepts_exactly_cn_name_with_an_allowed_key(pki_leaf_keys):
     key = pki_leaf_keys["ec"]
-    assert pki.check_csr(csr_for(key, (NameOID.COMMON_NAME, "bob")), "bob") == key.public_key()
+    assert profile.check_csr(csr_for(key, (NameOID.COMMON_NAME, "bob")), "bob") == key.public_key()
     rsa_key = pki_leaf_keys["rsa"]
     assert (
-        pki.check_csr(csr_for(rsa_key, (NameOID.COMMON_NAME, "bob")), "bob") == rsa_key.public_key()
+        profile.check_csr(csr_for(rsa_key, (NameOID.COMMON_NAME, "bob")), "bob")
+        == rsa_key.public_key()
     )
 
 
@@ -412,7 +415,7 @@ def test_check_csr_accepts_exactly_cn_name_with_an_allowed_key(pki_leaf_keys):
 )
 def test_check_csr_rejects_a_subject_that_is_not_exactly_cn_name(pki_leaf_keys, attributes):
     with pytest.raises(BadInput, match="must be exactly CN=bob"):
-        pki.check_csr(csr_for(pki_leaf_keys["ec"], *attributes), "bob")
+        profile.check_csr(csr_for(pki_leaf_keys["ec"], *attributes), "bob")
 
 
 @pytest.mark.parametrize(
@@ -425,7 +428,7 @@ def test_check_csr_rejects_a_subject_that_is_not_exactly_cn_name(pki_leaf_keys, 
 )
 def test_check_csr_rejects_weak_keys(make_key):
     with pytest.raises(BadInput, match="key is not allowed"):
-        pki.check_csr(csr_for(make_key(), (NameOID.COMMON_NAME, "bob")), "bob")
+        profile.check_csr(csr_for(make_key(), (NameOID.COMMON_NAME, "bob")), "bob")
 
 
 def test_check_csr_rejects_a_bad_signature(pki_leaf_keys):
@@ -436,27 +439,4 @@ def test_check_csr_rejects_a_bad_signature(pki_leaf_keys):
     )
     der[-1] ^= 0x01  # last byte of the signature's s value
     with pytest.raises(BadInput, match="signature does not verify"):
-        pki.check_csr(x509.load_der_x509_csr(bytes(der)), "bob")
-
-
-# --- CA key encryption ----------------------------------------------------------------------
-
-
-def test_ca_key_encryption_round_trips_and_needs_the_passphrase(pki_leaf_keys):
-    key = pki_leaf_keys["ec"]
-    pem = pki.encrypted_private_key_pem(key, b"right", rounds=1000)
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
-    assert pki.load_private_key(pem, b"right").private_numbers() == key.private_numbers()
-    with pytest.raises(ValueError):
-        pki.load_private_key(pem, b"wrong")
-    with pytest.raises(TypeError):
-        pki.load_private_key(pem, None)
-
-
-def test_ca_key_uses_600000_pbkdf2_rounds_by_default():
-    assert pki.CA_KEY_KDF_ROUNDS >= 600_000
-    pem = pki.encrypted_private_key_pem(pki.generate_key("ec"), b"x")
-    import base64
-
-    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
-    assert b"\x02\x03\x09\x27\xc0" in der  # INTEGER 600000 in the PBKDF2 parameters
+        profile.check_csr(x509.load_der_x509_csr(bytes(der)), "bob")

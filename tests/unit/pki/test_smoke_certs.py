@@ -16,9 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mtls_deploy import pki
 from mtls_deploy.errors import BadInput, UserError
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki import profile
+from mtls_deploy.pki.store import PkiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_KINDS = "CHECK (kind IN ('client-ca', 'server-ca', 'server', 'client'))"
@@ -55,7 +55,7 @@ def test_init_makes_a_revoked_and_an_expired_certificate_recorded_in_the_index(p
     for label in ("revoked", "expired"):
         cert = load(root / "smoke" / f"{label}.crt")
         cert.verify_directly_issued_by(client_ca)
-        assert pki.serial_hex(cert.serial_number) == rows[f"smoke:{label}"][0]
+        assert profile.serial_hex(cert.serial_number) == rows[f"smoke:{label}"][0]
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == f"smoke:{label}"
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -137,7 +137,7 @@ def test_a_pki_from_before_gets_them_on_first_use_and_keeps_its_rows(pki_store, 
         .fetchone()[0]
     )
     store = PkiStore.open()
-    number = pki.crl_number(store.crl())
+    number = profile.crl_number(store.crl())
     certificates, created = store.smoke_certificates()
     assert created
     after = index_rows(root)
@@ -148,7 +148,7 @@ def test_a_pki_from_before_gets_them_on_first_use_and_keeps_its_rows(pki_store, 
         r[0] for r in rows.values()
     }
     crl = store.crl()
-    assert pki.crl_number(crl) == number + 1
+    assert profile.crl_number(crl) == number + 1
     assert crl.get_revoked_certificate_by_serial_number(int(certificates["revoked"].serial, 16))
     assert mode(root / "smoke" / "revoked.key") == 0o600
     assert PkiStore.open().smoke_certificates()[1] is False  # made once
@@ -174,7 +174,7 @@ def test_lost_files_get_a_new_certificate_and_the_old_row_stays(pki_store, pki_e
         (certificates["revoked"].serial, "revoked"),
     ]
     crl = PkiStore.open().crl()
-    assert {pki.serial_hex(entry.serial_number) for entry in crl} == {
+    assert {profile.serial_hex(entry.serial_number) for entry in crl} == {
         old,
         certificates["revoked"].serial,
     }
@@ -186,7 +186,7 @@ def test_lost_files_get_a_new_certificate_and_the_old_row_stays(pki_store, pki_e
 @pytest.mark.parametrize("name", ["smoke:revoked", "smoke:expired"])
 def test_clients_cannot_take_the_smoke_names(name):
     with pytest.raises(BadInput, match="reserved for the smoke test"):
-        pki.validate_client_name(name)
+        profile.validate_client_name(name)
 
 
 def test_issue_client_refuses_a_smoke_name_in_one_line(pki_store, pki_env):
@@ -206,10 +206,10 @@ def test_issue_client_refuses_a_smoke_name_in_one_line(pki_store, pki_env):
 def test_only_the_smoke_names_get_the_smoke_profile(pki_store):
     ca = load(pki_store.path / "client-ca.crt")
     with pytest.raises(ValueError, match="not one of the smoke test's names"):
-        pki.issue_smoke_cert(
+        profile.issue_smoke_cert(
             ca,
-            pki.generate_key(),
-            pki.generate_key().public_key(),
+            profile.generate_key(),
+            profile.generate_key().public_key(),
             "bob",
             5,
             dt.datetime.now(dt.UTC),

@@ -1,0 +1,1 @@
+"""Tests of mtls_deploy.pki, one module per module of the package."""
