@@ -1,7 +1,7 @@
 """Apply a plan: one shell script per host, run as root in one round trip.
 
-Order: users, directories, files and removals; then validators (``nginx -t``), which restore
-every file they cover when they fail; then daemon-reload if a unit changed; then services;
+Order: users, directories, files and removals; then the validators the roles declare (a config
+test), which restore every file they cover when they fail; then daemon-reload if a unit changed; then services;
 then each notified handler, once. The script prints ``@@`` markers so each step's fate is known.
 """
 
@@ -9,10 +9,9 @@ import shlex
 from dataclasses import dataclass
 
 from .operations import Step
-from .resources import Handler
+from .resources import Handler, Validator
 from .shell import statement
 
-VALIDATORS = {"nginx": "nginx -t"}
 DAEMON_RELOAD = "daemon-reload"
 UNTRAP = "trap - EXIT HUP INT TERM PIPE"
 
@@ -35,8 +34,11 @@ def notified_handlers(steps: list[Step], handlers: list[Handler]) -> list[Handle
     return sorted(chosen, key=lambda h: h.order)
 
 
-def build_script(steps: list[Step], handlers: list[Handler]) -> str:
-    """The whole apply script for the changed steps of one host."""
+def build_script(
+    steps: list[Step], handlers: list[Handler], validators: dict[str, Validator] | None = None
+) -> str:
+    """The whole apply script for the changed steps of one host; ``validators`` by the name
+    a step's ``validate`` gives."""
     todo = [(i, s) for i, s in enumerate(steps) if s.changed]
     files = [(i, s) for i, s in todo if s.kind != "service"]
     services = [(i, s) for i, s in todo if s.kind == "service"]
@@ -51,7 +53,7 @@ def build_script(steps: list[Step], handlers: list[Handler]) -> str:
     for i, step in files:
         lines += _backup(i, step) if step.validate else []
         lines += [*step.commands, f"echo '@@done {i}'"]
-    lines += _validations(validated)
+    lines += _validations(validated, validators or {})
     if any(DAEMON_RELOAD in s.notify for _, s in todo):
         lines.append("systemctl daemon-reload")
     for i, step in services:
@@ -67,7 +69,7 @@ def build_script(steps: list[Step], handlers: list[Handler]) -> str:
 
 
 def _backup_path(path: str) -> str:
-    """Beside the file, hidden, so nginx's ``include dir/*`` never reads it."""
+    """Beside the file, hidden, so a configuration's ``include dir/*`` never reads it."""
     folder, _, name = path.rpartition("/")
     return f"{folder}/.{name}.mtls-prev"
 
@@ -93,12 +95,12 @@ def _restore_function(validated: list[tuple[int, Step]]) -> str:
     return "mtls_restore() {\n  " + "\n  ".join(body) + "\n}"
 
 
-def _validations(validated: list[tuple[int, Step]]) -> list[str]:
+def _validations(validated: list[tuple[int, Step]], validators: dict) -> list[str]:
     if not validated:
         return []
     lines = []
     for name in dict.fromkeys(step.validate for _, step in validated):
-        command = VALIDATORS[name]
+        command = statement(validators[name].command)
         lines += [
             f"if ! mtls_out=$( {{ {command}; }} 2>&1); then mtls_restore; {UNTRAP}",
             f"  printf '@@invalid {name}\\n%s\\n@@end\\n' \"$mtls_out\"; exit 3; fi",
@@ -128,19 +130,26 @@ def parse_outcome(stdout: str, stderr: str) -> ApplyOutcome:
     return ApplyOutcome(frozenset(done), invalid, tuple(started), tuple(handled), error)
 
 
-def settle(steps: list[Step], outcome: ApplyOutcome, exit_status: int) -> list[Step]:
+def settle(
+    steps: list[Step],
+    outcome: ApplyOutcome,
+    exit_status: int,
+    validators: dict[str, Validator] | None = None,
+) -> list[Step]:
     """Mark each changed step: stays changed if done, failed where the script stopped,
     reverted when its validator refused it, skipped after a failure."""
-    extra = []
+    extra, shown = [], {n: _shown(v.command) for n, v in (validators or {}).items()}
     if outcome.invalid:
         name, output = outcome.invalid
-        extra.append(Step("validate", VALIDATORS[name], "failed", _last_error(output)))
+        error = _error_line(output, (validators or {}).get(name))
+        extra.append(Step("validate", shown.get(name, name), "failed", error))
     failed_once = False
     for index, step in enumerate(steps):
         if not step.changed:
             continue
         if outcome.invalid and step.validate == outcome.invalid[0]:
-            step.status, step.reason = "failed", f"reverted: {VALIDATORS[step.validate]} failed"
+            command = shown.get(step.validate, step.validate)
+            step.status, step.reason = "failed", f"reverted: {command} failed"
         elif index not in outcome.done and exit_status != 0:
             step.status = "skipped" if failed_once else "failed"
             step.reason = step.reason if failed_once else (outcome.error or f"exit {exit_status}")
@@ -158,8 +167,17 @@ def _handler_steps(outcome: ApplyOutcome, exit_status: int, step_failed: bool) -
     return steps
 
 
-def _last_error(output: str) -> str:
-    """nginx's own words: the line with 'emerg' or the last non-empty line."""
+def _shown(command) -> str:
+    """A validator's command as the report names it: ``app-config --test``."""
+    if isinstance(command, str):
+        return command.strip()
+    return "; ".join(shlex.join(argv) for argv in command)
+
+
+def _error_line(output: str, validator: Validator | None) -> str:
+    """The validator's own words: the first line holding its ``error_lines`` word, else the
+    last non-empty line."""
     lines = [line for line in output.splitlines() if line.strip()]
-    emerg = [line for line in lines if "[emerg]" in line]
-    return (emerg or lines or ["validation failed"])[0]
+    word = validator.error_lines if validator else None
+    picked = [line for line in lines if word and word in line]
+    return (picked or lines[-1:] or ["validation failed"])[0]

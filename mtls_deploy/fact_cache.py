@@ -25,10 +25,7 @@ def cache_file(host: str, address: str, port: int) -> Path:
 def load(path: Path) -> HostFacts | None:
     """The cached facts, or None when there are none or they cannot be read."""
     try:
-        data = json.loads(path.read_text())
-        for name in ("nginx_version", "openssl_version"):
-            data[name] = tuple(data[name]) if data.get(name) else None
-        return HostFacts(**data)
+        return HostFacts(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
 

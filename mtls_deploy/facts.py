@@ -1,5 +1,6 @@
 """Facts: what a host has now. Each fact is a shell command plus a pure parser."""
 
+import fnmatch
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -31,34 +32,34 @@ class HostFacts:
     os_version: str = ""
     init: str = ""
     packages: dict[str, str] = field(default_factory=dict)  # installed package -> version
-    nginx_version: tuple[int, ...] | None = None
-    openssl_version: tuple[int, ...] | None = None
     apt_lists_age: float | None = None  # seconds since the package lists were refreshed
     policy_rc_leftover: bool = False  # our policy-rc.d, left by a killed run, is in place
 
-    @property
-    def php_version(self) -> str | None:
-        """``"8.2"`` when php-fpm is installed, from the package name ``php8.2-fpm``."""
-        for name in self.packages:
-            if name.startswith("php") and name.endswith("-fpm") and name != "php-fpm":
-                return name[3:-4]
-        return None
+    def version(self, *names: str) -> tuple[int, ...] | None:
+        """The upstream version of the first of ``names`` that is installed, as a tuple.
+
+        Example: ``facts.version("tool", "tool-core")`` -> ``(1, 22, 1)``
+        """
+        found = next((self.packages[n] for n in names if n in self.packages), None)
+        return version_tuple(found)
+
+    def installed(self, pattern: str) -> list[str]:
+        """Installed package names matching a dpkg-query pattern (``"lib*-dev"``), sorted."""
+        return sorted(n for n in self.packages if fnmatch.fnmatchcase(n, pattern))
 
 
 # --- system facts: one round trip before anything is planned ----------------------------------
 
-# Packages whose versions change what we render (nginx, OpenSSL) or where we put files (PHP).
 POLICY_RC = "/usr/sbin/policy-rc.d"
 POLICY_RC_MARK = "# mtls-deploy policy-rc.d"  # the line that tells ours from anyone else's
 
-VERSIONED_PACKAGES = ("nginx", "nginx-core", "libssl3", "openssl", "php*-fpm")
-
 
 def system_facts_script(packages: tuple[str, ...]) -> str:
-    """A shell script printing the system facts as ``KEY<TAB>value`` lines."""
-    # Quoted: a name comes from a role, maybe from a variable; a pattern (php*-fpm) is
+    """A shell script printing the system facts as ``KEY<TAB>value`` lines; ``packages``: the
+    names (or dpkg-query patterns) whose installed versions the roles read or install."""
+    # Quoted: a name comes from a role, maybe from a variable; a pattern (lib*) is
     # dpkg-query's to match, not the shell's.
-    names = " ".join(shlex.quote(n) for n in dict.fromkeys((*VERSIONED_PACKAGES, *packages)))
+    names = " ".join(shlex.quote(n) for n in dict.fromkeys(packages))
     return "\n".join(
         [
             '. /etc/os-release 2>/dev/null; printf \'os\\t%s\\t%s\\n\' "$ID" "$VERSION_ID"',
@@ -68,8 +69,11 @@ def system_facts_script(packages: tuple[str, ...]) -> str:
             'printf \'lists\\t%s\\n\' "$(stat -c %Y "$f")"; break; done',
             f"grep -qxF -- {shlex.quote(POLICY_RC_MARK)} {POLICY_RC} 2>/dev/null && "
             "printf 'policy_rc\\tours\\n'",
+            # No name at all would list every package.
             f"dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' {names} "
-            "2>/dev/null || true",
+            "2>/dev/null || true"
+            if names
+            else "true",
             "",
         ]
     )
@@ -100,8 +104,6 @@ def parse_system_facts(output: str) -> HostFacts:
         os_version=os_version,
         init=init,
         packages=packages,
-        nginx_version=version_tuple(packages.get("nginx") or packages.get("nginx-core")),
-        openssl_version=version_tuple(packages.get("libssl3") or packages.get("openssl")),
         apt_lists_age=(now - lists) if now is not None and lists is not None else None,
         policy_rc_leftover=leftover,
     )
@@ -157,7 +159,7 @@ UNIT_SUFFIXES = (".service", ".socket", ".timer", ".target", ".path", ".mount")
 
 
 def _unit_name(name: str) -> str:
-    """``nginx`` -> ``nginx.service``; ``php8.2-fpm`` too (a dot is not a suffix)."""
+    """``cron`` -> ``cron.service``; ``app2.1-worker`` too (a dot is not a suffix)."""
     return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
 

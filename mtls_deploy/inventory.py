@@ -17,7 +17,6 @@ from .variables import check_inventory
 
 DEFAULT_INVENTORY = Path("inventory")
 PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved from the project
-ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential", re.IGNORECASE)
 
 
@@ -130,11 +129,15 @@ def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inve
 
 
 def role_defaults() -> list[Layer]:
-    """Every role's ``defaults.yml``, the lowest layer, in role name order."""
+    """Every role's ``defaults.yml`` (a project's role shadowing ours), the lowest layer, in
+    role name order: the only place role defaults are applied."""
+    from . import role_loader
+
     layers = []
-    for defaults in sorted(ROLES_DIR.glob("*/defaults.yml")):
-        values = read_yaml(defaults) or {}
-        layers.append(Layer(f"roles/{defaults.parent.name}/defaults.yml", values))
+    for name in role_loader.all_roles():
+        path = role_loader.load(name).folder / "defaults.yml"
+        values = read_yaml(path) if path.is_file() else {}
+        layers.append(Layer(f"roles/{name}/defaults.yml", _mapping(values, str(path))))
     return layers
 
 

@@ -1,16 +1,18 @@
-"""Provision one host: facts -> packages -> role resources -> plan -> apply.
+"""Provision one host: prepare -> facts -> packages -> role resources -> plan -> apply.
 
 A no-op run costs one SSH connection and one round trip: system facts and the state of every
 managed path, user and unit are gathered by one script, whose path list comes from the roles
-run on the last run's facts (``fact_cache``). Check mode is the same run without the applies.
+run on the last run's facts (``fact_cache``). Check mode is the same run without the applies,
+and its prepare step changes nothing. The engine knows no role: it asks each of the host's roles
+(``role_loader``) for its resources, handlers, validators, exports and prepare step.
 """
 
-import importlib
 from dataclasses import dataclass
 
 from . import apply as applying
-from . import fact_cache
+from . import fact_cache, role_loader
 from .connection import Remote, SshTarget
+from .errors import UserError
 from .facts import (
     HostFacts,
     ResourceFacts,
@@ -29,24 +31,30 @@ from .operations import (
     unified_diff,
     watched,
 )
-from .resources import File, Handler, Packages
+from .resources import File, Handler, Packages, tagged
 from .runner import HostResult
-from .variables import require, role_names  # role_names: the schemas need it too
+from .variables import require
 
 ENGINE_HANDLERS = [Handler(applying.DAEMON_RELOAD, (("systemctl", "daemon-reload"),), order=0)]
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: ``check`` plans only; ``diff`` shows file diffs."""
+    """How to run: ``check`` plans only; ``diff`` shows file diffs; ``tags`` runs only the
+    resources carrying one of them (no packages, no prepare step: the CRL push)."""
 
     check: bool = False
     diff: bool = False
+    tags: tuple[str, ...] = ()
 
 
-def load_roles(names: list[str]) -> list:
-    """Import ``roles/<name>/role.py`` for each name."""
-    return [importlib.import_module(f"roles.{name}.role") for name in names]
+@dataclass(frozen=True)
+class PrepareContext:
+    """What a role's ``prepare(v, context)`` is told: ``check`` => change nothing, say what
+    would be done."""
+
+    host: str
+    check: bool
 
 
 def provision_host(host, options: RunOptions = RunOptions()) -> HostResult:
@@ -54,10 +62,11 @@ def provision_host(host, options: RunOptions = RunOptions()) -> HostResult:
 
     Example: ``provision_host(inventory.host("api1"), RunOptions(check=True))``
     """
-    v = dict(host.vars, ansible_check_mode=options.check)
-    roles = load_roles(role_names(v))
-    if roles and "api" in v.get("group_names", []):
-        require(host, "server_name", "https_port")
+    v = host.vars
+    roles = role_loader.host_roles(v)
+    for role in roles:
+        require(host, *role.meta["requires"])
+    prepared = [] if options.tags else prepare(roles, v, PrepareContext(host.name, options.check))
     target = SshTarget.from_vars(host.name, v)
     cache = fact_cache.cache_file(host.name, target.address, target.port)
     with Remote(target) as remote:
@@ -65,7 +74,14 @@ def provision_host(host, options: RunOptions = RunOptions()) -> HostResult:
         steps = run.converge(fact_cache.load(cache))
         if run.facts is not None:
             fact_cache.save(cache, run.facts)
-        return HostResult(host.name, steps, data={"ssh_channels": remote.channels})
+        return HostResult(host.name, prepared + steps, data={"ssh_channels": remote.channels})
+
+
+def prepare(roles: list, v: dict, context: PrepareContext) -> list[Step]:
+    """Each role's step before planning (issue a certificate, sign a list), once per host: its
+    recap lines. A plan computed after it only reads what it left."""
+    variables = role_loader.with_exports(roles, v, HostFacts())
+    return [s for r in roles for s in r.call("prepare", variables[r.name], context, default=[])]
 
 
 class HostRun:
@@ -73,14 +89,44 @@ class HostRun:
 
     def __init__(self, remote: Remote, roles: list, v: dict, options: RunOptions):
         self.remote, self.roles, self.v, self.options = remote, roles, v, options
-        self.packages = [r for r in self.resources(HostFacts()) if isinstance(r, Packages)]
+        wanted = [] if options.tags else self.resources(HostFacts())
+        self.packages = [r for r in wanted if isinstance(r, Packages)]
         self.facts: HostFacts | None = None
 
     def resources(self, facts: HostFacts) -> list:
-        return [r for role in self.roles for r in role.resources(self.v, facts)]
+        """What the roles want given ``facts`` (only the tagged ones in a tagged run)."""
+        variables = role_loader.with_exports(self.roles, self.v, facts)
+        found = [
+            r for role in self.roles for r in role.call("resources", variables[role.name], facts)
+        ]
+        return [r for r in found if tagged(r, self.options.tags)] if self.options.tags else found
+
+    def handlers(self) -> list[Handler]:
+        """The engine's handlers and every role's, notified by name across roles."""
+        variables = role_loader.with_exports(self.roles, self.v, self.facts)
+        mine = [
+            h
+            for r in self.roles
+            for h in r.call("handlers", variables[r.name], self.facts, default=[])
+        ]
+        return ENGINE_HANDLERS + mine
+
+    def validators(self) -> dict:
+        """Every validator the host's roles declare, by name."""
+        variables = role_loader.with_exports(self.roles, self.v, self.facts)
+        return {
+            k: x for r in self.roles for k, x in r.validators(variables[r.name], self.facts).items()
+        }
+
+    def fact_packages(self) -> tuple[str, ...]:
+        """Packages whose versions the roles read, and those they install."""
+        read = [name for role in self.roles for name in role.fact_packages()]
+        return (*read, *(name for p in self.packages for name in p.names))
 
     def converge(self, guess: HostFacts | None) -> list[Step]:
         actual, covered = self.gather(guess)
+        if self.options.tags:
+            return self.apply(actual, covered)
         package_steps = [
             *plan_policy_leftover(self.facts),
             *(plan_packages(p, self.facts) for p in self.packages),
@@ -97,10 +143,12 @@ class HostRun:
         return package_steps + self.apply(actual, covered)
 
     def gather(self, guess: HostFacts | None) -> tuple[ResourceFacts, Watched]:
-        """System facts, and the state of what the roles want given ``guess``, in one trip."""
-        covered = Watched.of(*watched(self.resources(guess))) if guess else Watched()
-        names = tuple(name for p in self.packages for name in p.names)
-        result = self.remote.run_script(gather_script(names, covered), sudo=True, check=True)
+        """System facts, and the state of what the roles want given ``guess``, in one trip (a
+        tagged run's few resources need no guess)."""
+        basis = guess or (HostFacts() if self.options.tags else None)
+        covered = Watched.of(*watched(self.resources(basis))) if basis else Watched()
+        script = gather_script(self.fact_packages(), covered)
+        result = self.remote.run_script(script, sudo=True, check=True)
         self.facts, actual = parse_gathered(result.stdout)
         return actual, covered
 
@@ -130,14 +178,22 @@ class HostRun:
             _attach_diffs(self.remote, steps)
         if self.options.check or not any(s.changed for s in steps):
             return steps
-        handlers = ENGINE_HANDLERS + [
-            h for role in self.roles for h in role.handlers(self.v, self.facts)
-        ]
-        result = self.remote.run_script(
-            applying.build_script(steps, handlers), sudo=True, timeout=600
-        )
+        validators = self.validators()
+        _check_validators(steps, validators)
+        script = applying.build_script(steps, self.handlers(), validators)
+        result = self.remote.run_script(script, sudo=True, timeout=600)
         outcome = applying.parse_outcome(result.stdout, result.stderr)
-        return applying.settle(steps, outcome, result.exit_status)
+        return applying.settle(steps, outcome, result.exit_status, validators)
+
+
+def _check_validators(steps: list[Step], validators: dict) -> None:
+    """One line when a file names a check no role of this host declares."""
+    for step in steps:
+        if step.changed and step.validate and step.validate not in validators:
+            raise UserError(
+                f"{step.name} is to be checked by {step.validate!r}, which no role of this host "
+                "declares: add the role that owns it to the host's roles"
+            )
 
 
 def _attach_diffs(remote: Remote, steps: list[Step]) -> None:

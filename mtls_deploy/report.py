@@ -12,7 +12,7 @@ def _paint(text: str, status: str, tty: bool) -> str:
 
 
 def step_lines(result: HostResult, tty: bool = False, diff: bool = False) -> list[str]:
-    """``changed  api1  file /etc/nginx/conf.d/api.conf  (content differs ...)``"""
+    """``changed  api1  file /etc/app/site.conf  (content differs ...)``"""
     lines = []
     for step in result.steps:
         status = _paint(f"{step.status:<8}", step.status, tty)

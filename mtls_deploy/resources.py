@@ -33,9 +33,10 @@ class File:
     """A file with exact content, owner, group and mode.
 
     ``secret`` files (private keys) are never diffed or printed: their fingerprint is shown.
-    ``validate`` names a check ("nginx") run after the file is in place; when it fails,
+    ``validate`` names a check a role declares (``Validator``), run after the file is in place; when it fails,
     every file of that check is restored and the host fails.
     ``notify`` names handlers to run once, at the end of the host's run, if this changed.
+    ``tags`` let a run pick some resources only (``RunOptions(tags=...)``: the CRL push).
     """
 
     path: str
@@ -46,6 +47,7 @@ class File:
     secret: bool = False
     validate: str | None = None
     notify: Handlers = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Absent:
     path: str
     validate: str | None = None
     notify: Handlers = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,3 +103,19 @@ class Handler:
     command: ShellCommand
     order: int = 50
     listen: Handlers = field(default=())
+
+
+@dataclass(frozen=True)
+class Validator:
+    """A check of the files a role owns, named by their ``validate``: run as root after they are
+    in place and before any handler; when it fails, they are restored. ``error_lines``: a word
+    that picks the line of its output to report (default: the first non-empty line)."""
+
+    name: str
+    command: ShellCommand
+    error_lines: str | None = None
+
+
+def tagged(resource, tags) -> bool:
+    """True when ``resource`` carries one of ``tags``."""
+    return bool(set(getattr(resource, "tags", ())) & set(tags))

@@ -6,8 +6,8 @@ A role declares every variable it reads beside its default, in ``roles/<role>/sc
     client_max_body_size:
       type: str
       pattern: "[0-9]{1,9}[kKmMgG]?"
-      format: an nginx size such as 1m, 512k or 10M
-      description: largest request body nginx accepts
+      format: a size such as 1m, 512k or 10M
+      description: largest request body the site accepts
 
 Keys of a spec: ``type`` (``TYPES`` below), ``pattern`` (a full match), ``format`` (the
 pattern in words, for the error), ``choices``, ``min``/``max``, ``max_length``, ``elements``
@@ -23,9 +23,9 @@ import re
 from functools import cache
 from pathlib import Path
 
+from . import role_loader
 from .errors import BadInput
 
-ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SPEC_KEYS = {
     "type", "pattern", "format", "choices", "min", "max", "max_length", "elements", "options",
     "required", "description", "declared_by",
@@ -254,17 +254,22 @@ def _spec_problem(spec) -> str | None:
     return f"type {spec['type']} needs {' and '.join(missing)}" if missing else None
 
 
-@cache
 def _declared_in(role: str) -> dict:
-    """``roles/<role>/schema.yml`` as written, each spec checked."""
+    """``roles/<role>/schema.yml`` as written (none: no variable), each spec checked."""
+    return _declared_at(role_loader.schema_file(role))
+
+
+@cache
+def _declared_at(path: Path) -> dict:
     import yaml
 
-    path = ROLES_DIR / role / "schema.yml"
     if not path.is_file():
-        raise BadInput(f"no role {role!r}: there is no roles/{role}/schema.yml")
+        return {}
     specs = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(specs, dict):
+        raise BadInput(f"{path}: must map each variable to its spec")
     for name, spec in specs.items():
-        validate_spec(name, spec, f"roles/{role}/schema.yml")
+        validate_spec(name, spec, str(path))
     return specs
 
 
@@ -272,7 +277,7 @@ def role_schema(role: str) -> dict:
     """``roles/<role>/schema.yml`` as ``{variable: spec}``, each spec checked, ``declared_by``
     resolved.
 
-    Example: ``role_schema("nginx")["client_max_body_size"]["type"]`` -> ``"str"``
+    Example: ``role_schema("web")["client_max_body_size"]["type"]`` -> ``"str"``
     """
     return {name: resolve(name, spec) for name, spec in _declared_in(role).items()}
 
@@ -289,8 +294,8 @@ def resolve(name: str, spec: dict) -> dict:
 
 
 def all_roles() -> list[str]:
-    """Every role that has a schema, by name."""
-    return sorted(p.parent.name for p in ROLES_DIR.glob("*/schema.yml"))
+    """Every role, by name (project roles and the package's)."""
+    return role_loader.all_roles()
 
 
 def check_layers(host, specs: dict) -> None:

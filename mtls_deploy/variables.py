@@ -4,7 +4,7 @@ every host's variables against the engine's schema and its roles' (``mtls_deploy
 import sys
 from functools import cache
 
-from . import schema
+from . import role_loader, schema
 from .errors import BadInput
 
 CLIENT_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"  # as pki.CLIENT_NAME
@@ -33,7 +33,7 @@ ENGINE_VARIABLES = {
     "server_name": {
         "type": "dns_name",
         "required": True,
-        "description": "the name clients connect to (certificate CN, nginx server_name)",
+        "description": "the name clients connect to (certificate CN, the site's server name)",
     },
     "https_port": {"type": "port", "required": True, "description": "the API's HTTPS port"},
     "https_listen": {
@@ -41,11 +41,11 @@ ENGINE_VARIABLES = {
         "required": True,
         "description": '"*" (every IPv4 address) or one IPv4/IPv6 address to listen on',
     },
-    "backend": {"declared_by": "nginx"},  # chooses the backend role
     "roles": {
         "type": "list",
         "elements": {"type": "str", "pattern": r"[a-z][a-z0-9_]{0,63}", "format": "a role name"},
-        "description": "the roles the host gets (default for group api: tls, nginx, backend)",
+        "description": "the roles the host gets (default: the roles whose meta.yml names one "
+        "of the host's groups), each after the roles it depends on",
     },
     "lab": {"type": "bool", "description": "a lab host (inv lab.*)"},
     "pki_key_type": {"type": "str", "choices": ["ec", "rsa"], "description": "client key type"},
@@ -61,9 +61,10 @@ ENGINE_VARIABLES = {
         "and {api_name}",
         "description": "where a consumer's bundles go",
     },
-    "api_name": {"declared_by": "nginx"},  # part of bundle_dir
-    "client_verify": {"declared_by": "nginx"},  # the smoke test's expectations
 }
+# Read outside the roles too (api_name: part of bundle_dir; client_verify: the smoke test's
+# expectations), but declared by whichever role owns them, checked on every host.
+BORROWED = ("api_name", "client_verify")
 IGNORED_BY_TYPOS = {"inventory_hostname", "group_names"}
 
 
@@ -72,10 +73,19 @@ def engine_specs() -> dict:
     """``ENGINE_VARIABLES``, each spec checked and ``declared_by`` resolved."""
     for name, spec in ENGINE_VARIABLES.items():
         schema.validate_spec(name, spec, "mtls_deploy/variables.py")
-    return {name: schema.resolve(name, spec) for name, spec in ENGINE_VARIABLES.items()}
+    specs = {name: schema.resolve(name, spec) for name, spec in ENGINE_VARIABLES.items()}
+    return {**specs, **_borrowed()}
 
 
-@cache
+def _borrowed() -> dict:
+    """The specs of ``BORROWED`` from the first role that declares each."""
+    found = {}
+    for role in schema.all_roles():
+        owned = schema.role_schema(role)
+        found |= {n: owned[n] for n in BORROWED if n in owned and n not in found}
+    return found
+
+
 def declared_names() -> frozenset[str]:
     """Every variable the engine or any role declares."""
     names = set(engine_specs()) | IGNORED_BY_TYPOS
@@ -85,23 +95,25 @@ def declared_names() -> frozenset[str]:
 
 
 def role_names(v: dict) -> list[str]:
-    """The roles a host gets: ``roles`` from the inventory, else by group (api hosts: the API)."""
-    if v.get("roles") is not None:
-        return list(v["roles"])
-    if "api" in v.get("group_names", []):
-        return ["tls", "nginx", f"backend_{v.get('backend', 'php')}"]
-    return []
+    """The roles a host gets, each after those it depends on (``role_loader``)."""
+    return role_loader.resolve(role_loader.default_roles(v), v)
 
 
 def role_specs(host) -> dict:
-    """The specs of every role ``host`` gets, or one line naming a role that does not exist."""
-    specs = {}
-    for role in role_names(host.vars):
-        if role not in schema.all_roles():
+    """The specs of every role ``host`` gets, or one line naming a role that does not exist.
+
+    The roles named first are checked before their dependencies are resolved: a dependency
+    may be chosen by one of their variables (``backend_{backend}``)."""
+    named = role_loader.default_roles(host.vars)
+    for role in named:
+        if role_loader.role_folder(role) is None:
             raise BadInput(
-                f"{host.name}: roles lists {role!r}, which is not a role in roles/ "
+                f"{host.name}: roles lists {role!r}, which is not a role "
                 f"(set in {host.source_of('roles')}); known roles: {', '.join(schema.all_roles())}"
             )
+    specs = {k: s for role in named for k, s in schema.role_schema(role).items()}
+    schema.check_layers(host, specs)
+    for role in role_names(host.vars):
         specs.update(schema.role_schema(role))
     return specs
 

@@ -9,9 +9,7 @@ from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service, User
 from mtls_deploy.templating import TEMPLATES_DIR, render
-from roles import with_defaults
 
-ROLE = "backend_php"
 RESTART = ("restart backend",)
 POOL_TEMPLATE = "php/pool.conf.j2"
 FRONT_CONTROLLER = "php/index.php"  # copied as is: PHP, not a Jinja template
@@ -23,20 +21,26 @@ UNIT_CHANGED = ("daemon-reload", "restart php-fpm")
 
 def php_version(v: dict, facts: HostFacts) -> str | None:
     """``"8.2"``: the ``php_version`` variable, else the installed php-fpm's, else None."""
-    version = str(v.get("php_version") or "") or facts.php_version
+    version = str(v.get("php_version") or "") or installed_php(facts)
     if version and not all(part.isdigit() for part in version.split(".")):
         raise BadInput(f"php_version must look like 8.2, not {version!r}")
     return version or None
 
 
-def backend_socket(v: dict, facts: HostFacts) -> str:
-    """The pool's unix socket, for nginx's ``fastcgi_pass``."""
-    return with_defaults(ROLE, v)["php_socket"]
+def installed_php(facts: HostFacts) -> str | None:
+    """``"8.2"`` when php-fpm is installed, from the package name ``php8.2-fpm``."""
+    names = [n for n in facts.installed("php*-fpm") if n != "php-fpm"]
+    return names[0][3:-4] if names else None
 
 
 def front_controller(v: dict) -> str:
     """The single PHP file every request runs, for nginx's ``SCRIPT_FILENAME``."""
-    return f"{with_defaults(ROLE, v)['php_app_dir']}/index.php"
+    return f"{v['php_app_dir']}/index.php"
+
+
+def exports(v: dict, facts: HostFacts) -> dict:
+    """For the nginx site: the pool's socket (``fastcgi_pass``) and the front controller."""
+    return {"fastcgi_socket": v["php_socket"], "front_controller": front_controller(v)}
 
 
 def fpm_service(version: str) -> str:
@@ -60,7 +64,6 @@ def jit_ini_path(version: str) -> str:
 def render_hardening(v: dict, version: str) -> bytes:
     """The systemd drop-in that sandboxes Debian's php<version>-fpm.service (writable: the
     sockets' directories, /var/log for its log, PHP sessions when present)."""
-    v = with_defaults(ROLE, v)
     socket_dir = v["php_socket"].rsplit("/", 1)[0] or "/"
     writable = dict.fromkeys(["/run/php", socket_dir, "/var/log", "-/var/lib/php/sessions"])
     return render(
@@ -88,8 +91,7 @@ def hardening(v: dict, version: str) -> list:
 
 
 def render_pool(v: dict) -> bytes:
-    """The pool configuration for ``v`` (role defaults filled in)."""
-    v = with_defaults(ROLE, v)
+    """The pool configuration for ``v``."""
     return render(POOL_TEMPLATE, **{k: value for k, value in v.items() if k.startswith("php_")})
 
 
@@ -102,7 +104,6 @@ def packages(v: dict) -> Packages:
 def resources(v: dict, facts: HostFacts) -> list:
     """Package, user, front controller, pool; Debian's www pool removed; the unit sandboxed
     (pcre.jit off); php-fpm running."""
-    v = with_defaults(ROLE, v)
     version = php_version(v, facts)
     if version is None:  # php-fpm not installed yet: the engine only wants the package now
         return [packages(v)]
@@ -140,7 +141,7 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     file leaves the running php-fpm alone (a reload with a broken pool stops it), then reload.
     "restart php-fpm" (its unit changed): the same test, then a real restart, last, so that
     when both are notified (a first run) the restarted php-fpm has both."""
-    version = php_version(with_defaults(ROLE, v), facts)
+    version = php_version(v, facts)
     if version is None:
         return []
     return [

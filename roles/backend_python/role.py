@@ -8,9 +8,7 @@ user in a sandbox that ``systemd-analyze security`` rates at most 2.0.
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Directory, File, Handler, Packages, Service, User
 from mtls_deploy.templating import TEMPLATES_DIR, render
-from roles import with_defaults
 
-ROLE = "backend_python"
 PACKAGES = ("uwsgi-core", "uwsgi-plugin-python3")
 APP = "backend_python/app.py"  # copied as is
 UNIT_DIR = "/etc/systemd/system"
@@ -18,19 +16,19 @@ RESTART = ("restart backend",)
 RESTART_ALL = ("restart backend socket",)
 
 
-def backend_socket(v: dict, facts: HostFacts) -> str:
-    """The socket systemd listens on, for nginx's ``fastcgi_pass``."""
-    return with_defaults(ROLE, v)["python_socket"]
-
-
 def front_controller(v: dict) -> str:
     """The application file (nginx's ``SCRIPT_FILENAME``; uWSGI loads it by its own setting)."""
-    return f"{with_defaults(ROLE, v)['python_app_dir']}/app.py"
+    return f"{v['python_app_dir']}/app.py"
+
+
+def exports(v: dict, facts: HostFacts) -> dict:
+    """For the nginx site: the socket systemd listens on (``fastcgi_pass``), the app file."""
+    return {"fastcgi_socket": v["python_socket"], "front_controller": front_controller(v)}
 
 
 def template_context(v: dict) -> dict:
-    """The ``python_*`` variables, role defaults filled in."""
-    return {k: value for k, value in with_defaults(ROLE, v).items() if k.startswith("python_")}
+    """The ``python_*`` variables."""
+    return {k: value for k, value in v.items() if k.startswith("python_")}
 
 
 def render_units(v: dict) -> dict[str, bytes]:
@@ -48,7 +46,6 @@ def render_units(v: dict) -> dict[str, bytes]:
 
 def resources(v: dict, facts: HostFacts) -> list:
     """Packages, user, app, uwsgi.ini, socket and service units; socket and service running."""
-    v = with_defaults(ROLE, v)
     unit = v["python_unit"]
     files = render_units(v)
     ini, socket_unit, service_unit = files
@@ -69,7 +66,7 @@ def resources(v: dict, facts: HostFacts) -> list:
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     """Restart the service (the socket stays open: no request is refused meanwhile); after a
     change to the socket unit, restart the socket too. The unit name travels as an argument."""
-    unit = with_defaults(ROLE, v)["python_unit"]
+    unit = v["python_unit"]
     return [
         Handler(
             "restart backend socket",

@@ -6,17 +6,13 @@ are only turned off before it; OpenSSL >= 3.5 offers the post-quantum X25519MLKE
 Unknown versions (nginx not installed yet) get the form every version accepts.
 """
 
-import importlib
 import re
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service
 from mtls_deploy.templating import render
-from roles import backend_role_name, with_defaults
-from roles.tls.role import tls_paths
 
-ROLE = "nginx"
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 DROP_IN_DIR = "/etc/systemd/system/nginx.service.d"
@@ -41,11 +37,20 @@ MOZILLA_CIPHERS = ":".join(
 )
 CURVES = "X25519:prime256v1:secp384r1"
 CURVES_PQ = "X25519MLKEM768:" + CURVES  # OpenSSL 3.5 and later
+# What the roles this one depends on export to it (role_loader.with_exports).
+EXPORTED = (
+    "tls_certificate",
+    "tls_certificate_key",
+    "tls_client_ca",
+    "tls_crl",
+    "fastcgi_socket",
+    "front_controller",
+)
 
 
 def tls_profile(facts: HostFacts) -> dict:
     """The version-dependent part of the site, from the host's nginx and OpenSSL versions."""
-    nginx, openssl = facts.nginx_version, facts.openssl_version
+    nginx, openssl = facts.version("nginx", "nginx-core"), facts.version("libssl3", "openssl")
     return {
         "http2_directive": bool(nginx) and nginx >= (1, 25, 1),
         "session_tickets_off": not nginx or nginx < (1, 23, 2),
@@ -53,11 +58,6 @@ def tls_profile(facts: HostFacts) -> dict:
         "ssl_protocols": MOZILLA_PROTOCOLS,
         "ssl_ciphers": MOZILLA_CIPHERS,
     }
-
-
-def backend(v: dict):
-    """The backend role module (``roles.backend_php.role`` or ``roles.backend_python.role``)."""
-    return importlib.import_module(f"roles.{backend_role_name(v)}.role")
 
 
 def listen_address(v: dict) -> str:
@@ -71,14 +71,6 @@ def listen_address(v: dict) -> str:
     return f"{address}:{v['https_port']}"
 
 
-def client_verify(v: dict) -> str:
-    """``on`` or ``optional``; YAML's bare ``on`` (a boolean) counts as ``on``."""
-    value = "on" if v["client_verify"] is True else v["client_verify"]
-    if value not in ("on", "optional"):
-        raise BadInput(f"client_verify must be on or optional, not {value!r}")
-    return value
-
-
 def api_name(v: dict) -> str:
     """``api_name``, checked: it becomes a file name and part of nginx variable names."""
     name = str(v["api_name"])
@@ -88,52 +80,48 @@ def api_name(v: dict) -> str:
 
 
 def site_context(v: dict, facts: HostFacts) -> dict:
-    """Every variable the site template uses."""
-    v = with_defaults(ROLE, v)
+    """Every variable the site template uses: the role's, and what tls (paths, names) and
+    the backend (socket, front controller) export to it."""
     if not v.get("server_name"):
         raise BadInput("server_name is not set: the site needs the name clients connect to")
     name, log_dir = api_name(v), v["nginx_log_dir"]
     return {
         "api_name": name,
         "site_id": name.replace("-", "_"),
-        "server_names": list(dict.fromkeys([v["server_name"], *(v.get("server_aliases") or [])])),
+        "server_names": v["server_names"],
         "listen": listen_address(v),
-        "client_verify": client_verify(v),
+        "client_verify": v["client_verify"],  # the schema made a bare YAML `on` "on"
         "ssl_verify_depth": int(v["ssl_verify_depth"]),
         "hsts_max_age": int(v["hsts_max_age"]),
         "client_max_body_size": v["client_max_body_size"],
         "access_log": f"{log_dir}/{name}.access.log",
         "error_log": f"{log_dir}/{name}.error.log",
-        "fastcgi_socket": backend(v).backend_socket(v, facts),
-        "front_controller": backend(v).front_controller(v),
-        **{f"tls_{key}": path for key, path in tls_paths(v).items()},
+        **{k: v[k] for k in EXPORTED},
         **tls_profile(facts),
     }
 
 
 def site_path(v: dict) -> str:
     """``/etc/nginx/conf.d/api.conf``."""
-    v = with_defaults(ROLE, v)
     return f"{v['nginx_site_dir']}/{api_name(v)}.conf"
 
 
 def render_site(v: dict, facts: HostFacts) -> bytes:
     """The site file for this host."""
-    template = with_defaults(ROLE, v)["nginx_site_template"]
+    template = v["nginx_site_template"]
     return render(template, **site_context(v, facts))
 
 
 def render_hardening(v: dict) -> bytes:
     """The systemd drop-in that sandboxes Debian's nginx.service (writable: its logs, its
     buffers, /run for the pid file)."""
-    v = with_defaults(ROLE, v)
     writable = dict.fromkeys(["/var/log/nginx", v["nginx_log_dir"], "/var/lib/nginx", "/run"])
     return render("systemd/nginx-hardening.conf.j2", writable=list(writable))
 
 
 def hardening(v: dict) -> list:
     """The drop-in in place, or gone with ``nginx_hardening: false``; either way nginx restarts."""
-    if not with_defaults(ROLE, v)["nginx_hardening"]:
+    if not v["nginx_hardening"]:
         return [Absent(DROP_IN, notify=UNIT_CHANGED)]
     return [Directory(DROP_IN_DIR), File(DROP_IN, render_hardening(v), notify=UNIT_CHANGED)]
 
@@ -151,25 +139,38 @@ def resources(v: dict, facts: HostFacts) -> list:
 
 
 # `systemctl reload nginx` returns as soon as the signal is sent, while the old workers still
-# accept connections for a moment: a revoked client could get in right after a CRL push.
-# So wait (at most 5 s) until every old worker is gone or is shutting down.
-RELOAD_AND_WAIT = r"""
+# accept connections for a moment: a revoked client could get in right after a CRL push. So
+# wait (at most RELOAD_TIMEOUT s) until every worker that accepted connections before is gone or
+# shutting down and new ones accept: the new configuration is live. Worker pids come from
+# /proc ("nginx: worker process", not "... is shutting down"): procps may be missing.
+RELOAD_TIMEOUT = 10
+RELOAD_AND_WAIT = rf"""
+mtls_accepting() {{
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+      *"shutting down"*) ;;
+      "nginx: worker process"*) echo "${{p#/proc/}}" ;;
+    esac
+  done
+}}
+mtls_old=$(mtls_accepting)
 master=$(cat /run/nginx.pid 2>/dev/null || true)
 if [ -n "$master" ] && kill -0 "$master" 2>/dev/null; then
-  old=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v m="$master" '$4 == m {print $1}')
   systemctl reload nginx
-  tries=0
-  while [ $tries -lt 100 ]; do
-    serving=
-    for p in $old; do
-      if tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q 'worker process *$'; then serving=1; fi
-    done
-    [ -z "$serving" ] && break
-    sleep 0.05; tries=$((tries + 1))
-  done
 else
   systemctl restart nginx
 fi
+mtls_try=0
+while :; do
+  mtls_now=" $(echo $(mtls_accepting)) "; mtls_stale=
+  for p in $mtls_old; do case "$mtls_now" in *" $p "*) mtls_stale=1 ;; esac; done
+  [ "$mtls_now" != "  " ] && [ -z "$mtls_stale" ] && break
+  mtls_try=$((mtls_try + 1))
+  if [ $mtls_try -ge {RELOAD_TIMEOUT * 10} ]; then
+    echo "nginx did not take the new configuration within {RELOAD_TIMEOUT} s" >&2; exit 1
+  fi
+  sleep 0.1
+done
 """.strip()
 
 

@@ -2,41 +2,59 @@
 
 The client CA alone goes into ``ssl_client_certificate``: nginx admits every certificate a CA
 named there ever signed, so the server CA (or any public CA) must never be in it.
+
+Issuing the server certificate and re-signing the CRL happen in ``prepare``, once per host and
+before planning; ``resources`` only reads what the PKI holds (in check mode, a certificate that
+would be issued shows as a placeholder naming why).
 """
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mtls_deploy.errors import UserError
+from mtls_deploy.operations import Step
 from mtls_deploy.resources import Directory, File
 
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
-TLS_DIR = "/etc/nginx/mtls"  # as in defaults.yml, for callers that have only a host's vars
 
 
 def tls_paths(v: dict) -> dict:
-    """Paths of the four files on the host (for the nginx site, the CRL push, the smoke test)."""
-    folder = v.get("tls_dir") or TLS_DIR
+    """Paths of the four files on the host, by the names the site template uses."""
+    folder = v["tls_dir"]
     return {
-        "certificate": f"{folder}/server.crt",
-        "certificate_key": f"{folder}/server.key",
-        "client_ca": f"{folder}/client-ca.crt",
-        "crl": f"{folder}/crl.pem",
+        "tls_certificate": f"{folder}/server.crt",
+        "tls_certificate_key": f"{folder}/server.key",
+        "tls_client_ca": f"{folder}/client-ca.crt",
+        "tls_crl": f"{folder}/crl.pem",
     }
 
 
-def resources(v: dict, facts) -> list:
-    """The TLS directory and its four files, from the PKI (or from files for a public CA)."""
-    from mtls_deploy.pki_store import PkiStore
+def server_names(v: dict) -> list[str]:
+    """server_name first (it becomes the CN), then the aliases, without repeats."""
+    return list(dict.fromkeys([v["server_name"], *(v.get("server_aliases") or [])]))
 
-    store = PkiStore.open()
-    paths = tls_paths(v)
+
+def exports(v: dict, facts) -> dict:
+    """For the roles that depend on tls: the four paths and the names the certificate holds."""
+    return {**tls_paths(v), "server_names": server_names(v)}
+
+
+def _store():
+    from mtls_deploy.pki.store import PkiStore
+
+    return PkiStore.open()
+
+
+def resources(v: dict, facts) -> list:
+    """The TLS directory and its four files, as the PKI (or a public CA's files) has them."""
+    store, paths = _store(), tls_paths(v)
     certificate, key = server_certificate(store, v)
     return [
         Directory(v["tls_dir"], mode=0o750),
-        File(paths["certificate"], certificate, **NGINX),
-        File(paths["certificate_key"], key, mode=0o600, secret=True, **NGINX),
-        File(paths["client_ca"], store.client_ca_pem(), **NGINX),
-        File(paths["crl"], fresh_crl(store, v), **NGINX),
+        File(paths["tls_certificate"], certificate, **NGINX),
+        File(paths["tls_certificate_key"], key, mode=0o600, secret=True, **NGINX),
+        File(paths["tls_client_ca"], store.client_ca_pem(), **NGINX),
+        File(paths["tls_crl"], store.crl_pem(), tags=("crl",), **NGINX),
     ]
 
 
@@ -44,22 +62,17 @@ def handlers(v: dict, facts) -> list:
     return []  # the nginx role owns "reload nginx"
 
 
-def server_names(v: dict) -> list[str]:
-    """server_name first (it becomes the CN), then the aliases, without repeats."""
-    return list(dict.fromkeys([v["server_name"], *v.get("server_aliases", [])]))
-
-
 def server_certificate(store, v: dict) -> tuple[bytes, bytes]:
-    """(certificate chain PEM as nginx sends it, key PEM) for this host."""
+    """(certificate chain PEM as nginx sends it, key PEM) for this host, read only."""
     if v.get("server_cert") == "files":
         return certificate_from_files(v)
-    names, addresses = server_names(v), v.get("server_ip_addresses", [])
-    if v.get("ansible_check_mode"):
-        return store.server_cert_preview(v["inventory_hostname"], names, addresses)
-    issued = store.server_cert(v["inventory_hostname"], names, addresses)
     # The server CA is the root clients already hold (api-ca.crt): sending it on every
     # handshake costs bytes and proves nothing, so the chain is the leaf alone.
-    return issued.cert_pem, issued.key_pem
+    return store.server_cert_preview(*_server_identity(v))
+
+
+def _server_identity(v: dict) -> tuple:
+    return v["inventory_hostname"], server_names(v), v.get("server_ip_addresses") or []
 
 
 def certificate_from_files(v: dict) -> tuple[bytes, bytes]:
@@ -85,20 +98,49 @@ def _read(v: dict, path: str) -> bytes:
         ) from None
 
 
-def fresh_crl(store, v: dict) -> bytes:
-    """The CRL, re-signed first when less than ``crl_refresh_fraction`` of its life is left
+# --- prepare: the PKI's side of a run, before planning ---------------------------------------
+
+CHECK_MODE_NOTE = b"(check mode: a new server certificate would be issued: "
+
+
+def prepare(v: dict, context) -> list[Step]:
+    """Issue (or renew) the server certificate and re-sign the CRL when due; in check mode,
+    say what would be done and change nothing. A line each for the recap."""
+    store = _store()
+    steps = [] if v.get("server_cert") == "files" else [prepare_certificate(store, v, context)]
+    return [*steps, prepare_crl(store, v, context)]
+
+
+def prepare_certificate(store, v: dict, context) -> Step:
+    """``changed api1 pki server certificate (issued: 12 days left (< 30))``."""
+    name = "server certificate"
+    if context.check:
+        certificate, _ = store.server_cert_preview(*_server_identity(v))
+        if certificate.startswith(CHECK_MODE_NOTE):
+            why = certificate[len(CHECK_MODE_NOTE) :].decode().rstrip(")\n")
+            return Step("pki", name, "changed", f"would issue: {why}")
+        return Step("pki", name, "ok", "up to date")
+    issued = store.server_cert(*_server_identity(v))
+    return Step(
+        "pki", name, "changed" if issued.changed else "ok", issued.reason.removeprefix("ok: ")
+    )
+
+
+def prepare_crl(store, v: dict, context, now=None) -> Step:
+    """``ok api1 pki crl (valid 120 more days)``, or re-signed when little of its life is left
     (an expired CRL makes nginx refuse every client)."""
-    if crl_needs_refresh(store, v.get("crl_refresh_fraction", 0.33)) and not v.get(
-        "ansible_check_mode"
-    ):
-        store.refresh_crl()
-    return store.crl_pem()
+    now = now or datetime.now(UTC)
+    left = (store.crl_next_update() - now).days
+    if not crl_needs_refresh(store, v.get("crl_refresh_fraction", 0.33), now):
+        return Step("pki", "crl", "ok", f"valid {left} more days")
+    if context.check:
+        return Step("pki", "crl", "changed", f"would re-sign: {left} days left")
+    store.refresh_crl()
+    return Step("pki", "crl", "changed", f"re-signed: {left} days were left")
 
 
 def crl_needs_refresh(store, fraction: float, now=None) -> bool:
     """True when the remaining lifetime is below ``fraction`` of the whole."""
-    from datetime import UTC, datetime
-
     now = now or datetime.now(UTC)
     this_update, next_update = store.crl_this_update(), store.crl_next_update()
     lifetime = (next_update - this_update).total_seconds()

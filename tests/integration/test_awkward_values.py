@@ -13,15 +13,14 @@ from itertools import cycle
 
 import pytest
 
-from mtls_deploy import apply, schema, shell, variables
+from mtls_deploy import apply, role_loader, schema, shell, variables
 from mtls_deploy.facts import HostFacts, ResourceFacts, Watched, gather_script
 from mtls_deploy.operations import plan, watched
 from mtls_deploy.resources import Packages
-from roles import ROLES_DIR
+from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
 from roles.backend_php import role as backend_php
 from roles.backend_python import role as backend_python
 from roles.nginx import role as nginx
-from roles.tls.role import tls_paths
 
 from .conftest import needs_lab
 
@@ -35,8 +34,6 @@ FACTS = HostFacts(
     os_id="debian",
     os_version="12",
     packages={"nginx": "1.22.1", "php8.2-fpm": "8.2.7", "libssl3": "3.0.11"},
-    nginx_version=(1, 22, 1),
-    openssl_version=(3, 0, 11),
 )
 TEXTUAL = {"str", "dns_name", "address", "path", "user", "unit", "list"}
 FALLBACKS = pytest.mark.parametrize("fallback", [max, min], ids=["highest", "lowest"])
@@ -149,7 +146,10 @@ def awkward_vars(backend: str, fallback=max) -> dict:
         textual = "choices" not in spec and spec["type"] in TEXTUAL
         values[name] = awkward(spec, next(letters) if textual else "x", fallback)
     defaults = {k: v for r in ROLES for k, v in _defaults(r).items() if k not in values}
-    return {**defaults, **values, "backend": backend, "inventory_hostname": "awkward"}
+    v = {**defaults, **values, "backend": backend, "inventory_hostname": "awkward"}
+    # As the engine gives it to nginx: with what tls and the backend export to it.
+    roles = role_loader.host_roles({**v, "roles": ["nginx"]})
+    return role_loader.with_exports(roles, v, FACTS)["nginx"]
 
 
 def _defaults(role: str) -> dict:
@@ -348,16 +348,16 @@ def throwaway_tls() -> dict[str, bytes]:
 def test_the_site_passes_nginx_t(toolbox, fallback):
     for backend in ("php", "python"):
         v = awkward_vars(backend, fallback)
-        tls, paths = throwaway_tls(), tls_paths(v)
+        tls, paths = throwaway_tls(), role_loader.exports_for(v, "tls")
         site = nginx.site_path(v)
         main = f"/etc/nginx/awkward-{backend}.conf"
         files = {
             main: f"events {{}}\nhttp {{\n    include {site};\n}}\n".encode(),
             site: nginx.render_site(v, FACTS),
-            paths["certificate"]: tls["cert"],
-            paths["certificate_key"]: tls["key"],
-            paths["client_ca"]: tls["cert"],
-            paths["crl"]: tls["crl"],
+            paths["tls_certificate"]: tls["cert"],
+            paths["tls_certificate_key"]: tls["key"],
+            paths["tls_client_ca"]: tls["cert"],
+            paths["tls_crl"]: tls["crl"],
             f"{v['nginx_log_dir']}/.keep": b"",
         }
         # nginx -t binds the listen address: in a network namespace of its own that has it
@@ -439,7 +439,9 @@ def scripts(backend: str, fallback=max) -> dict[str, str]:
     handlers = [h for role in roles for h in role.handlers(v, FACTS)]
     found = {
         "gather": gather_script(packages, Watched.of(*watched(resources))),
-        "apply": apply.build_script(steps, handlers),
+        "apply": apply.build_script(
+            steps, handlers, role_loader.load("nginx").validators(v, FACTS)
+        ),
     }
     return found | {f"handler {h.name}": shell.render(h.command) for h in handlers}
 

@@ -18,16 +18,23 @@ THEIRS = "#!/bin/sh\n# the admin's own: hold every service\nexit 101\n"
 
 
 class PackagesRole:
-    """A role that only wants ``names`` installed (roles are modules; any object will do)."""
+    """A role that only wants ``names`` installed, as the engine sees a role
+    (``role_loader.Role``: its meta, and its functions through ``call``)."""
+
+    name = "packages"
+    meta = {"dependencies": [], "requires": []}
 
     def __init__(self, *names: str):
         self.names = names
 
-    def resources(self, v, facts):
-        return [Packages(self.names)]
+    def call(self, function, v, facts, default=None):
+        return [Packages(self.names)] if function == "resources" else default
 
-    def handlers(self, v, facts):
-        return []
+    def validators(self, v, facts):
+        return {}
+
+    def fact_packages(self):
+        return ()
 
 
 def converge(connection, *names: str):

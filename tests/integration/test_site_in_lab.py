@@ -28,14 +28,13 @@ def toolbox_versions(toolbox) -> HostFacts:
 
     def version(pattern, text):
         match = re.search(pattern, text)
-        return tuple(int(x) for x in match.group(1).split(".")) if match else None
+        return f"{match.group(1)}-1" if match else None
 
-    return HostFacts(
-        nginx_version=version(r"nginx/(\d+\.\d+\.\d+)", toolbox.run(["nginx", "-v"]).stderr),
-        openssl_version=version(
-            r"OpenSSL (\d+\.\d+\.\d+)", toolbox.run(["openssl", "version"]).stdout
-        ),
-    )
+    found = {
+        "nginx": version(r"nginx/(\d+\.\d+\.\d+)", toolbox.run(["nginx", "-v"]).stderr),
+        "openssl": version(r"OpenSSL (\d+\.\d+\.\d+)", toolbox.run(["openssl", "version"]).stdout),
+    }
+    return HostFacts(packages={name: v for name, v in found.items() if v})
 
 
 def throwaway_pki() -> dict[str, bytes]:

@@ -10,7 +10,7 @@ import pytest
 from mtls_deploy import apply as applying
 from mtls_deploy.facts import PathState
 from mtls_deploy.operations import plan_absent, plan_file
-from mtls_deploy.resources import Absent, File, Handler
+from mtls_deploy.resources import Absent, File, Handler, Validator
 
 
 def owner_of(path):
@@ -50,8 +50,12 @@ def steps_for(folder, content: bytes):
     ]
 
 
-def run(script: str, validator: str, monkeypatch):
-    monkeypatch.setitem(applying.VALIDATORS, "nginx", validator)
+def validators(script: str) -> dict:
+    """A stand-in for the config test a role declares (``validators:`` in its meta.yml)."""
+    return {"nginx": Validator("nginx", script, error_lines="[emerg]")}
+
+
+def run(script: str, validator: str, monkeypatch=None):
     return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
 
 
@@ -60,8 +64,7 @@ HANDLERS = [Handler("reload nginx", "echo reloaded")]
 
 def test_valid_change_lands_and_runs_the_handler_once(site, monkeypatch):
     steps = steps_for(site, b"new site\n")
-    monkeypatch.setitem(applying.VALIDATORS, "nginx", "true")
-    result = run(applying.build_script(steps, HANDLERS), "true", monkeypatch)
+    result = run(applying.build_script(steps, HANDLERS, validators("true")), "true")
     outcome = applying.parse_outcome(result.stdout, result.stderr)
     assert result.returncode == 0, result.stderr
     assert (site / "site.conf").read_text() == "new site\n"
@@ -75,14 +78,14 @@ def test_valid_change_lands_and_runs_the_handler_once(site, monkeypatch):
 def test_refused_change_restores_old_files_and_removes_new_ones(site, monkeypatch):
     steps = steps_for(site, b"broken site\n")
     validator = "echo 'nginx: [emerg] unknown directive \"brokn\" in site.conf:3' >&2; false"
-    monkeypatch.setitem(applying.VALIDATORS, "nginx", validator)
-    result = run(applying.build_script(steps, HANDLERS), validator, monkeypatch)
+    result = run(applying.build_script(steps, HANDLERS, validators(validator)), validator)
     assert result.returncode == 3
     assert (site / "site.conf").read_text() == "old site\n"
     assert (site / "default").read_text() == "default site\n"
     assert not (site / "new.conf").exists()
     assert "reloaded" not in result.stdout  # a refused config is never reloaded
-    settled = applying.settle(steps, applying.parse_outcome(result.stdout, result.stderr), 3)
+    outcome = applying.parse_outcome(result.stdout, result.stderr)
+    settled = applying.settle(steps, outcome, 3, validators(validator))
     assert settled[-1].kind == "validate" and "[emerg] unknown directive" in settled[-1].reason
     assert all(s.status == "failed" and s.reason.startswith("reverted") for s in settled[:3])
     assert sorted(p.name for p in site.iterdir()) == ["default", "site.conf"]
@@ -91,7 +94,7 @@ def test_refused_change_restores_old_files_and_removes_new_ones(site, monkeypatc
 def test_a_failing_step_restores_validated_files_written_before_it(site, monkeypatch):
     steps = steps_for(site, b"new site\n")
     steps[2].commands = ["echo 'rm: cannot remove: Permission denied' >&2", "false"]
-    result = run(applying.build_script(steps, HANDLERS), "true", monkeypatch)
+    result = run(applying.build_script(steps, HANDLERS, validators("true")), "true")
     assert result.returncode != 0
     assert (site / "site.conf").read_text() == "old site\n"
     assert not (site / "new.conf").exists()
@@ -104,9 +107,9 @@ def test_a_failing_step_restores_validated_files_written_before_it(site, monkeyp
 def test_truncated_content_is_never_renamed_into_place(site, monkeypatch):
     """A script cut mid-heredoc (a dropped connection) fails the checksum: the old file stays."""
     steps = steps_for(site, b"new site\n" * 100)
-    script = applying.build_script(steps[:1], [])
+    script = applying.build_script(steps[:1], [], validators("true"))
     cut = script[: script.index("MTLS_DEPLOY_EOF\n", script.index("<<'MTLS_DEPLOY_EOF'") + 20) - 40]
-    result = run(cut, "true", monkeypatch)
+    result = run(cut, "true")
     assert result.returncode != 0
     assert (site / "site.conf").read_text() == "old site\n"
 
@@ -127,7 +130,7 @@ def test_a_dropped_connection_mid_run_restores_validated_files(site, monkeypatch
     """SIGHUP (sshd gone) after the first file: the trap puts the old site back."""
     steps = steps_for(site, b"new site\n")
     steps[1].commands = [f"kill -HUP $$; sleep 5; echo never > {site}/marker", *steps[1].commands]
-    result = run(applying.build_script(steps, HANDLERS), "true", monkeypatch)
+    result = run(applying.build_script(steps, HANDLERS, validators("true")), "true")
     assert result.returncode == 129
     assert (site / "site.conf").read_text() == "old site\n"
     assert not (site / "new.conf").exists() and not (site / "marker").exists()
@@ -143,7 +146,7 @@ def test_a_command_step_runs_in_order_and_notifies(tmp_path, monkeypatch):
         PathState("absent"),
         None,
     )
-    result = run(applying.build_script([step], HANDLERS), "true", monkeypatch)
+    result = run(applying.build_script([step], HANDLERS), "true")
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
     assert applying.parse_outcome(result.stdout, result.stderr).handlers_done == ("reload nginx",)
 
@@ -240,14 +243,15 @@ def test_a_str_command_or_handler_is_a_fixed_script_and_a_bare_argv_is_refused()
         shell.render((("echo", "a\0b"),))
 
 
-def test_the_reload_wait_quotes_an_argv_reload(tmp_path):
-    from mtls_deploy.rollout import wait_for_reload
-
-    args = recorder(tmp_path)
-    script = wait_for_reload((("record", AWKWARD),), timeout=0)
-    result = run_in(tmp_path, script)
-    assert args() == [AWKWARD] and not (tmp_path / "pwned").exists()
-    assert "did not take the new configuration" in result.stderr  # no nginx here
+def test_a_validator_picks_its_error_line_or_the_last_one():
+    """A role's ``error_lines`` word picks the line to report; without one, the last line."""
+    output = "checking\nline 3: [emerg] bad\nconfiguration test failed\n"
+    marked = {"conf": Validator("conf", "false", error_lines="[emerg]")}
+    plain = {"conf": Validator("conf", "false")}
+    outcome = applying.ApplyOutcome(frozenset(), ("conf", output), (), (), "")
+    assert applying.settle([], outcome, 3, marked)[-1].reason == "line 3: [emerg] bad"
+    assert applying.settle([], outcome, 3, plain)[-1].reason == "configuration test failed"
+    assert applying.settle([], outcome, 3, plain)[-1].name == "false"
 
 
 class LocalRemote:

@@ -12,8 +12,8 @@ import yaml
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service, User
+from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
 from mtls_deploy.templating import TEMPLATES_DIR
-from roles import ROLES_DIR, backend_role_name
 from roles.backend_php import role as backend_php
 from roles.backend_python import role as backend_python
 from roles.nginx import role as nginx
@@ -22,8 +22,6 @@ FACTS = HostFacts(
     os_id="debian",
     os_version="12",
     packages={"nginx": "1.22.1-9+deb12u1", "php8.2-fpm": "8.2.36-1~deb12u1", "libssl3": "3.0.19-1"},
-    nginx_version=(1, 22, 1),
-    openssl_version=(3, 0, 19),
 )
 ENGINE_HANDLERS = {"daemon-reload"}
 
@@ -37,7 +35,18 @@ def host_vars(**overrides) -> dict:
         "tls_dir": "/etc/nginx/mtls",
         "backend": "php",
     }
-    return {**v, **overrides}
+    return as_the_engine_gives({**v, **overrides})
+
+
+def as_the_engine_gives(v: dict, role: str = "nginx") -> dict:
+    """``v`` as the engine hands it to ``role``: over every role's defaults (applied once, by
+    the inventory), plus what the roles it depends on export to it."""
+    from mtls_deploy import role_loader
+    from mtls_deploy.inventory import role_defaults
+
+    merged = {k: x for layer in role_defaults() for k, x in layer.values.items()} | v
+    roles = role_loader.host_roles({**merged, "roles": [role]})
+    return role_loader.with_exports(roles, merged, HostFacts())[role]
 
 
 def by_path(resources: list) -> dict:
@@ -145,13 +154,17 @@ def test_site_name_and_directory_follow_variables():
 
 @pytest.mark.parametrize("backend", ["ruby", "PHP"])
 def test_unknown_backend_is_one_clear_error(backend):
-    with pytest.raises(BadInput, match="backend must be php or python"):
-        nginx.resources(host_vars(backend=backend), FACTS)
+    from mtls_deploy.role_loader import resolve
+
+    with pytest.raises(BadInput, match=f"depends on 'backend_{backend}'.*which is not a role"):
+        resolve(["nginx"], {"backend": backend})
 
 
-def test_backend_role_name():
-    assert backend_role_name({}) == "backend_php"
-    assert backend_role_name({"backend": "python"}) == "backend_python"
+def test_the_backend_variable_chooses_the_backend_role():
+    from mtls_deploy.role_loader import resolve
+
+    assert resolve(["nginx"], {"backend": "php"}) == ["tls", "backend_php", "nginx"]
+    assert resolve(["nginx"], {"backend": "python"}) == ["tls", "backend_python", "nginx"]
 
 
 @pytest.mark.parametrize("missing", ["server_name", "https_listen", "https_port"])
@@ -162,13 +175,24 @@ def test_nginx_needs_the_inventory_variables(missing):
         nginx.resources(v, FACTS)
 
 
-def test_tls_paths_follow_tls_dir():
-    assert nginx.tls_paths({"tls_dir": "/etc/ssl/api"}) == {
-        "certificate": "/etc/ssl/api/server.crt",
-        "certificate_key": "/etc/ssl/api/server.key",
-        "client_ca": "/etc/ssl/api/client-ca.crt",
-        "crl": "/etc/ssl/api/crl.pem",
+def test_tls_exports_its_paths_and_names_to_the_roles_that_depend_on_it():
+    from mtls_deploy.role_loader import exports_for
+
+    v = {"tls_dir": "/etc/ssl/api", "server_name": "a.test", "server_aliases": ["b.test", "a.test"]}
+    assert exports_for(v, "tls") == {
+        "tls_certificate": "/etc/ssl/api/server.crt",
+        "tls_certificate_key": "/etc/ssl/api/server.key",
+        "tls_client_ca": "/etc/ssl/api/client-ca.crt",
+        "tls_crl": "/etc/ssl/api/crl.pem",
+        "server_names": ["a.test", "b.test"],
     }
+
+
+def test_nginx_imports_no_other_role():
+    """Roles meet through exports and handler names only: no role imports another."""
+    for role in ("tls", "nginx", "backend_php", "backend_python"):
+        source = (ROLES_DIR / role / "role.py").read_text()
+        assert not re.search(r"^\s*(from|import) roles\b", source, re.M), role
 
 
 # --- backend_php ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import yaml
 
 from mtls_deploy import schema, variables
 from mtls_deploy.errors import BadInput
-from roles import ROLES_DIR
+from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
 
 ROLES = schema.all_roles()
 
@@ -152,15 +152,25 @@ def test_every_declared_variable_has_a_type_and_a_description(role):
 
 # v["x"], v.get("x"), with_defaults(ROLE, v)["x"], context["x"] (the template context)
 READ = re.compile(r"""(?:\bv|with_defaults\(ROLE, v\)|\bcontext)(?:\.get\(|\[)\s*["'](\w+)["']""")
-COMPUTED = {"inventory_hostname", "group_names", "ansible_check_mode"}
+COMPUTED = {"inventory_hostname", "group_names"}
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_variable_a_role_reads_is_declared(role):
     source = (ROLES_DIR / role / "role.py").read_text()
     read = set(READ.findall(source)) - COMPUTED
-    declared = set(schema.role_schema(role)) | set(variables.engine_specs())
+    declared = set(schema.role_schema(role)) | set(variables.engine_specs()) | exported()
     assert sorted(read - declared) == []
+
+
+def exported() -> set[str]:
+    """What any role exports to the roles that depend on it (role.py's ``exports``)."""
+    from mtls_deploy.inventory import role_defaults
+    from mtls_deploy.role_loader import exports_for
+
+    v = {k: x for layer in role_defaults() for k, x in layer.values.items()}
+    v |= {"server_name": "api1.example.com", "inventory_hostname": "api1"}
+    return {name for role in ROLES for name in exports_for(v, role)}
 
 
 def test_every_variable_a_backend_template_reads_is_declared():

@@ -193,10 +193,11 @@ def test_the_lab_inventory_loads_without_a_warning(capsys, monkeypatch):
 
 
 def test_role_names_by_group_or_by_list():
+    # nginx (groups: [api]) after its dependencies: tls, and the backend its variable chooses.
     assert variables.role_names({"group_names": ["api"], "backend": "python"}) == [
         "tls",
-        "nginx",
         "backend_python",
+        "nginx",
     ]
     assert variables.role_names({"group_names": ["api"], "roles": ["tls"]}) == ["tls"]
     assert variables.role_names({"group_names": ["consumers"]}) == []
