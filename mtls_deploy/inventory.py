@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput, UserError
+from .files import parse_yaml
 from .project import is_relative, project_path
 from .variables import check_inventory
 
@@ -146,7 +147,7 @@ def read_yaml(path: Path):
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text())
+        return parse_yaml(path.read_text())
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
