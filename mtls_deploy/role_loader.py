@@ -110,8 +110,10 @@ def _read_role(folder: Path) -> Role:
 def _read_yaml(path: Path):
     import yaml
 
+    from .files import parse_yaml
+
     try:
-        return yaml.safe_load(path.read_text())
+        return parse_yaml(path.read_text())
     except FileNotFoundError:
         return None
     except yaml.YAMLError as error:

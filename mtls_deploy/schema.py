@@ -261,11 +261,11 @@ def _declared_in(role: str) -> dict:
 
 @cache
 def _declared_at(path: Path) -> dict:
-    import yaml
+    from .files import parse_yaml
 
     if not path.is_file():
         return {}
-    specs = yaml.safe_load(path.read_text()) or {}
+    specs = parse_yaml(path.read_text()) or {}
     if not isinstance(specs, dict):
         raise BadInput(f"{path}: must map each variable to its spec")
     for name, spec in specs.items():
