@@ -7,7 +7,6 @@ from . import report
 from .cli import print_json
 from .connection import Remote, SshTarget
 from .operations import Step
-from .provision import RunOptions, provision_host
 from .runner import GroupResult, HostResult, run_on_hosts
 
 
@@ -44,6 +43,8 @@ def run_command(names: list[str], group: str | None, command: str, sudo: bool) -
 
 def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> GroupResult:
     """``inv provision``: every selected host (default: group api) in parallel or in batches."""
+    from .provision import RunOptions, provision_host  # the engine: hosts.run needs none of it
+
     hosts = select(names, group, default_group="api", extra_vars=extra_vars)
     options = RunOptions(check=check, diff=diff)
     printer = None if json else (lambda r: report.print_host(r, diff=diff))
