@@ -152,7 +152,7 @@ def pki_init(c, key_type=None, name="Example API"):
     Passphrase from MTLS_DEPLOY_CA_PASSPHRASE, else a prompt. Ex: inv pki.init --key-type rsa
     """
     from mtls_deploy.clients import inventory_key_type
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.pki.store import PkiStore
 
     key_type = key_type or inventory_key_type()
     store = PkiStore()
@@ -174,7 +174,7 @@ def pki_crl(c, days=180, push=False):
 
     Ex: inv pki.crl --push
     """
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.pki.store import PkiStore
     from mtls_deploy.rollout import push_crl
 
     at_least(days, "--days", 1)
@@ -189,7 +189,7 @@ def pki_crl(c, days=180, push=False):
 def pki_list(c, json=False, all=False):
     """Every certificate: name, kind, serial, not_after, days left, status. Ex: inv pki.list"""
     from mtls_deploy import clients
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.pki.store import PkiStore
 
     store = PkiStore.open()
     records = store.list(include_replaced=all)

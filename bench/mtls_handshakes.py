@@ -35,8 +35,8 @@ import time
 
 from cryptography import x509
 
-from mtls_deploy import pki
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki import profile as pki
+from mtls_deploy.pki.store import PkiStore
 
 from .common import print_table, run_process, spread
 from .world import Bundle, https_port, lab_cpu_seconds, server_name, whoami_ok

@@ -27,10 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import cryptography  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 
-from mtls_deploy import __version__, pki  # noqa: E402
-from mtls_deploy.bundle import issue_bundles  # noqa: E402
-from mtls_deploy.pki_store import PkiStore  # noqa: E402
+from mtls_deploy import __version__  # noqa: E402
+from mtls_deploy.pki import keys  # noqa: E402
+from mtls_deploy.pki import profile as pki  # noqa: E402
+from mtls_deploy.pki.bundle import issue_bundles  # noqa: E402
+from mtls_deploy.pki.store import PkiStore  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "pki-bulk.json"
 GOAL_RATE, GOAL_RATIO = 1000, 30
@@ -105,7 +108,7 @@ def crypto_only(store: PkiStore, count: int) -> dict:
         cert = pki.issue_client_cert(
             ca_cert, ca_key, key.public_key(), f"m{i}", pki.new_serial(), now
         )
-        pki.private_key_pem(key), cert.public_bytes(pki.serialization.Encoding.PEM)
+        keys.private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
     return rate(count, time.perf_counter() - start)
 
 

@@ -33,7 +33,7 @@ class IssueOptions:
 
 def client_names(name: str | None, names_file: str | None) -> list[str]:
     """Names from --name or --names-file (exactly one), all checked before anything is issued."""
-    from .pki import parse_names, validate_client_name
+    from .pki.profile import parse_names, validate_client_name
 
     if (name is not None) == bool(names_file):
         raise BadInput("give either --name NAME or --names-file FILE")
@@ -57,8 +57,8 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     Example: ``issue(["bob"], IssueOptions(org="Example, Inc."))``
     """
     from . import deliver as delivery
-    from .bundle import default_dist_dir, issue_bundles
-    from .pki_store import PkiStore
+    from .pki.bundle import default_dist_dir, issue_bundles
+    from .pki.store import PkiStore
 
     store = PkiStore.open(keep_superseded=True)
     crl_before = store.crl_pem()
@@ -84,7 +84,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
 def revoke(name: str, reason: str = "unspecified", push: bool = True) -> GroupResult:
     """Revoke ``name``, re-sign the CRL and push it to every API host (again if already revoked,
     so a failed push can be retried)."""
-    from .pki_store import PkiStore
+    from .pki.store import PkiStore
     from .rollout import push_crl
 
     store = PkiStore.open()
@@ -103,8 +103,8 @@ def renew(
     revoked as superseded and the CRL pushed (not when the delivery failed: the client would be
     locked out)."""
     from . import deliver as delivery
-    from .bundle import default_dist_dir, write_client_bundle
-    from .pki_store import PkiStore
+    from .pki.bundle import default_dist_dir, write_client_bundle
+    from .pki.store import PkiStore
 
     store = PkiStore.open(keep_superseded=True)
     crl_before = store.crl_pem()

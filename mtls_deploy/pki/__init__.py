@@ -3,6 +3,3 @@
 Callers use ``store.PkiStore`` (and ``bundle`` for client bundles); nothing outside this package
 reads a CA key file. The package imports nothing of SSH or of the provisioning engine.
 """
-
-from .keys import *  # noqa: F403  TEMPORARY during the move, removed in the last commit
-from .profile import *  # noqa: F403

@@ -81,6 +81,6 @@ def _load_inventory():
 
 
 def _open_store():
-    from ..pki_store import PkiStore
+    from ..pki.store import PkiStore
 
     return PkiStore.open()

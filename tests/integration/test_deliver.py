@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from mtls_deploy import lab
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki.store import PkiStore
 
 from .conftest import DEFAULT_LAB, inv, needs_lab, own_pki, provision_cleanly, remote, run_on
 

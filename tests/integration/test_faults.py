@@ -4,11 +4,10 @@ its end. The faults are real (sshd killed, systemctl reboot); only their timing 
 import time
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 
 from mtls_deploy import apply as applying
 from mtls_deploy.lab import ssh_banner
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki.store import PkiStore
 
 from .conftest import ApiHost, lab_world, needs_lab
 
@@ -130,27 +129,13 @@ def test_a_crl_near_its_end_is_resigned_and_pushed_by_provision(world, tmp_path,
 def test_an_expired_crl_on_a_host_is_named_as_the_cause(world):
     """A host whose CRL ran out (nobody touched it for months): nginx refuses every client; the
     400 says why, the smoke test names it, and `pki.crl --push` ends it."""
-    from datetime import UTC, datetime, timedelta
 
-    from cryptography import x509
-
-    from mtls_deploy import inventory, pki
+    from mtls_deploy import inventory
     from mtls_deploy.rollout import push_crl
     from mtls_deploy.smoke import CRL_CASE, run_smoke
 
     store = PkiStore.open()
-    ca_cert = x509.load_pem_x509_certificate(store.client_ca_pem())
-    ca_key = pki.load_private_key((store.path / "client-ca.key").read_bytes(), b"integration-test")
-    past = datetime.now(UTC) - timedelta(days=2)
-    stale = (  # built by hand: our own signer refuses dates before the CA's birth
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
-        .last_update(past)
-        .next_update(past + timedelta(days=1))
-        .add_extension(x509.CRLNumber(1), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = stale.public_bytes(serialization.Encoding.PEM).decode()
+    pem = store.stale_crl_pem().decode()  # ran out a day ago
     with world.remote(HOST.name) as remote:
         remote.run(
             f"printf '%s' '{pem}' > /etc/nginx/mtls/crl.pem && systemctl reload nginx",

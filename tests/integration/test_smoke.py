@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki.store import PkiStore
 from mtls_deploy.smoke import FOREIGN_WORDS
 
 from .conftest import DEFAULT_LAB, ROOT, inv, needs_lab, own_pki, provision_cleanly, run_on

@@ -33,7 +33,7 @@ def pki_env(tmp_path, monkeypatch):
 @pytest.fixture
 def pki_store(pki_env):
     """An initialised EC PKI in ``pki_env.pki_dir``."""
-    from mtls_deploy.pki_store import PkiStore
+    from mtls_deploy.pki.store import PkiStore
 
     PkiStore(pki_env.pki_dir).init(name="Test API")
     store = PkiStore.open(pki_env.pki_dir)

@@ -13,7 +13,7 @@ from mtls_deploy import clients, deliver
 from mtls_deploy.deliver import DeliveryReport
 from mtls_deploy.errors import BadInput
 from mtls_deploy.operations import Step
-from mtls_deploy.pki_store import PkiStore
+from mtls_deploy.pki.store import PkiStore
 from mtls_deploy.runner import GroupResult, HostResult
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
