@@ -22,16 +22,16 @@ CRL_PUSH_NOTE = (
 
 def api_target(host) -> ApiTarget:
     """An inventory host of group api as an ``ApiTarget``."""
-    from roles.tls.role import tls_paths
+    from ..role_loader import exports_for
 
     v = host.vars
     for name in ("server_name", "https_port"):
         if not v.get(name):
             raise UserError(f"{host.name}: {name} is not set: the smoke test needs it")
-    verify = "on" if v.get("client_verify", "on") in (True, "on") else v["client_verify"]
+    verify = v.get("client_verify") or "on"  # the schema turned a bare YAML `on` into "on"
     return ApiTarget(host.name, v["server_name"], int(v["https_port"]), str(v.get("https_listen") or "*"),
                      str(v.get("ansible_host") or host.name), verify,
-                     tls_paths(v)["crl"])  # fmt: skip
+                     exports_for(v, "tls")["tls_crl"])  # fmt: skip
 
 
 def consumer_host(host, store) -> ConsumerHost:
