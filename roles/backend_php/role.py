@@ -7,7 +7,16 @@ packages). Until php-fpm is installed, only the package is known.
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
-from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service, User
+from mtls_deploy.resources import (
+    Absent,
+    Directory,
+    File,
+    Handler,
+    Packages,
+    Service,
+    User,
+    Validator,
+)
 from mtls_deploy.templating import TEMPLATES_DIR, render
 
 RESTART = ("restart backend",)
@@ -17,6 +26,9 @@ HARDENING_INI = "php/hardening.ini"  # pcre.jit = 0, copied as is
 # A sandbox applies when php-fpm starts: a changed drop-in needs a restart (a reload re-executes
 # the master inside the old one).
 UNIT_CHANGED = ("daemon-reload", "restart php-fpm")
+# php-fpm -t checks the pool and the FPM ini once they are in place, before any restart: a pool
+# it refuses is put back as it was, and the running php-fpm keeps serving.
+FPM_TEST = "php-fpm"
 
 
 def php_version(v: dict, facts: HostFacts) -> str | None:
@@ -84,7 +96,7 @@ def hardening(v: dict, version: str) -> list:
         ]
     ini = (TEMPLATES_DIR / HARDENING_INI).read_bytes()
     return [
-        File(jit_ini_path(version), ini, notify=RESTART),
+        File(jit_ini_path(version), ini, validate=FPM_TEST, notify=RESTART),
         Directory(drop_in_dir(version)),
         File(drop_in, render_hardening(v, version), notify=UNIT_CHANGED),
     ]
@@ -113,7 +125,7 @@ def resources(v: dict, facts: HostFacts) -> list:
         User(v["php_user"]),
         Directory(app_dir, mode=0o755),
         File(front_controller(v), (TEMPLATES_DIR / FRONT_CONTROLLER).read_bytes(), notify=RESTART),
-        File(pool_path(v, version), render_pool(v), notify=RESTART),
+        File(pool_path(v, version), render_pool(v), validate=FPM_TEST, notify=RESTART),
     ]
     if v["php_remove_www_pool"]:
         found.append(Absent(f"/etc/php/{version}/fpm/pool.d/www.conf", notify=RESTART))
@@ -134,6 +146,15 @@ RESTART_FPM = (
     'systemctl restart "php$1-fpm" || '
     '{ tail -n 5 "/var/log/php$1-fpm.log" | grep -m1 ERROR >&2; exit 1; }'
 )
+
+
+def validators(v: dict, facts: HostFacts) -> dict[str, Validator]:
+    """``php-fpm<version> -t`` (the version comes from the facts, so from here, not meta.yml);
+    its ERROR line says why."""
+    version = php_version(v, facts)
+    if version is None:
+        return {}
+    return {FPM_TEST: Validator(FPM_TEST, ((f"php-fpm{version}", "-t"),), error_lines="ERROR")}
 
 
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:

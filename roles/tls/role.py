@@ -8,6 +8,7 @@ before planning; ``resources`` only reads what the PKI holds (in check mode, a c
 would be issued shows as a placeholder naming why).
 """
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,18 +113,27 @@ def prepare(v: dict, context) -> list[Step]:
 
 
 def prepare_certificate(store, v: dict, context) -> Step:
-    """``changed api1 pki server certificate (issued: 12 days left (< 30))``."""
+    """``changed api1 pki server certificate (renewed: 12 days were left)``."""
     name = "server certificate"
     if context.check:
         certificate, _ = store.server_cert_preview(*_server_identity(v))
         if certificate.startswith(CHECK_MODE_NOTE):
             why = certificate[len(CHECK_MODE_NOTE) :].decode().rstrip(")\n")
-            return Step("pki", name, "changed", f"would issue: {why}")
+            return Step("pki", name, "changed", "would " + why_issued(why, check=True))
         return Step("pki", name, "ok", "up to date")
     issued = store.server_cert(*_server_identity(v))
-    return Step(
-        "pki", name, "changed" if issued.changed else "ok", issued.reason.removeprefix("ok: ")
-    )
+    if not issued.changed:
+        return Step("pki", name, "ok", issued.reason.removeprefix("ok: "))
+    return Step("pki", name, "changed", why_issued(issued.reason.removeprefix("issued: ")))
+
+
+def why_issued(reason: str, check: bool = False) -> str:
+    """The store's reason as the recap says it: ``renewed: 12 days were left`` (check mode:
+    ``renew: 12 days left``), ``issued: names changed (...)``."""
+    days = re.match(r"(\d+) days left", reason)
+    if days:
+        return f"renew: {days[1]} days left" if check else f"renewed: {days[1]} days were left"
+    return f"issue: {reason}" if check else f"issued: {reason}"
 
 
 def prepare_crl(store, v: dict, context, now=None) -> Step:

@@ -18,11 +18,13 @@ from mtls_deploy.facts import HostFacts, ResourceFacts, Watched, gather_script
 from mtls_deploy.operations import plan, watched
 from mtls_deploy.resources import Packages
 from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
-from roles.backend_php import role as backend_php
-from roles.backend_python import role as backend_python
-from roles.nginx import role as nginx
+from mtls_deploy.role_loader import load
 
 from .conftest import needs_lab
+
+backend_php = load("backend_php").module
+backend_python = load("backend_python").module
+nginx = load("nginx").module
 
 pytestmark = needs_lab
 
@@ -437,13 +439,18 @@ def scripts(backend: str, fallback=max) -> dict[str, str]:
         [r for r in resources if not isinstance(r, Packages)], ResourceFacts({}, frozenset(), {})
     )
     handlers = [h for role in roles for h in role.handlers(v, FACTS)]
+    backend_role = "backend_php" if backend == "php" else "backend_python"
+    validators = {
+        name: check
+        for role in ("nginx", backend_role)
+        for name, check in role_loader.load(role).validators(v, FACTS).items()
+    }
     found = {
         "gather": gather_script(packages, Watched.of(*watched(resources))),
-        "apply": apply.build_script(
-            steps, handlers, role_loader.load("nginx").validators(v, FACTS)
-        ),
+        "apply": apply.build_script(steps, handlers, validators),
     }
-    return found | {f"handler {h.name}": shell.render(h.command) for h in handlers}
+    checks = {f"validator {n}": shell.render(c.command) for n, c in validators.items()}
+    return found | checks | {f"handler {h.name}": shell.render(h.command) for h in handlers}
 
 
 @FALLBACKS

@@ -60,8 +60,8 @@ def test_connection_cut_mid_provision_leaves_old_files_and_nginx_serving(world, 
     before = file_hashes(world)
     original = applying.build_script
 
-    def cut_after_first_step(steps, handlers):
-        return original(steps, handlers).replace(
+    def cut_after_first_step(steps, handlers, validators=None):
+        return original(steps, handlers, validators).replace(
             "echo '@@done ", CUT_CONNECTION + "\necho '@@done ", 2
         )
 

@@ -66,6 +66,38 @@ def test_check_mode_after_a_clean_run_reports_nothing(world, backend):
     assert provision(world, backend, check=True).count("changed") == 0
 
 
+def pki_files(folder: Path) -> dict[str, bytes]:
+    """Every file under the PKI directory (index.sqlite3 included), with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_check_mode_on_a_converged_host_writes_nothing_in_the_pki(world, backend):
+    """The plan is pure: the prepare step reports, in check mode, and signs nothing."""
+    before = pki_files(world.pki)
+    result = provision(world, backend, check=True)
+    assert result.count("changed") == 0
+    prepared = [(s.kind, s.name, s.status) for s in result.steps if s.kind == "pki"]
+    assert prepared == [("pki", "server certificate", "ok"), ("pki", "crl", "ok")]
+    assert pki_files(world.pki) == before
+
+
+def test_a_new_name_is_issued_in_prepare_and_would_be_in_check_mode(world, backend):
+    """An alias added: check mode says it would issue and signs nothing; the run issues once,
+    as its own recap line."""
+    alias = f"alias-{backend}.lab.test"
+    before = pki_files(world.pki)
+    checked = provision(world, backend, check=True, server_aliases=[alias])
+    line = next(s for s in checked.steps if s.name == "server certificate")
+    assert line.status == "changed" and line.reason.startswith("would issue: names changed")
+    assert pki_files(world.pki) == before
+    done = provision(world, backend, server_aliases=[alias])
+    line = next(s for s in done.steps if s.name == "server certificate")
+    assert line.status == "changed" and line.reason.startswith("issued: names changed")
+    assert done.count("failed") == 0
+    restored = provision(world, backend)  # back to the inventory's names: issued again
+    assert restored.count("failed") == 0
+
+
 def test_api_with_client_verify_on(world, backend):
     code, body = curl(world, backend, cert=False)
     assert code == 400 and body["reason"] == "no client certificate was sent"
@@ -134,6 +166,22 @@ def test_broken_site_is_refused_and_the_old_one_keeps_serving(world, backend):
         assert r.run("systemctl is-active nginx").stdout.strip() == "active"
     assert curl(world, backend)[0] == 200
     assert provision(world, backend).count("changed") == 0
+
+
+def test_a_pool_php_fpm_refuses_is_put_back_and_php_keeps_serving(world):
+    """backend_php's own validator (php-fpm -t), declared by the role, not the engine."""
+    refused = {"php_pm_start_servers": 3, "php_pm_max_spare_servers": 2}
+    result = provision(world, "php", **refused)
+    validate = next(s for s in result.steps if s.kind == "validate")
+    assert validate.status == "failed" and "ERROR" in validate.reason, validate
+    assert validate.name == "php-fpm8.2 -t"
+    pool = "/etc/php/8.2/fpm/pool.d/api.conf"
+    assert any(s.name == pool and s.reason.startswith("reverted") for s in result.steps)
+    with remote(world, "php") as r:
+        assert "start_servers = 3" not in r.run(f"cat {pool}", sudo=True).stdout
+        assert r.run("systemctl is-active php8.2-fpm").stdout.strip() == "active"
+    assert curl(world, "php")[0] == 200
+    assert provision(world, "php").count("changed") == 0
 
 
 def test_unreachable_host_fails_alone_with_a_nonzero_exit(world):

@@ -9,12 +9,14 @@ import re
 import pytest
 
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.role_loader import load
 from mtls_deploy.templating import TEMPLATES_DIR
-from roles.nginx import role as nginx
 from tests.unit.test_api_app import BOB, app, environ
 from tests.unit.test_site_template import host_vars
 
 from .conftest import needs_lab
+
+nginx = load("nginx").module
 
 pytestmark = needs_lab
 

@@ -13,10 +13,12 @@ from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service, User
 from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
+from mtls_deploy.role_loader import load
 from mtls_deploy.templating import TEMPLATES_DIR
-from roles.backend_php import role as backend_php
-from roles.backend_python import role as backend_python
-from roles.nginx import role as nginx
+
+backend_php = load("backend_php").module
+backend_python = load("backend_python").module
+nginx = load("nginx").module
 
 FACTS = HostFacts(
     os_id="debian",
@@ -203,6 +205,18 @@ def test_php_before_php_is_installed_only_asks_for_the_package():
     assert backend_php.handlers(host_vars(), HostFacts()) == []
 
 
+def test_php_fpm_checks_its_pool_with_the_installed_version():
+    """backend_php owns ``php-fpm<version> -t``: from role.py, as the version is a fact."""
+    from mtls_deploy.role_loader import load
+
+    checks = load("backend_php").validators(host_vars(), FACTS)
+    assert checks["php-fpm"].command == (("php-fpm8.2", "-t"),)
+    assert checks["php-fpm"].error_lines == "ERROR"
+    assert load("backend_php").validators(host_vars(), HostFacts()) == {}  # not installed yet
+    pinned = load("backend_php").validators(host_vars(php_version="8.3"), FACTS)
+    assert pinned["php-fpm"].command == (("php-fpm8.3", "-t"),)
+
+
 def test_php_resources():
     resources = backend_php.resources(host_vars(), FACTS)
     files = by_path(resources)
@@ -223,7 +237,7 @@ def test_php_resources():
         0o644,
         "root",
         ("restart backend",),
-        None,
+        "php-fpm",
     )
     www = files["/etc/php/8.2/fpm/pool.d/www.conf"]
     assert isinstance(www, Absent) and www.notify == ("restart backend",)

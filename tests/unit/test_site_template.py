@@ -9,8 +9,10 @@ import pytest
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.role_loader import load
 from mtls_deploy.templating import TEMPLATES_DIR, render
-from roles.nginx import role as nginx
+
+nginx = load("nginx").module
 
 
 def versions(nginx=None, openssl=None) -> HostFacts:

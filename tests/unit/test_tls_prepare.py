@@ -96,3 +96,11 @@ def test_a_crl_near_its_end_is_re_signed_only_outside_check_mode(pki_store, pki_
         assert step.reason == "would re-sign: 3 days left" and pki_store.crl_pem() == before
     else:
         assert step.reason == "re-signed: 3 days were left" and pki_store.crl_pem() != before
+
+
+def test_the_recap_says_renewed_with_the_days_that_were_left():
+    why = tls().why_issued
+    assert why("12 days left (< 30)") == "renewed: 12 days were left"
+    assert "would " + why("12 days left (< 30)", check=True) == "would renew: 12 days left"
+    assert why("no certificate yet") == "issued: no certificate yet"
+    assert why("signed by another server CA") == "issued: signed by another server CA"

@@ -1,1 +1,0 @@
-"""backend_php role: the API on PHP-FPM. See README.md."""

@@ -1,1 +1,0 @@
-"""nginx role: the mTLS site. See README.md."""
