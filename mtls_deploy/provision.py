@@ -97,7 +97,9 @@ class HostRun:
         """What the roles want given ``facts`` (only the tagged ones in a tagged run)."""
         variables = role_loader.with_exports(self.roles, self.v, facts)
         found = [
-            r for role in self.roles for r in role.call("resources", variables[role.name], facts)
+            r
+            for role in self.roles
+            for r in role.call("resources", variables[role.name], facts, default=[])
         ]
         return [r for r in found if tagged(r, self.options.tags)] if self.options.tags else found
 

@@ -128,7 +128,12 @@ def _module(path: Path):
     tag = hashlib.sha256(str(path.parent).encode()).hexdigest()[:8]
     spec = importlib.util.spec_from_file_location(f"mtls_role_{tag}_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise BadInput(f"{path}:{error.lineno}: {error.msg}: fix the role's Python") from None
+    except Exception as error:  # a role's own bug: one line, not a traceback
+        raise BadInput(f"{path}: cannot load the role: {type(error).__name__}: {error}") from None
     return module
 
 

@@ -123,3 +123,12 @@ def test_the_package_roles_group_api_gets_the_api(monkeypatch):
     v = {"group_names": ["api"], "backend": "php"}
     assert [r.name for r in role_loader.host_roles(v)] == ["tls", "backend_php", "nginx"]
     assert role_loader.host_roles({"group_names": ["consumers"]}) == []
+
+
+def test_a_role_py_that_does_not_load_is_one_line(project):
+    make_role(project, "typo", role_py="def resources(v, facts)\n    return []\n")
+    with pytest.raises(BadInput, match=r"roles/typo/role.py:1: .*fix the role's Python"):
+        role_loader.load("typo").call("resources", {}, None)
+    make_role(project, "missing", role_py="import no_such_module_anywhere\n")
+    with pytest.raises(BadInput, match="cannot load the role: ModuleNotFoundError"):
+        role_loader.load("missing").call("resources", {}, None)
