@@ -4,6 +4,8 @@ transport replays a host's answers, so the round trips can be counted without a 
 import hashlib
 from types import SimpleNamespace
 
+import pytest
+
 from mtls_deploy import role_loader
 from mtls_deploy.provision import HostRun, RunOptions
 
@@ -66,3 +68,53 @@ def test_a_changed_crl_is_written_checked_and_reloaded(pki_store):
     assert path in apply_script and "nginx -t" in apply_script  # the nginx role's validator
     assert "mtls_accepting" in apply_script  # the nginx role's reload-and-wait, by name
     assert "server.key" not in apply_script  # nothing but the tagged file
+
+
+class FakeRemote(ReplayRemote):
+    """``Remote`` as ``provision_host`` uses it: a context manager that counts channels."""
+
+    channels = 0
+
+    def __init__(self, target):
+        super().__init__("/nowhere", None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.fixture
+def counted_issues(monkeypatch, pki_store, tmp_path):
+    """Every ``server_cert`` call the run makes, through a fake transport and a fresh cache."""
+    from mtls_deploy import provision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(provision, "Remote", FakeRemote)
+    calls = []
+    original = type(pki_store).server_cert
+
+    def counting(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pki_store), "server_cert", counting)
+    return calls
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_prepare_runs_once_per_host_before_planning(counted_issues, pki_env, check):
+    from mtls_deploy.provision import RunOptions, provision_host
+
+    (pki_env.root / "inventory").mkdir()  # the project directory (nothing is read from it)
+    host = SimpleNamespace(name="api1", vars={**host_vars(), "ansible_host": "127.0.0.1"})
+    before = {p: p.read_bytes() for p in pki_env.pki_dir.rglob("*") if p.is_file()}
+    result = provision_host(host, RunOptions(check=check))
+    first = result.steps[0]
+    assert (first.kind, first.name, first.status) == ("pki", "server certificate", "changed")
+    assert first.reason == ("would issue" if check else "issued") + ": no certificate yet"
+    assert len(counted_issues) == (0 if check else 1)  # the plan itself never issues
+    if check:
+        after = {p: p.read_bytes() for p in pki_env.pki_dir.rglob("*") if p.is_file()}
+        assert after == before
