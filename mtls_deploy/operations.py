@@ -63,7 +63,7 @@ def plan_packages(desired: Packages, facts: HostFacts) -> Step:
 
 def install_without_starting(names: list[str], policy: str = POLICY_RC) -> str:
     """apt-get install with services held back (policy-rc.d), so a distribution default
-    (nginx on port 80) never starts before our configuration is in place. Our policy-rc.d
+    (a web server on port 80) never starts before our configuration is in place. Our policy-rc.d
     goes on every exit path (a trap: apt failing under ``set -e``, a dropped connection);
     one left by a killed run is recognised by its mark and replaced, then removed. A
     policy-rc.d of someone else's is left alone and obeyed."""

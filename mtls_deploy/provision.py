@@ -104,7 +104,7 @@ class HostRun:
         return [r for r in found if tagged(r, self.options.tags)] if self.options.tags else found
 
     def handlers(self) -> list[Handler]:
-        """The engine's handlers and every role's, notified by name across roles."""
+        """The engine's handlers and every role's: a change notifies one by name, whoever owns it."""
         variables = role_loader.with_exports(self.roles, self.v, self.facts)
         mine = [
             h

@@ -1,6 +1,6 @@
 """Render the files in ``templates/`` with Jinja2, sandboxed; an undefined variable is an error.
 
-A site template may be the user's own (``nginx_site_template``), so templates render in Jinja2's
+A site template may be the user's own (a role variable names it), so templates render in Jinja2's
 ``SandboxedEnvironment``: ``{{ lipsum.__globals__.os.environ }}`` cannot reach Python's
 internals (nor the CA passphrase in the environment). Any template problem is one line
 naming the template, as ``BadInput``.
@@ -37,10 +37,10 @@ def render(name: str, templates_dir: Path | None = None, **context) -> bytes:
     ``name`` may also be a path to a template of your own (absolute, or relative to where you
     run ``inv``) that extends ours without forking it::
 
-        {% extends "nginx/site.conf.j2" %}
+        {% extends "web/site.conf.j2" %}
         {% block server_extra %}add_header X-Team payments;{% endblock %}
 
-    Example: ``render("nginx/site.conf.j2", server_name="api1.lab.test", ...)``
+    Example: ``render("web/site.conf.j2", server_name="api1.lab.test", ...)``
     """
     import jinja2
 
