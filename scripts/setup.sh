@@ -25,6 +25,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+# Byte-compile our own modules once (pip does it for the dependencies): where
+# PYTHONDONTWRITEBYTECODE is set, every `inv` would otherwise compile them again at start-up.
+.venv/bin/python -m compileall -q mtls_deploy roles bench tasks.py >/dev/null
 # The TLS scanners (sslyze) get a venv of their own: their pins must not drag the product's down.
 if [ ! -x .venv-scanners/bin/python ]; then
   "$python" -m venv .venv-scanners
