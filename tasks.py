@@ -217,8 +217,8 @@ def pki_list(c, json=False, all=False):
         "days": "validity in days (default 365)",
         "org": "organisation (O=) in the subject",
         "email": "email address for the subjectAltName",
-        "reissue": "replace a valid certificate (the old one is revoked as superseded)",
-        "deliver": "deliver each bundle to its consumer host over SFTP (default; --no-deliver)",
+        "reissue": "replace a valid certificate (the old one is revoked once the new one is delivered)",
+        "deliver": "deliver each bundle to its consumer host over SSH (default; --no-deliver)",
         "csr": "make the key on the consumer host; only the CSR and certificate travel",
         **P12_HELP,
     }
@@ -274,8 +274,8 @@ def revoke_client(c, name, reason="unspecified", push=True):
     }
 )
 def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
-    """A new key and certificate for a client; the old one is revoked as superseded, the CRL
-    pushed to every API host and the new bundle delivered. Ex: inv renew-client --name bob
+    """A new key and certificate for a client, delivered; only then is the old one revoked as
+    superseded and the CRL pushed to every API host. Ex: inv renew-client --name bob
     """
     from mtls_deploy import clients
 
