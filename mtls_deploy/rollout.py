@@ -20,7 +20,20 @@ def push_crl_to_host(host) -> HostResult:
     """Plan and apply the CRL file on one host: one round trip when it is current, two when
     it changes (facts; then write, check, reload). Example:
     ``push_crl_to_host(inventory.load().host("api1"))``"""
-    return provision_host(host, RunOptions(tags=(CRL_TAG,)))
+    return with_provision_hint(provision_host(host, RunOptions(tags=(CRL_TAG,))))
+
+
+MISSING_DIRECTORY = "No such file or directory"  # mktemp's words when the folder is not there
+
+
+def with_provision_hint(result: HostResult) -> HostResult:
+    """A CRL that cannot be written because its directory is missing: the host was never
+    provisioned, and the line says so instead of mktemp's words."""
+    for step in result.steps:
+        if step.status == "failed" and step.kind == "file" and MISSING_DIRECTORY in step.reason:
+            folder = step.name.rpartition("/")[0]
+            step.reason = f"{folder} is missing: provision the host first (inv provision --host {result.host})"
+    return result
 
 
 def push_crl(store=None, names: list[str] | None = None, loaded=None, stream=None) -> GroupResult:

@@ -40,6 +40,8 @@ from mtls_deploy.resources import Command, Directory, File, Service, User
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KIND_WORDS = {"file": "regular file", "directory": "directory", "link": "symbolic link"}
 APPLY_START = "set -e\numask 077\n"  # how apply.build_script begins
+# What Debian 12's mktemp said on api1 (sudo, sh) for a template in a missing directory.
+MKTEMP_ERROR = "mktemp: failed to create file via template ‘{}’: No such file or directory\n"
 
 
 @dataclass
@@ -175,15 +177,12 @@ class FakeHost:
         out = []
         for line in script.splitlines():
             template = re.match(r"t=\$\(mktemp (.+)\)$", line)
-            if template and not self.has_directory(
-                shlex.split(template.group(1))[0].rpartition("/")[0]
-            ):
-                error = f"mktemp: failed to create file via template '{shlex.split(template.group(1))[0]}': No such file or directory"
-                return CommandResult("".join(x + "\n" for x in out), error + "\n", 1)
+            if template and not self.has_directory(_unquoted(template[1]).rpartition("/")[0]):
+                return CommandResult(_lines(out), MKTEMP_ERROR.format(_unquoted(template[1])), 1)
             marker = re.match(r"echo '?(@@(?:done|handler|handled) [^']*)'?$", line)
             if marker:
-                out.append(marker.group(1))
-        return CommandResult("".join(x + "\n" for x in out), "", 0)
+                out.append(marker[1])
+        return CommandResult(_lines(out), "", 0)
 
     def has_directory(self, folder: str) -> bool:
         """A known directory, or one that some known path lies in."""
@@ -209,6 +208,14 @@ class FakeHost:
             if name in self.contents:
                 out += [f"@@file {index}", base64.encodebytes(self.contents[name]).decode()]
         return "\n".join(out) + "\n"
+
+
+def _unquoted(word: str) -> str:
+    return shlex.split(word)[0]
+
+
+def _lines(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
 
 
 def _package(line: str) -> str | None:
