@@ -32,7 +32,8 @@ def with_provision_hint(result: HostResult) -> HostResult:
     for step in result.steps:
         if step.status == "failed" and step.kind == "file" and MISSING_DIRECTORY in step.reason:
             folder = step.name.rpartition("/")[0]
-            step.reason = f"{folder} is missing: provision the host first (inv provision --host {result.host})"
+            fix = f"inv provision --host {result.host}"
+            step.reason = f"{folder} is missing: provision the host first ({fix})"
     return result
 
 
