@@ -37,6 +37,7 @@ from mtls_deploy.facts import (
 from mtls_deploy.operations import sha256
 from mtls_deploy.resources import Command, Directory, File, Service, User
 
+NOT_FOUND = CommandResult("", "sh: 1: not found", 127)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KIND_WORDS = {"file": "regular file", "directory": "directory", "link": "symbolic link"}
 APPLY_START = "set -e\numask 077\n"  # how apply.build_script begins
@@ -57,7 +58,8 @@ class FakeHost:
     contents: dict[str, bytes] = field(default_factory=dict)  # what a diff may fetch
     apt_error: str | None = None  # apt-get fails with this as its last line
     apply_reply: Callable[[str], CommandResult] | None = None
-    commands: dict[str, CommandResult] = field(default_factory=dict)  # ``run`` replies
+    # ``run`` replies by command line: a result, or a function of the command giving one
+    commands: dict[str, CommandResult | Callable] = field(default_factory=dict)
     unreachable: str | None = None  # connecting raises ConnectError with this text
 
     @classmethod
@@ -269,9 +271,8 @@ class FakeRemote:
             result = self.host.answer(script)
         else:
             self.commands.append((command, sudo))
-            result = self.host.commands.get(
-                command, CommandResult("", f"sh: {command}: not found", 127)
-            )
+            result = self.host.commands.get(command, NOT_FOUND)
+            result = result(command) if callable(result) else result
         if check and not result.ok:
             raise RemoteCommandError(
                 f"{self.host.name}: `{command}` failed (exit {result.exit_status})"
