@@ -27,6 +27,7 @@ from pathlib import Path
 from mtls_deploy.connection import CommandResult, ConnectError, RemoteCommandError
 from mtls_deploy.facts import (
     RESOURCES_MARK,
+    UNIT_SUFFIXES,
     HostFacts,
     PathState,
     UnitState,
@@ -35,7 +36,8 @@ from mtls_deploy.facts import (
     parse_system_facts,
 )
 from mtls_deploy.operations import sha256
-from mtls_deploy.resources import Command, Directory, File, Service, User
+from mtls_deploy.resources import Absent, Command, Directory, File, Service, User
+from mtls_deploy.shell import render
 
 NOT_FOUND = CommandResult("", "sh: 1: not found", 127)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -105,7 +107,7 @@ class FakeHost:
         elif isinstance(r, User):
             self.users.add(r.name)
         elif isinstance(r, Service):
-            unit = r.name if "." in r.name else f"{r.name}.service"
+            unit = r.name if r.name.endswith(UNIT_SUFFIXES) else f"{r.name}.service"
             state = UnitState(
                 "enabled" if r.enabled else "disabled", "active" if r.running else "inactive"
             )
@@ -114,10 +116,8 @@ class FakeHost:
             if r.creates:
                 self.paths.setdefault(r.creates, PathState("file", 0o644, "root", "root"))
             if r.unless:
-                from mtls_deploy.shell import render
-
                 self.checks[check_key(render(r.unless))] = True
-        elif hasattr(r, "path"):  # Absent
+        elif isinstance(r, Absent):
             self.paths.pop(r.path, None)
 
     def with_content(self, path: str, content: bytes) -> "FakeHost":
