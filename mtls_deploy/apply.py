@@ -1,18 +1,19 @@
 """Apply a plan: one shell script per host, run as root in one round trip.
 
 Order: users, directories, files and removals; then the validators the roles declare (a config
-test), which restore every file they cover when they fail; then daemon-reload if a unit changed; then services;
-then each notified handler, once. The script prints ``@@`` markers so each step's fate is known.
+test), which restore every file they cover when they fail; then what a role that left the host
+had put there is taken away (``after_checks`` steps: so a refused configuration removes
+nothing, and an old service stops before a new one starts); then daemon-reload if a unit
+changed; then services; then each notified handler, once. The script prints ``@@`` markers so each step's fate is known.
 """
 
 import shlex
 from dataclasses import dataclass
 
-from .operations import Step
+from .operations import DAEMON_RELOAD, Step
 from .resources import Handler, Validator
 from .shell import statement
 
-DAEMON_RELOAD = "daemon-reload"
 UNTRAP = "trap - EXIT HUP INT TERM PIPE"
 
 
@@ -40,8 +41,9 @@ def build_script(
     """The whole apply script for the changed steps of one host; ``validators`` by the name
     a step's ``validate`` gives."""
     todo = [(i, s) for i, s in enumerate(steps) if s.changed]
-    files = [(i, s) for i, s in todo if s.kind != "service"]
-    services = [(i, s) for i, s in todo if s.kind == "service"]
+    removals = [(i, s) for i, s in todo if s.after_checks]
+    files = [(i, s) for i, s in todo if s.kind != "service" and not s.after_checks]
+    services = [(i, s) for i, s in todo if s.kind == "service" and not s.after_checks]
     validated = [(i, s) for i, s in files if s.validate]
     lines = ["set -e", "umask 077", _restore_function(validated)]
     if validated:
@@ -54,6 +56,8 @@ def build_script(
         lines += _backup(i, step) if step.validate else []
         lines += [*step.commands, f"echo '@@done {i}'"]
     lines += _validations(validated, validators or {})
+    for i, step in removals:
+        lines += [*step.commands, f"echo '@@done {i}'"]
     if any(DAEMON_RELOAD in s.notify for _, s in todo):
         lines.append("systemctl daemon-reload")
     for i, step in services:

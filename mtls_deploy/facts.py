@@ -34,6 +34,7 @@ class HostFacts:
     packages: dict[str, str] = field(default_factory=dict)  # installed package -> version
     apt_lists_age: float | None = None  # seconds since the package lists were refreshed
     policy_rc_leftover: bool = False  # our policy-rc.d, left by a killed run, is in place
+    manifest: str = ""  # the text of our manifest on the host (MANIFEST), "" when there is none
 
     def version(self, *names: str) -> tuple[int, ...] | None:
         """The upstream version of the first of ``names`` that is installed, as a tuple.
@@ -52,6 +53,7 @@ class HostFacts:
 
 POLICY_RC = "/usr/sbin/policy-rc.d"
 POLICY_RC_MARK = "# mtls-deploy policy-rc.d"  # the line that tells ours from anyone else's
+MANIFEST = "/var/lib/mtls-deploy/manifest.json"  # what each role put on the host (manifest.py)
 
 
 def system_facts_script(packages: tuple[str, ...]) -> str:
@@ -69,6 +71,8 @@ def system_facts_script(packages: tuple[str, ...]) -> str:
             'printf \'lists\\t%s\\n\' "$(stat -c %Y "$f")"; break; done',
             f"grep -qxF -- {shlex.quote(POLICY_RC_MARK)} {POLICY_RC} 2>/dev/null && "
             "printf 'policy_rc\\tours\\n'",
+            # base64 on one line: the manifest's text whatever it holds
+            f"[ -f {MANIFEST} ] && printf 'manifest\\t%s\\n' \"$(base64 -w0 {MANIFEST})\" || true",
             # No name at all would list every package.
             f"dpkg-query -W -f='pkg\\t${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' {names} "
             "2>/dev/null || true"
@@ -83,7 +87,7 @@ def parse_system_facts(output: str) -> HostFacts:
     """Parse ``system_facts_script`` output; unknown or missing lines leave defaults."""
     os_id = os_version = init = ""
     now = lists = None
-    packages, leftover = {}, False
+    packages, leftover, manifest = {}, False, ""
     for line in output.splitlines():
         key, _, rest = line.partition("\t")
         fields = rest.split("\t")
@@ -97,6 +101,8 @@ def parse_system_facts(output: str) -> HostFacts:
             lists = int(rest)
         elif key == "policy_rc":
             leftover = rest == "ours"
+        elif key == "manifest":
+            manifest = _unbase64(rest)
         elif key == "pkg" and len(fields) == 3 and fields[1].startswith("ii"):
             packages[fields[0]] = fields[2]
     return HostFacts(
@@ -106,7 +112,20 @@ def parse_system_facts(output: str) -> HostFacts:
         packages=packages,
         apt_lists_age=(now - lists) if now is not None and lists is not None else None,
         policy_rc_leftover=leftover,
+        manifest=manifest,
     )
+
+
+def _unbase64(text: str) -> str:
+    """The manifest's text; damaged base64 or bytes that are no UTF-8 read as "?" (the
+    manifest's reader then says it cannot be read)."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(text, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return "?"
 
 
 # --- resource facts: the state of every managed path, user and unit, in one round trip --------

@@ -11,11 +11,13 @@ import shlex
 from dataclasses import dataclass, field
 
 from .facts import POLICY_RC, POLICY_RC_MARK, HostFacts, PathState, ResourceFacts, check_key
-from .resources import Absent, Command, Directory, File, Packages, Service, User
+from .resources import Absent, Command, Directory, File, Packages, Removed, Service, User
 from .shell import render, statement
 
 APT_LISTS_MAX_AGE = 24 * 3600
 DIFF_MAX_BYTES = 64 * 1024
+DAEMON_RELOAD = "daemon-reload"  # the engine's handler: systemd re-reads its unit files
+UNIT_DIRS = ("/etc/systemd/", "/run/systemd/", "/lib/systemd/", "/usr/lib/systemd/")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Step:
     validate: str | None = None
     resource: object = None
     diff: str | None = None
+    after_checks: bool = False  # applied after the validators, before services (a removal)
 
     @property
     def changed(self) -> bool:
@@ -250,10 +253,14 @@ def plan_absent(desired: Absent, actual: PathState) -> Step:
 # --- services ---------------------------------------------------------------------------------
 
 
+ENABLED = ("enabled", "static", "indirect", "generated", "alias")
+RUNNING = ("active", "reloading", "activating")
+
+
 def plan_service(desired: Service, actual_enabled: str, actual_active: str) -> Step:
     """enable --now (or disable --now); 'static' and 'indirect' units count as enabled."""
-    enabled = actual_enabled in ("enabled", "static", "indirect", "generated", "alias")
-    running = actual_active in ("active", "reloading", "activating")
+    enabled = actual_enabled in ENABLED
+    running = actual_active in RUNNING
     name = shlex.quote(desired.name)
     if desired.running:
         if running and (enabled or not desired.enabled):
@@ -292,6 +299,68 @@ def plan_command(
     return changed("command", name, reason, [command], desired, desired.notify)
 
 
+# --- what a role that left the host had put there -------------------------------------------
+
+
+def plan_removed(desired: Removed, facts: ResourceFacts) -> Step:
+    """Take away one thing the manifest says a role that left had put there; already gone is
+    ok. Runs after the validators (a refused configuration removes nothing), before services."""
+    present, command = REMOVALS[desired.kind](desired.name, facts)
+    why = f"role {desired.role} left"
+    if present is None:
+        found = facts.path(desired.name).kind
+        return Step(desired.kind, desired.name, "failed", f"{why}, but a {found} is there now")
+    if not present:
+        return ok(desired.kind, desired.name, f"{why}: already gone", desired)
+    reload = desired.kind in ("unit", "file") and desired.name.startswith(UNIT_DIRS)
+    step = changed(
+        desired.kind,
+        desired.name,
+        f"{why}: {REMOVED[desired.kind]}",
+        [command],
+        desired,
+        (DAEMON_RELOAD,) if reload else (),
+    )
+    step.after_checks = True
+    return step
+
+
+def _unit_removal(name: str, facts: ResourceFacts) -> tuple[bool | None, str]:
+    unit = facts.unit(name)
+    present = unit.enabled in ENABLED or unit.active in RUNNING
+    return present, f"systemctl disable --now {shlex.quote(name)}"
+
+
+def _file_removal(path: str, facts: ResourceFacts) -> tuple[bool | None, str]:
+    kind = facts.path(path).kind
+    return (None if kind == "directory" else kind != "absent"), f"rm -f -- {shlex.quote(path)}"
+
+
+def _directory_removal(path: str, facts: ResourceFacts) -> tuple[bool | None, str]:
+    # Only when empty: what is left in it is not ours (we removed our files first).
+    kind = facts.path(path).kind
+    command = f"rmdir --ignore-fail-on-non-empty -- {shlex.quote(path)}"
+    return (None if kind not in ("absent", "directory") else kind == "directory"), command
+
+
+def _user_removal(name: str, facts: ResourceFacts) -> tuple[bool | None, str]:
+    return name in facts.users, f"userdel -- {shlex.quote(name)}"
+
+
+REMOVALS = {
+    "unit": _unit_removal,
+    "file": _file_removal,
+    "directory": _directory_removal,
+    "user": _user_removal,
+}
+REMOVED = {
+    "unit": "stopped and disabled",
+    "file": "removed",
+    "directory": "removed (if nothing else is in it)",
+    "user": "removed",
+}
+
+
 # --- the whole plan ---------------------------------------------------------------------------
 
 
@@ -315,6 +384,8 @@ def plan(resources: list, facts: ResourceFacts) -> list[Step]:
             unless = resource.unless
             passed = facts.checks.get(check_key(render(unless))) if unless else None
             steps.append(plan_command(resource, creates, passed))
+        elif isinstance(resource, Removed):
+            steps.append(plan_removed(resource, facts))
     return steps
 
 
@@ -322,8 +393,12 @@ def watched(resources: list) -> tuple[list[str], list[str], list[str], list[str]
     """The paths, users, units and ``unless`` checks the plan needs: gathered in one round trip."""
     paths = [r.path for r in resources if isinstance(r, File | Directory | Absent)]
     paths += [r.creates for r in resources if isinstance(r, Command) and r.creates]
+    gone = [r for r in resources if isinstance(r, Removed)]
+    paths += [r.name for r in gone if r.kind in ("file", "directory")]
     users = [r.name for r in resources if isinstance(r, User)]
+    users += [r.name for r in gone if r.kind == "user"]
     units = [r.name for r in resources if isinstance(r, Service)]
+    units += [r.name for r in gone if r.kind == "unit"]
     checks = [render(r.unless) for r in resources if isinstance(r, Command) and r.unless]
     return paths, users, units, checks
 

@@ -4,13 +4,15 @@ A no-op run costs one SSH connection and one round trip: system facts and the st
 managed path, user and unit are gathered by one script, whose path list comes from the roles
 run on the last run's facts (``fact_cache``). Check mode is the same run without the applies,
 and its prepare step changes nothing. The engine knows no role: it asks each of the host's roles
-(``role_loader``) for its resources, handlers, validators, exports and prepare step.
+(``role_loader``) for its resources, handlers, validators, exports and prepare step, and adds
+its own bookkeeping to the plan: the host's manifest, and the removal of what a role that left
+the host had put there (``manifest.py``; never in a tagged run).
 """
 
 from dataclasses import dataclass
 
 from . import apply as applying
-from . import fact_cache, role_loader
+from . import fact_cache, manifest, role_loader
 from .connection import Remote, SshTarget
 from .errors import UserError
 from .facts import (
@@ -89,19 +91,37 @@ class HostRun:
 
     def __init__(self, remote: Remote, roles: list, v: dict, options: RunOptions):
         self.remote, self.roles, self.v, self.options = remote, roles, v, options
-        wanted = [] if options.tags else self.resources(HostFacts())
-        self.packages = [r for r in wanted if isinstance(r, Packages)]
+        wanted = {} if options.tags else self.by_role(HostFacts())
+        self.wanted_packages = {
+            role: [r for r in found if isinstance(r, Packages)] for role, found in wanted.items()
+        }
+        self.packages = [p for found in self.wanted_packages.values() for p in found]
+        self.installed: dict[str, list[str]] = {}  # by role: the packages this run installed
         self.facts: HostFacts | None = None
 
-    def resources(self, facts: HostFacts) -> list:
-        """What the roles want given ``facts`` (only the tagged ones in a tagged run)."""
+    def by_role(self, facts: HostFacts) -> dict[str, list]:
+        """What each role wants given ``facts``, by role name."""
         variables = role_loader.with_exports(self.roles, self.v, facts)
-        found = [
-            r
+        return {
+            role.name: role.call("resources", variables[role.name], facts, default=[])
             for role in self.roles
-            for r in role.call("resources", variables[role.name], facts, default=[])
-        ]
-        return [r for r in found if tagged(r, self.options.tags)] if self.options.tags else found
+        }
+
+    def wanted(self, facts: HostFacts) -> tuple[list, manifest.Bookkeeping]:
+        """What the roles want given ``facts``, with the engine's part (the manifest first, the
+        removals of roles that left last); a tagged run gets only the tagged resources and must
+        not touch the manifest."""
+        by_role = self.by_role(facts)
+        found = [r for rs in by_role.values() for r in rs]
+        if self.options.tags:
+            return [r for r in found if tagged(r, self.options.tags)], manifest.NOTHING
+        books = manifest.bookkeeping(by_role, facts, self.installed)
+        last = [books.last] if books.last else []
+        return [*books.first, *found, *books.removals, *last], books
+
+    def resources(self, facts: HostFacts) -> list:
+        """Every resource of this run given ``facts`` (``wanted``)."""
+        return self.wanted(facts)[0]
 
     def handlers(self) -> list[Handler]:
         """The engine's handlers and every role's: a change notifies one by name, whoever owns it."""
@@ -141,6 +161,7 @@ class HostRun:
         if not self.options.check and any(s.changed for s in package_steps):
             if not self.install(package_steps):
                 return package_steps
+            self.installed = manifest.missing_packages(self.wanted_packages, self.facts)
             actual, covered = self.gather(self.facts)
         return package_steps + self.apply(actual, covered)
 
@@ -174,8 +195,11 @@ class HostRun:
 
     def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
         """Plan every resource against the facts; unless checking, apply what changed."""
-        resources = [r for r in self.resources(self.facts) if not isinstance(r, Packages)]
-        steps = plan(resources, self.complete(actual, covered, resources))
+        wanted, books = self.wanted(self.facts)
+        resources = [r for r in wanted if not isinstance(r, Packages)]
+        facts = self.complete(actual, covered, resources)
+        steps = plan([r for r in resources if r is not books.last], facts)
+        steps += manifest.last_step(books, facts, steps)
         if self.options.diff:
             _attach_diffs(self.remote, steps)
         if self.options.check or not any(s.changed for s in steps):

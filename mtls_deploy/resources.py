@@ -95,6 +95,17 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Removed:
+    """What a role that left the host had put there, as the host's manifest recorded it: a
+    ``unit`` stopped and disabled, a ``file`` deleted, a ``directory`` deleted when empty, a
+    ``user`` deleted. The engine plans these itself (``manifest.py``); roles never return one."""
+
+    kind: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
 class Handler:
     """A command run once at the end of a host's run when some change notified it: argv such
     as ``(("systemctl", "restart", unit),)`` or a fixed script (see ``Command``)."""

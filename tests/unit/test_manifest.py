@@ -1,0 +1,385 @@
+"""The host's manifest, without a host: entries from resources, the diff old -> new, the removal
+plan, packages that stay recorded, and a whole run through a fake transport (one round trip for
+a no-op; a tagged run leaves the manifest alone; removals run after the checks)."""
+
+import base64
+import hashlib
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from mtls_deploy import apply as applying
+from mtls_deploy import manifest
+from mtls_deploy.errors import UserError
+from mtls_deploy.facts import MANIFEST, HostFacts, PathState, ResourceFacts, UnitState
+from mtls_deploy.operations import plan, plan_removed
+from mtls_deploy.provision import HostRun, RunOptions
+from mtls_deploy.resources import (
+    Absent,
+    Directory,
+    File,
+    Packages,
+    Removed,
+    Service,
+    User,
+    Validator,
+)
+
+OLD_APP = [
+    Packages(("old-server",)),
+    User("old"),
+    Directory("/srv/old"),
+    File("/srv/old/run.conf", b"x\n"),
+    Directory("/etc/systemd/system/old-server.service.d"),
+    File("/etc/systemd/system/old-server.service.d/hardening.conf", b"[Service]\n"),
+    File("/etc/shared.conf", b"both\n"),
+    Absent("/etc/old-server/default.conf"),
+    Service("old-server"),
+]
+NEW_APP = [
+    Packages(("new-server",)),
+    User("new"),
+    Directory("/srv/new"),
+    File("/srv/new/app.py", b"app\n"),
+    File("/etc/shared.conf", b"both\n"),
+    Service("new.socket"),
+    Service("new.service"),
+    Service("stopped-thing", running=False, enabled=False),
+]
+OLD_ENTRY = {
+    "directories": ["/etc/systemd/system/old-server.service.d", "/srv/old"],
+    "files": [
+        "/etc/shared.conf",
+        "/etc/systemd/system/old-server.service.d/hardening.conf",
+        "/srv/old/run.conf",
+    ],
+    "packages": ["old-server"],
+    "units": ["old-server"],
+    "users": ["old"],
+}
+
+
+def facts_with(roles: dict, **extra) -> HostFacts:
+    return HostFacts(manifest=manifest.render(roles).decode(), **extra)
+
+
+# --- entries --------------------------------------------------------------------------------
+
+
+def test_an_entry_lists_paths_running_units_and_users_sorted_not_removals():
+    found = manifest.entry(OLD_APP, ["old-server"])
+    assert found == OLD_ENTRY  # the Absent path is not ours; the package was installed by us
+
+
+def test_a_unit_kept_stopped_is_not_recorded_as_run_by_the_role():
+    assert manifest.entry(NEW_APP)["units"] == ["new.service", "new.socket"]
+
+
+def test_packages_are_those_missing_before_apt_get():
+    wanted = {"old": [Packages(("old-server", "libc6"))], "tls": []}
+    facts = HostFacts(packages={"libc6": "2.36"})
+    assert manifest.missing_packages(wanted, facts) == {"old": ["old-server"], "tls": []}
+
+
+def test_recorded_packages_stay_recorded_and_new_ones_join():
+    old = {"old": {**OLD_ENTRY, "packages": ["old-server", "libold1"]}}
+    new = manifest.updated(old, {"old": OLD_APP}, {"old": ["old-extra"]})
+    assert new["old"]["packages"] == ["libold1", "old-extra", "old-server"]
+
+
+def test_a_package_the_host_already_had_is_never_recorded():
+    new = manifest.updated({}, {"old": OLD_APP}, {})
+    assert new["old"]["packages"] == []  # Packages(old-server) wanted, but none installed by us
+
+
+def test_the_manifest_is_sorted_json_without_timestamps_whatever_the_order():
+    one = manifest.render({"b": manifest.entry(NEW_APP), "a": manifest.entry(OLD_APP)})
+    two = manifest.render({"a": manifest.entry(OLD_APP[::-1]), "b": manifest.entry(NEW_APP[::-1])})
+    assert one == two and one.endswith(b"}\n")
+    assert json.loads(one)["format"] == 1 and set(json.loads(one)) == {"format", "roles"}
+
+
+# --- reading it back ------------------------------------------------------------------------
+
+
+def test_a_host_without_a_manifest_has_no_roles_recorded():
+    assert manifest.read(HostFacts()) == {}
+
+
+def test_reading_back_what_was_written_gives_the_same_entries():
+    assert manifest.read(facts_with({"old": OLD_ENTRY})) == {"old": OLD_ENTRY}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", '{"roles": []}', "?", '{"roles": {"x": {"files": ["etc/x"]}}}'],
+    ids=["not-json", "roles-not-a-map", "unreadable", "relative-path"],
+)
+def test_a_manifest_that_cannot_be_read_is_one_line_not_a_guess(text):
+    with pytest.raises(UserError, match=rf"^{MANIFEST} on the host cannot be read .*delete it"):
+        manifest.read(HostFacts(manifest=text))
+
+
+@pytest.mark.parametrize("path", ["/", "/srv/../etc", "/srv//x"])
+def test_a_path_that_is_not_absolute_and_normal_is_refused(path):
+    text = json.dumps({"roles": {"x": {"directories": [path]}}})
+    with pytest.raises(UserError, match="not an absolute, normal path"):
+        manifest.read(HostFacts(manifest=text))
+
+
+# --- the diff old -> new and the removal plan --------------------------------------------------
+
+
+def test_a_converged_host_has_one_manifest_write_planned_and_no_removal():
+    current = manifest.updated({}, {"old": OLD_APP}, {})
+    books = manifest.bookkeeping({"old": OLD_APP}, facts_with(current), {})
+    assert books.removals == [] and books.last is None and books.left == ()
+    folder, first = books.first
+    assert (folder.path, folder.mode) == ("/var/lib/mtls-deploy", 0o755)
+    assert (first.path, first.mode, first.owner, first.content) == (
+        MANIFEST,
+        0o644,
+        "root",
+        manifest.render(current),
+    )
+
+
+def test_a_role_that_left_is_removed_except_what_a_remaining_role_manages():
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"old": OLD_ENTRY}), {})
+    assert books.left == ("old",)
+    assert [(r.kind, r.name) for r in books.removals] == [
+        ("unit", "old-server"),
+        ("file", "/etc/systemd/system/old-server.service.d/hardening.conf"),
+        ("file", "/srv/old/run.conf"),  # /etc/shared.conf stays: the new role manages it
+        ("directory", "/etc/systemd/system/old-server.service.d"),
+        ("directory", "/srv/old"),
+        ("user", "old"),
+    ]
+    assert all(r.role == "old" for r in books.removals)
+
+
+def test_the_first_write_keeps_the_leaving_role_and_the_last_drops_it():
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"old": OLD_ENTRY}), {})
+    first = json.loads(books.first[1].content)["roles"]
+    last = json.loads(books.last.content)["roles"]
+    assert set(first) == {"old", "new"} and first["old"] == OLD_ENTRY
+    assert set(last) == {"new"}
+
+
+def test_removal_order_sockets_before_services_and_deepest_directories_first():
+    left = {
+        "a": {**dict.fromkeys(manifest.KEYS, []), "units": ["x.service", "x.socket"]},
+        "b": {**dict.fromkeys(manifest.KEYS, []), "directories": ["/a", "/a/b/c", "/a/b"]},
+    }
+    names = [r.name for r in manifest.removals(left, {})]
+    assert names == ["x.socket", "x.service", "/a/b/c", "/a/b", "/a"]
+
+
+def test_a_directory_a_remaining_role_holds_as_a_file_path_is_kept():
+    left = {"a": {**dict.fromkeys(manifest.KEYS, []), "directories": ["/srv/x"], "users": ["u"]}}
+    kept = {"b": {**dict.fromkeys(manifest.KEYS, []), "files": ["/srv/x"], "users": ["u"]}}
+    assert manifest.removals(left, kept) == []
+
+
+def test_packages_of_a_role_that_left_stay():
+    left = {"a": {**dict.fromkeys(manifest.KEYS, []), "packages": ["old-server"]}}
+    assert manifest.removals(left, {}) == []
+
+
+# --- planning one removal -------------------------------------------------------------------
+
+PRESENT = ResourceFacts(
+    paths={
+        "/srv/old/run.conf": PathState("file", 0o644, "root", "root", "ab"),
+        "/srv/old": PathState("directory", 0o755, "root", "root"),
+        "/etc/systemd/system/old-server.service.d/hardening.conf": PathState("file"),
+        "/srv/dir-now": PathState("directory"),
+        "/srv/file-now": PathState("file"),
+    },
+    users=frozenset({"old"}),
+    units={"old-server.service": UnitState("enabled", "active")},
+)
+GONE = ResourceFacts(paths={}, users=frozenset(), units={})
+
+
+@pytest.mark.parametrize(
+    "kind, name, command",
+    [
+        ("unit", "old-server", "systemctl disable --now old-server"),
+        ("file", "/srv/old/run.conf", "rm -f -- /srv/old/run.conf"),
+        ("directory", "/srv/old", "rmdir --ignore-fail-on-non-empty -- /srv/old"),
+        ("user", "old", "userdel -- old"),
+    ],
+)
+def test_a_present_leftover_is_removed_after_the_checks_and_gone_is_ok(kind, name, command):
+    step = plan_removed(Removed(kind, name, "old"), PRESENT)
+    assert (step.kind, step.status, step.commands, step.after_checks) == (
+        kind,
+        "changed",
+        [command],
+        True,
+    )
+    assert step.reason.startswith("role old left: ")
+    again = plan_removed(Removed(kind, name, "old"), GONE)
+    assert (again.status, again.reason) == ("ok", "role old left: already gone")
+
+
+def test_a_removed_unit_file_reloads_systemd_and_a_plain_file_does_not():
+    path = "/etc/systemd/system/old-server.service.d/hardening.conf"
+    assert plan_removed(Removed("file", path, "old"), PRESENT).notify == ("daemon-reload",)
+    assert plan_removed(Removed("file", "/srv/old/run.conf", "old"), PRESENT).notify == ()
+
+
+def test_a_stopped_disabled_unit_is_already_gone():
+    facts = ResourceFacts({}, frozenset(), {"old-server.service": UnitState("disabled", "failed")})
+    assert plan_removed(Removed("unit", "old-server", "old"), facts).status == "ok"
+
+
+@pytest.mark.parametrize("kind, path", [("file", "/srv/dir-now"), ("directory", "/srv/file-now")])
+def test_something_else_at_a_recorded_path_fails_and_is_left_alone(kind, path):
+    step = plan_removed(Removed(kind, path, "old"), PRESENT)
+    assert step.status == "failed" and "role old left, but a" in step.reason
+    assert step.commands == []
+
+
+def test_the_last_write_is_planned_only_when_every_step_could_be_planned():
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"old": OLD_ENTRY}), {})
+    steps = plan(books.removals, PRESENT)
+    last = manifest.last_step(books, PRESENT, steps)
+    assert [(s.kind, s.name, s.status, s.after_checks) for s in last] == [
+        ("manifest", MANIFEST, "changed", True)
+    ]
+    assert last[0].reason == "old left: no longer listed"
+    steps[0].status = "failed"
+    assert manifest.last_step(books, PRESENT, steps) == []
+
+
+# --- the apply script's order -----------------------------------------------------------------
+
+
+def test_removals_run_after_the_validators_and_before_daemon_reload_and_services():
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"old": OLD_ENTRY}), {})
+    new_file = File("/etc/new.conf", b"new\n", validate="new")
+    steps = plan([new_file, Service("new.service"), *books.removals], PRESENT)
+    steps += manifest.last_step(books, PRESENT, steps)
+    script = applying.build_script(steps, [], {"new": Validator("new", (("new-check",),))})
+    at = script.index
+    assert at("new-check") < at("systemctl disable --now old-server") < at("rm -f -- /srv/old")
+    assert at("rmdir --ignore-fail-on-non-empty -- /srv/old") < at("userdel -- old")
+    assert at("userdel -- old") < at(f'mv -f "$t" {MANIFEST}') < at("systemctl daemon-reload")
+    assert at("systemctl daemon-reload") < at("systemctl enable --now new.service")
+
+
+# --- a whole run through a fake transport ----------------------------------------------------
+
+
+class FakeRole:
+    """A role as the engine sees it: a name and what it wants."""
+
+    def __init__(self, name: str, resources: list):
+        self.name, self.wanted, self.meta = name, resources, {"dependencies": []}
+
+    def call(self, function, v, facts, default=None):
+        return self.wanted if function == "resources" else default
+
+    def validators(self, v, facts):
+        return {}
+
+    def fact_packages(self):
+        return ()
+
+
+class Host:
+    """Answers the engine's scripts as a host with ``packages`` installed, every wanted path,
+    user and unit in place, and ``manifest`` on disk."""
+
+    def __init__(self, resources: list, manifest_text: bytes, units: dict):
+        self.files = {r.path: r.content for r in resources if isinstance(r, File)}
+        self.files[MANIFEST] = manifest_text
+        self.dirs = {r.path for r in resources if isinstance(r, Directory)}
+        self.dirs.add("/var/lib/mtls-deploy")
+        self.users = {r.name for r in resources if isinstance(r, User)}
+        self.units, self.scripts = units, []
+        self.packages = ["new-server", "old-server"]
+
+    def run_script(self, script, sudo=False, check=False, timeout=None):
+        self.scripts.append(script)
+        if "apt-get install" in script:
+            self.packages.append("fresh-lib")
+        if "@@resources" not in script and "stat -c" not in script:  # an apply script
+            return SimpleNamespace(stdout="", stderr="", exit_status=0, ok=True)
+        return SimpleNamespace(stdout=self.answer(), stderr="", exit_status=0, ok=True)
+
+    def answer(self) -> str:
+        encoded = base64.b64encode(self.files[MANIFEST]).decode()
+        lines = ["os\tdebian\t12", "init\tsystemd", f"manifest\t{encoded}"]
+        lines += [f"pkg\t{name}\tii \t1.0" for name in self.packages] + ["@@resources"]
+        for path, content in self.files.items():
+            lines += [f"stat\t{path}\tregular file\t644\troot\troot"]
+            lines += [f"sha\t{hashlib.sha256(content).hexdigest()}  {path}"]
+        lines += [f"stat\t{path}\tdirectory\t755\troot\troot" for path in self.dirs]
+        lines += [f"user\t{name}:x:999:999::/nonexistent:/usr/sbin/nologin" for name in self.users]
+        for unit, (enabled, active) in self.units.items():
+            lines += [f"unit\tId={unit}", f"unit\tUnitFileState={enabled}"]
+            lines += [f"unit\tActiveState={active}", "unit\t"]
+        return "\n".join(lines) + "\n"
+
+
+RUNNING = {"new.service": ("enabled", "active"), "new.socket": ("enabled", "active")}
+
+
+def converged(roles: dict[str, list]) -> bytes:
+    return manifest.render(manifest.updated({}, roles, {}))
+
+
+def test_a_no_op_run_with_its_manifest_is_one_round_trip_and_all_ok():
+    host = Host(NEW_APP, converged({"new": NEW_APP}), RUNNING)
+    run = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions())
+    steps = run.converge(HostFacts(manifest=converged({"new": NEW_APP}).decode()))
+    assert len(host.scripts) == 1
+    assert [s for s in steps if s.status != "ok"] == []
+    assert (MANIFEST, "ok") in [(s.name, s.status) for s in steps]
+
+
+def test_a_role_that_left_is_taken_away_and_its_entry_dropped_last():
+    old = manifest.render({"old": OLD_ENTRY})
+    units = {**RUNNING, "old-server.service": ("enabled", "active")}
+    host = Host([*NEW_APP, *OLD_APP], old, units)
+    run = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions())
+    steps = run.converge(HostFacts(manifest=old.decode()))
+    changed = [(s.kind, s.name) for s in steps if s.changed]
+    assert changed[0] == ("file", MANIFEST) and changed[-1] == ("manifest", MANIFEST)
+    assert ("unit", "old-server") in changed and ("user", "old") in changed
+    assert len(host.scripts) == 2  # the old paths were in the guess: facts, then apply
+    assert "systemctl daemon-reload" in host.scripts[-1]  # a drop-in went
+
+
+def test_check_mode_shows_the_removals_as_changes_and_applies_nothing():
+    old = manifest.render({"old": OLD_ENTRY})
+    host = Host([*NEW_APP, *OLD_APP], old, {**RUNNING, "old-server.service": ("enabled", "active")})
+    run = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions(check=True))
+    steps = run.converge(HostFacts(manifest=old.decode()))
+    assert len([s for s in steps if s.changed]) == 8  # 2 manifest writes, 6 removals
+    assert len(host.scripts) == 1
+
+
+def test_a_tagged_run_neither_reads_into_nor_writes_the_manifest_nor_removes():
+    tagged = File("/etc/list.pem", b"new list\n", tags=("crl",), notify=("reload",))
+    old = manifest.render({"old": OLD_ENTRY})
+    host = Host(OLD_APP, old, {"old-server.service": ("enabled", "active")})
+    role = FakeRole("new", [*NEW_APP, tagged])
+    run = HostRun(host, [role], {}, RunOptions(tags=("crl",)))
+    steps = run.converge(None)
+    assert [(s.name, s.status) for s in steps] == [("/etc/list.pem", "changed")]
+    assert MANIFEST not in host.scripts[-1] and "userdel" not in host.scripts[-1]
+
+
+def test_packages_this_run_installed_are_recorded_for_the_role_that_wanted_them():
+    wants = [*NEW_APP, Packages(("fresh-lib", "new-server"))]
+    host = Host(NEW_APP, converged({"new": NEW_APP}), RUNNING)
+    run = HostRun(host, [FakeRole("new", wants)], {}, RunOptions())
+    steps = run.converge(HostFacts(manifest=converged({"new": NEW_APP}).decode()))
+    written = next(s for s in steps if s.name == MANIFEST).resource.content
+    assert json.loads(written)["roles"]["new"]["packages"] == ["fresh-lib"]  # not new-server
+    assert "apt-get install" in host.scripts[1] and MANIFEST in host.scripts[-1]
