@@ -6,8 +6,17 @@ import pytest
 import yaml
 
 from mtls_deploy import operations
-from mtls_deploy.facts import HostFacts, PathState, ResourceFacts
-from mtls_deploy.resources import Absent, Command, Directory, File, Packages, Service, User
+from mtls_deploy.facts import HostFacts, PathState, ResourceFacts, UnitState
+from mtls_deploy.resources import (
+    Absent,
+    Command,
+    Directory,
+    File,
+    Packages,
+    Removed,
+    Service,
+    User,
+)
 
 CASES = sorted(Path(__file__).parent.glob("*/*.yaml"))
 
@@ -36,7 +45,18 @@ def plan_case(op: str, desired: dict, actual: dict):
                 desired[key] = tuple(tuple(argv) for argv in desired[key])
         creates = PathState(**actual["creates"]) if "creates" in actual else None
         return operations.plan_command(Command(**desired), creates, actual.get("unless_succeeded"))
+    if op == "removed":
+        return operations.plan_removed(Removed(**desired), removal_facts(actual))
     raise AssertionError(f"no runner for operation {op}")
+
+
+def removal_facts(actual: dict) -> ResourceFacts:
+    """``paths``, ``users`` and ``units`` as the facts of the host a role left."""
+    return ResourceFacts(
+        paths={p: PathState(**state) for p, state in actual.get("paths", {}).items()},
+        users=frozenset(actual.get("users", [])),
+        units={u: UnitState(**state) for u, state in actual.get("units", {}).items()},
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.stem}")
