@@ -18,7 +18,7 @@ from .variables import check_inventory
 
 DEFAULT_INVENTORY = Path("inventory")
 PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved from the project
-SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential", re.IGNORECASE)
+SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential|hmac", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

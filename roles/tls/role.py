@@ -49,13 +49,23 @@ def _store():
 def resources(v: dict, facts) -> list:
     """The TLS directory and its four files, as the PKI (or a public CA's files) has them."""
     store, paths = _store(), tls_paths(v)
-    certificate, key = server_certificate(store, v)
     return [
         Directory(v["tls_dir"], mode=0o750),
-        File(paths["tls_certificate"], certificate, **NGINX),
-        File(paths["tls_certificate_key"], key, mode=0o600, secret=True, **NGINX),
+        *server_files(store, v, paths),
         File(paths["tls_client_ca"], store.client_ca_pem(), **NGINX),
         File(paths["tls_crl"], store.crl_pem(), tags=("crl",), **NGINX),
+    ]
+
+
+def server_files(store, v: dict, paths: dict) -> list:
+    """The server certificate and key; none with acme (certbot's lineage holds them, and
+    a previous run's files stay until the site no longer names them)."""
+    if v.get("server_cert") == "acme":
+        return []
+    certificate, key = server_certificate(store, v)
+    return [
+        File(paths["tls_certificate"], certificate, **NGINX),
+        File(paths["tls_certificate_key"], key, mode=0o600, secret=True, **NGINX),
     ]
 
 
@@ -108,7 +118,8 @@ def prepare(v: dict, context) -> list[Step]:
     """Issue (or renew) the server certificate and re-sign the CRL when due; in check mode,
     say what would be done and change nothing. A line each for the recap."""
     store = _store()
-    steps = [] if v.get("server_cert") == "files" else [prepare_certificate(store, v, context)]
+    ours = v.get("server_cert", "private") == "private"  # files and acme: another CA's
+    steps = [prepare_certificate(store, v, context)] if ours else []
     return [*steps, prepare_crl(store, v, context)]
 
 

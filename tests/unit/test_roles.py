@@ -165,8 +165,8 @@ def test_unknown_backend_is_one_clear_error(backend):
 def test_the_backend_variable_chooses_the_backend_role():
     from mtls_deploy.role_loader import resolve
 
-    assert resolve(["nginx"], {"backend": "php"}) == ["tls", "backend_php", "nginx"]
-    assert resolve(["nginx"], {"backend": "python"}) == ["tls", "backend_python", "nginx"]
+    assert resolve(["nginx"], {"backend": "php"}) == ["tls", "acme", "backend_php", "nginx"]
+    assert resolve(["nginx"], {"backend": "python"}) == ["tls", "acme", "backend_python", "nginx"]
 
 
 @pytest.mark.parametrize("missing", ["server_name", "https_listen", "https_port"])

@@ -201,6 +201,11 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "php_version": "8.2",
     "pki_key_type": "ec",
     "server_cert_files": {"cert": "c.pem", "chain": "", "key": "k.pem"},
+    "acme_email": "ops@example.test",
+    "acme_ca_bundle": "~/acme-ca.pem",
+    "acme_directory": "https://acme.example.test/directory",
+    "acme_eab_kid": "kid-1",
+    "acme_eab_hmac_key": "c2VjcmV0",
 }
 FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&", "<", ">", " ", "#", "\\", "*"]  # fmt: skip
 # Characters a schema allows on purpose, by type: paths on the control machine never reach a
