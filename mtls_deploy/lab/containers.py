@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from contextlib import suppress
+from pathlib import Path
 
 from ..errors import UserError
 from ..files import atomic_write
@@ -46,17 +47,25 @@ def boot(host: LabHost, paths: HostPaths) -> int:
     """Start the container in its own session and wait for its sshd; return the nspawn pid."""
     require_port_free(host)
     paths.apt_archives.mkdir(parents=True, exist_ok=True)
-    with open(paths.boot_log, "wb") as log:
+    pid = spawn_detached(supervised(nspawn_command(host, paths)), paths.boot_log)
+    atomic_write(paths.pid_file, f"{pid}\n".encode(), 0o644)
+    wait_for_ssh(host, paths, pid)
+    return pid
+
+
+def spawn_detached(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` in a session of its own, its output in ``log`` (truncated): it outlives this
+    process and a Ctrl-C in the terminal does not reach it. ``has_exited`` reaps it."""
+    with open(log, "wb") as out:
         process = subprocess.Popen(
-            supervised(nspawn_command(host, paths)),
+            argv,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # setsid: a Ctrl-C in the terminal does not reach it
+            env=env,
+            start_new_session=True,  # setsid
         )
     _SPAWNED[process.pid] = process
-    atomic_write(paths.pid_file, f"{process.pid}\n".encode(), 0o644)
-    wait_for_ssh(host, paths, process.pid)
     return process.pid
 
 

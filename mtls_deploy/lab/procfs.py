@@ -52,6 +52,16 @@ def nspawn_of_supervisor(pid: int, timeout: float = 5.0) -> int:
     return pid
 
 
+def container_init(paths: HostPaths) -> int | None:
+    """The pid (on this machine) of the host's init, the first process inside its container;
+    None when the host is not running."""
+    pid = running_pid(paths)
+    if pid is None:
+        return None
+    children = child_pids(nspawn_of_supervisor(pid))
+    return children[0] if len(children) == 1 else None
+
+
 def read_cmdline(pid: int) -> bytes:
     """/proc/<pid>/cmdline, or ``b""`` if there is no such process (a zombie's is empty too)."""
     try:
