@@ -4,6 +4,7 @@ directory, user and unit drop-in away and stops PHP-FPM (its packages stay), the
 answers, and the runs after that change nothing. A no-op run stays one round trip."""
 
 import json
+import shlex
 
 import pytest
 
@@ -85,3 +86,19 @@ def test_after_the_switch_the_manifest_lists_no_php_and_nothing_changes(world):
     assert world.provision(HOST.name, check=True, backend="python").recap()["changed"] == 0
     again = world.provision(HOST.name, backend="python")
     assert again.recap()["changed"] == 0 and not again.failed, changed(again)
+
+
+def test_a_damaged_manifest_stops_the_host_in_one_line_and_changes_nothing(world):
+    from mtls_deploy.errors import UserError
+    from mtls_deploy.provision import RunOptions, provision_host
+
+    good = on_host(world, f"cat {MANIFEST}")
+    on_host(world, f"printf '{{broken' > {MANIFEST}")
+    try:
+        with pytest.raises(UserError, match=f"^{MANIFEST} on the host cannot be read") as caught:
+            provision_host(world.host(HOST.name, backend="python"), RunOptions())
+        assert on_host(world, f"cat {MANIFEST}") == "{broken"  # nothing applied
+    finally:
+        on_host(world, f"printf '%s' {shlex.quote(good)} > {MANIFEST}")
+    assert "\n" not in str(caught.value)
+    assert world.provision(HOST.name, backend="python").recap()["changed"] == 0
