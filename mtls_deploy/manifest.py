@@ -64,8 +64,8 @@ def read(facts: HostFacts) -> dict[str, dict[str, list[str]]]:
         return {}
     try:
         data = json.loads(facts.manifest)
-        roles = data["roles"]
-        return {str(name): _checked(e) for name, e in roles.items()}
+        listed = data["roles"]
+        return {str(name): _checked(e) for name, e in listed.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(
             f"{MANIFEST} on the host cannot be read ({type(error).__name__}: {error}): put "

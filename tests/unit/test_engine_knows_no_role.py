@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = (
     "facts", "fact_cache", "operations", "apply", "provision", "runner", "report", "resources",
-    "templating", "variables", "schema", "shell", "role_loader",
+    "templating", "variables", "schema", "shell", "role_loader", "manifest",
 )  # fmt: skip
 NAMED = re.compile(
     r"nginx|php|uwsgi|openssl|\broles?\b\.(?!py\b|meta\b|name\b|folder\b|call\b|fact_packages\b|validators\b)",
