@@ -134,6 +134,23 @@ def lab_reset(c, hosts=None):
 
 # --- pki -------------------------------------------------------------------------------------
 
+
+def optional_days(value) -> int | None:
+    """``--days``: ``None`` when not given (the inventory's lifetime applies), else a whole
+    number of days, at least 1; anything else is one line, exit 2."""
+    from mtls_deploy.errors import BadInput
+
+    if value is None:
+        return None
+    try:
+        days = int(value)
+    except ValueError:
+        raise BadInput(
+            f"--days {value!r} is not a whole number: give digits, e.g. --days 30"
+        ) from None
+    return at_least(days, "--days", 1)
+
+
 P12_HELP = {
     "p12": "also write <name>.p12 (default; --no-p12 to skip)",
     "p12_legacy": "3DES/SHA-1 .p12 for macOS keychains and older Windows",
@@ -151,11 +168,11 @@ def pki_init(c, key_type=None, name="Example API"):
 
     Passphrase from MTLS_DEPLOY_CA_PASSPHRASE, else a prompt. Ex: inv pki.init --key-type rsa
     """
-    from mtls_deploy.clients import inventory_key_type
+    from mtls_deploy.clients import inventory_key_type, pki_settings
     from mtls_deploy.pki.store import PkiStore
 
     key_type = key_type or inventory_key_type()
-    store = PkiStore()
+    store = PkiStore(settings=pki_settings())  # ca_lifetime, crl_lifetime from group_vars/all
     store.init(name=name, key_type=key_type)
     print(
         f"created {store.path}: client CA and server CA ({key_type}), crl.pem valid until "
@@ -165,20 +182,20 @@ def pki_init(c, key_type=None, name="Example API"):
 
 @task(
     help={
-        "days": "days until nextUpdate (default 180)",
+        "days": "days until nextUpdate (default: the inventory's crl_lifetime, else 180d)",
         "push": "then push it to every host of group api (nginx -t, reload)",
     }
 )
-def pki_crl(c, days=180, push=False):
+def pki_crl(c, days=None, push=False):
     """Re-sign the CRL with a fresh thisUpdate/nextUpdate (an expired CRL locks out every client).
 
     Ex: inv pki.crl --push
     """
-    from mtls_deploy.pki.store import PkiStore
+    from mtls_deploy.clients import open_store
     from mtls_deploy.rollout import push_crl
 
-    at_least(days, "--days", 1)
-    store = PkiStore.open()
+    days = optional_days(days)
+    store = open_store()
     store.refresh_crl(days=days)
     print(f"crl.pem re-signed: valid until {store.crl_next_update():%Y-%m-%d %H:%M} UTC")
     if push:
@@ -189,9 +206,8 @@ def pki_crl(c, days=180, push=False):
 def pki_list(c, json=False, all=False):
     """Every certificate: name, kind, serial, not_after, days left, status. Ex: inv pki.list"""
     from mtls_deploy import clients
-    from mtls_deploy.pki.store import PkiStore
 
-    store = PkiStore.open()
+    store = clients.open_store()
     records = store.list(include_replaced=all)
     if json:
         return print_json(
@@ -214,7 +230,7 @@ def pki_list(c, json=False, all=False):
     help={
         "name": "client name (a-z 0-9 . _ -)",
         "names_file": "bulk: a file with one client name a line",
-        "days": "validity in days (default 365)",
+        "days": "validity in days (default: the inventory's client_lifetime, else 365d)",
         "org": "organisation (O=) in the subject",
         "email": "email address for the subjectAltName",
         "reissue": "replace a valid certificate (the old one is revoked once the new one is delivered)",
@@ -227,7 +243,7 @@ def issue_client(
     c,
     name=None,
     names_file=None,
-    days=365,
+    days=None,
     org=None,
     email=None,
     reissue=False,
@@ -242,7 +258,7 @@ def issue_client(
     """
     from mtls_deploy import clients
 
-    at_least(days, "--days", 1)
+    days = optional_days(days)
     names = clients.client_names(name, names_file)
     options = clients.IssueOptions(days, org, email, reissue, p12, p12_legacy, deliver, csr)
     raise_on_failure(clients.issue(names, options))

@@ -7,7 +7,7 @@ turns a failure into the exit status.
 import contextlib
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .errors import BadInput
@@ -21,7 +21,7 @@ PRINT_EACH_UP_TO = 20
 class IssueOptions:
     """``inv issue-client`` flags."""
 
-    days: int = 365
+    days: int | None = None  # None: the inventory's client_lifetime (default 365d)
     org: str | None = None
     email: str | None = None
     reissue: bool = False
@@ -58,9 +58,8 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     """
     from . import deliver as delivery
     from .pki.bundle import default_dist_dir, issue_bundles
-    from .pki.store import PkiStore
 
-    store = PkiStore.open(keep_superseded=True)
+    store = open_store(keep_superseded=True)
     crl_before = store.crl_pem()
     if options.csr:
         from . import deliver_csr
@@ -84,10 +83,9 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
 def revoke(name: str, reason: str = "unspecified", push: bool = True) -> GroupResult:
     """Revoke ``name``, re-sign the CRL and push it to every API host (again if already revoked,
     so a failed push can be retried)."""
-    from .pki.store import PkiStore
     from .rollout import push_crl
 
-    store = PkiStore.open()
+    store = open_store()
     if store.client_status(name) == "revoked":
         print(f"{name}: already revoked")
     else:
@@ -104,9 +102,8 @@ def renew(
     locked out)."""
     from . import deliver as delivery
     from .pki.bundle import default_dist_dir, write_client_bundle
-    from .pki.store import PkiStore
 
-    store = PkiStore.open(keep_superseded=True)
+    store = open_store(keep_superseded=True)
     crl_before = store.crl_pem()
     result = store.renew_client(name)
     folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
@@ -174,12 +171,50 @@ def _progress(total: int):
 
 
 def crl_expiry_warning(store, now: datetime | None = None) -> str | None:
-    """A warning when crl.pem expires within 30 days: nginx would then reject every client."""
+    """A warning when crl.pem expires within the store's ``warn_before`` (default 30 days):
+    nginx would then reject every client."""
+    from .pki.profile import human_duration
+
     left = store.crl_next_update() - (now or datetime.now(UTC))
-    if left.days >= CRL_WARN_DAYS:
+    settings = getattr(store, "settings", None)
+    if left >= (settings.warn_before if settings else timedelta(days=CRL_WARN_DAYS)):
         return None
-    state = f"expires in {left.days} days" if left.total_seconds() > 0 else "has EXPIRED"
+    soon = f"in {left.days} days" if left.days >= 1 else f"in {human_duration(left)}"
+    state = f"expires {soon}" if left.total_seconds() > 0 else "has EXPIRED"
     return f"warning: crl.pem {state}: run `inv pki.crl --push`"
+
+
+def pki_settings():
+    """The PKI's lifetimes and thresholds (``client_lifetime: 365d``, ...) as the inventory sets
+    them for every host (``group_vars/all``), else the defaults: a ``pki.settings.PkiSettings``.
+
+    Hosts that disagree are an error, as for ``pki_key_type``: one PKI, one set of lifetimes.
+    """
+    from . import inventory
+    from .pki.settings import PkiSettings, names
+
+    if inventory.existing_inventory_dir() is None:  # a PKI needs no inventory
+        return PkiSettings()
+    hosts = list(inventory.load().hosts.values())
+    return PkiSettings.from_values({name: _one_value(hosts, name) for name in names()})
+
+
+def _one_value(hosts, name: str):
+    """The one value every host that sets ``name`` gives it (``None``: unset)."""
+    chosen = {str(h.vars[name]) for h in hosts if h.vars.get(name) is not None}
+    if len(chosen) > 1:
+        raise BadInput(
+            f"{name} differs between hosts ({', '.join(sorted(chosen))}); "
+            "set it once, in group_vars/all.yml"
+        )
+    return chosen.pop() if chosen else None
+
+
+def open_store(**options):
+    """The project's PKI (``PkiStore.open``) with the inventory's settings (``pki_settings``)."""
+    from .pki.store import PkiStore
+
+    return PkiStore.open(settings=pki_settings(), **options)
 
 
 def inventory_key_type(default: str = "ec") -> str:

@@ -137,6 +137,13 @@ def _local_path(value, spec):
     return value
 
 
+def _duration(value, spec):
+    from .durations import parse_duration
+
+    parse_duration(value)  # ValueError in words
+    return value
+
+
 def _list(value, spec):
     if not isinstance(value, list):
         raise ValueError(f"must be a list, not {shown(value)}")
@@ -178,6 +185,7 @@ TYPES = {
     "user": _matching(USER, "a user or group name (a-z, 0-9, '_' and '-', at most 31)"),
     "unit": _matching(UNIT, "a systemd unit name (letters, digits, '_', '.' and '-')"),
     "local_path": _local_path,
+    "duration": _duration,
     "list": _list,
     "dict": _dict,
 }
@@ -206,6 +214,7 @@ WORDS = {
     "user": "a user name",
     "unit": "a unit name",
     "local_path": "a path on the control machine",
+    "duration": "a duration such as 365d, 12h, 10m or 90s",
 }
 
 

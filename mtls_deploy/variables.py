@@ -49,6 +49,18 @@ ENGINE_VARIABLES = {
     },
     "lab": {"type": "bool", "description": "a lab host (inv lab.*)"},
     "pki_key_type": {"type": "str", "choices": ["ec", "rsa"], "description": "client key type"},
+    # The PKI's lifetimes and thresholds (mtls_deploy/pki/settings.py), set once in group_vars/all
+    **{
+        name: {"type": "duration", "description": what}
+        for name, what in {
+            "client_lifetime": "validity of a client certificate (default 365d)",
+            "server_lifetime": "validity of a server certificate (default 365d)",
+            "crl_lifetime": "validity of the CRL, re-signed with a third left (default 180d)",
+            "ca_lifetime": "validity of a new CA, at pki.init (default 3650d)",
+            "warn_before": "warn when something expires within this (default 30d)",
+            "client_renew_before": "renew client certificates due within this (default 30d)",
+        }.items()
+    },
     "client_names": {
         "type": "list",
         "elements": {"type": "str", "pattern": CLIENT_NAME, "format": "a client name"},

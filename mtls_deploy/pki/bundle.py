@@ -24,7 +24,6 @@ from ..files import (
     writable_private_dir,
 )
 from ..project import project_path
-from . import profile
 from .issuance import ClientMaterial, IssueResult
 from .store import PkiStore
 
@@ -119,7 +118,7 @@ def issue_bundles(
     store: PkiStore,
     names: Iterable[str],
     *,
-    days: int = profile.LEAF_DAYS,
+    days=None,  # None: the store's settings.client_lifetime
     org=None,
     email=None,
     reissue: bool = False,

@@ -102,19 +102,22 @@ def create(path: Path, rows: list[dict], meta: dict[str, str]) -> None:
     sync_filesystem(path.parent)
 
 
-def row_status(row: sqlite3.Row, now: dt.datetime) -> str:
-    """``valid``, ``expiring`` (under ``EXPIRING_DAYS`` left), ``expired``, ``revoked`` or
-    ``replaced`` for an index row at ``now``."""
+def row_status(row: sqlite3.Row, now: dt.datetime, warn_before: dt.timedelta | None = None) -> str:
+    """``valid``, ``expiring`` (under ``warn_before`` left, default ``EXPIRING_DAYS``),
+    ``expired``, ``revoked`` or ``replaced`` for an index row at ``now``."""
     if row["status"] != "valid":
         return row["status"]
     left = dt.datetime.fromisoformat(row["not_after"]) - now
     if left <= dt.timedelta(0):
         return "expired"
-    return "expiring" if left < dt.timedelta(days=EXPIRING_DAYS) else "valid"
+    warn_before = warn_before or dt.timedelta(days=EXPIRING_DAYS)
+    return "expiring" if left < warn_before else "valid"
 
 
-def record(row: sqlite3.Row, now: dt.datetime) -> CertRecord:
-    """The ``pki.list`` line of an index row."""
+def record(
+    row: sqlite3.Row, now: dt.datetime, warn_before: dt.timedelta | None = None
+) -> CertRecord:
+    """The ``pki.list`` line of an index row (``expiring`` under ``warn_before`` left)."""
     not_after = dt.datetime.fromisoformat(row["not_after"])
     return CertRecord(
         row["name"],
@@ -122,7 +125,7 @@ def record(row: sqlite3.Row, now: dt.datetime) -> CertRecord:
         row["serial"],
         not_after,
         (not_after - now).days,
-        row_status(row, now),
+        row_status(row, now, warn_before),
         row["revoked_at"],
         row["revocation_reason"],
         row["sha256"],

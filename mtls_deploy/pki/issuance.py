@@ -21,6 +21,7 @@ from .index import row, row_status
 from .journal import StagedFiles, Transaction
 from .messages import display
 from .policy import unchanged_reason
+from .settings import signed_lifetime
 
 CHUNK = 200  # clients per transaction in bulk issuance: one commit and two syncs per chunk
 
@@ -59,7 +60,7 @@ class _Plan:
     reason: str
     previous: object = None  # the latest index row, if any
     supersede: bool = False
-    days: int = profile.LEAF_DAYS
+    days: int | dt.timedelta = profile.LEAF_DAYS
     org: str | None = None
     email: str | None = None
     public_key: object = None  # from a CSR: sign this key instead of making one
@@ -76,7 +77,7 @@ class ClientIssuance:
     def issue_client(
         self,
         name: str,
-        days: int = profile.LEAF_DAYS,
+        days: int | dt.timedelta | None = None,
         org: str | None = None,
         email: str | None = None,
         reissue: bool = False,
@@ -93,7 +94,7 @@ class ClientIssuance:
     def issue_clients(
         self,
         names: Iterable[str],
-        days: int = profile.LEAF_DAYS,
+        days: int | dt.timedelta | None = None,
         org: str | None = None,
         email: str | None = None,
         reissue: bool = False,
@@ -103,16 +104,22 @@ class ClientIssuance:
     ) -> Iterator[IssueResult]:
         """Bulk ``issue_client``: every name and option checked on the call, before anything is
         issued; then one transaction per ``chunk`` names (default ``CHUNK``), each result
-        yielded once its chunk is committed.
+        yielded once its chunk is committed. ``days`` (or a ``timedelta``) overrides the
+        settings' ``client_lifetime``.
         """
+        days = self.settings.client_lifetime if days is None else days
         names = [profile.validate_client_name(name) for name in names]
         profile.validate_org(org)
         profile.validate_email(email)
         self.check_client_days(days, now)
         return self._issue_in_chunks(names, days, org, email, reissue, now, chunk or CHUNK)
 
-    def check_client_days(self, days: int, now: dt.datetime | None = None) -> None:
-        """``BadInput`` unless ``days`` is at least 1 and ends before the client CA does."""
+    def check_client_days(
+        self, days: int | dt.timedelta | None, now: dt.datetime | None = None
+    ) -> None:
+        """``BadInput`` unless ``days`` (``None``: ``client_lifetime``) is at least 1 and ends
+        before the client CA does."""
+        days = self.settings.client_lifetime if days is None else days
         profile.validate_days(days)
         profile.check_days_fit_ca(self._ca_cert("client-ca"), now or utcnow(), days)
 
@@ -128,7 +135,7 @@ class ClientIssuance:
         self,
         name: str,
         csr_pem: bytes,
-        days: int = profile.LEAF_DAYS,
+        days: int | dt.timedelta | None = None,
         org: str | None = None,
         email: str | None = None,
         reissue: bool = False,
@@ -142,6 +149,7 @@ class ClientIssuance:
         kept unless ``reissue``; ``clients/<name>/`` then holds the certificate only.
         """
         profile.validate_client_name(name)
+        days = self.settings.client_lifetime if days is None else days
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError:
@@ -167,7 +175,8 @@ class ClientIssuance:
                 f"`inv issue-client --name {name} --csr --reissue`"
             )
         old = x509.load_pem_x509_certificate(self._client_paths(name)[0].read_bytes())
-        plan = _Plan(name, False, "", days=_lifetime_days(old), org=_org(old), email=_email(old))
+        lifetime = signed_lifetime(old.not_valid_before_utc, old.not_valid_after_utc)
+        plan = _Plan(name, False, "", days=lifetime, org=_org(old), email=_email(old))
         return next(self._issue_chunk({name: plan}, True, now))
 
     def revoke_superseded(self, names: Iterable[str], *, now: dt.datetime | None = None) -> dict:
@@ -234,7 +243,7 @@ class ClientIssuance:
                 f"recorded in the index: run `inv renew-client --name {name}`"
             )
         not_after = dt.datetime.fromisoformat(latest["not_after"])
-        status = row_status(latest, utcnow())
+        status = row_status(latest, utcnow(), self.settings.warn_before)
         return ClientMaterial(
             name, latest["serial"], status, not_after, cert_path, key_path, cert_pem, key_pem
         )
@@ -264,7 +273,8 @@ class ClientIssuance:
             plan.issue, plan.supersede = True, True
             plan.reason = f"reissued: previous serial {latest['serial']} revoked as superseded"
         else:
-            plan.issue, plan.reason = False, unchanged_reason(latest, now)
+            plan.issue = False
+            plan.reason = unchanged_reason(latest, now, self.settings.warn_before)
         return plan
 
     def _issue_planned(self, tx: Transaction, plans: list[_Plan], now) -> dict[str, str]:
@@ -352,11 +362,6 @@ def _is_cert_with_serial(pem: bytes, serial: str) -> bool:
         return profile.serial_hex(x509.load_pem_x509_certificate(pem).serial_number) == serial
     except ValueError:
         return False
-
-
-def _lifetime_days(cert: x509.Certificate) -> int:
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc - profile.CLOCK_SKEW
-    return max(1, round(lifetime.total_seconds() / 86400))
 
 
 def _org(cert: x509.Certificate) -> str | None:

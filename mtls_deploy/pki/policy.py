@@ -9,15 +9,15 @@ from cryptography.hazmat.primitives import serialization
 
 from . import profile
 from .index import row_status
-
-SERVER_RENEW_DAYS = 30
+from .settings import third_left
 
 
 def server_staleness(cert, key_pem: bytes, dns, ips, now, ca_cert) -> str:
     """Why a stored server certificate must be reissued, or ``ok: ...`` if it is fine.
 
     Reissued when its names differ from (``dns``, ``ips``), another CA signed it, the key does
-    not match, or less than ``SERVER_RENEW_DAYS`` are left.
+    not match, or less than a third of its life is left (renewed at two thirds, as ACME clients
+    do: a 365-day certificate after about 243 days, a 3-minute one after 2 minutes).
     """
     have_dns, have_ips = profile.san_names(cert)
     want_ips = {str(ip) for ip in ips}
@@ -30,8 +30,10 @@ def server_staleness(cert, key_pem: bytes, dns, ips, now, ca_cert) -> str:
     if serialization.load_pem_private_key(key_pem, None).public_key() != cert.public_key():
         return "key and certificate do not match"
     left = cert.not_valid_after_utc - now
-    if left < dt.timedelta(days=SERVER_RENEW_DAYS):
-        return f"{max(left.days, 0)} days left (< {SERVER_RENEW_DAYS})"
+    if left <= dt.timedelta(0):
+        return f"expired {profile.human_duration(-left)} ago"
+    if third_left(cert.not_valid_before_utc, cert.not_valid_after_utc, now):
+        return f"{profile.human_duration(left)} left (under a third of its life)"
     return f"ok: valid until {cert.not_valid_after_utc:%Y-%m-%d}, names match"
 
 
@@ -44,11 +46,12 @@ def signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
         return False
 
 
-def unchanged_reason(row, now) -> str:
-    """Why a client keeps its certificate, with a hint to renew it when it is expiring."""
+def unchanged_reason(row, now, warn_before: dt.timedelta | None = None) -> str:
+    """Why a client keeps its certificate, with a hint to renew it when it is expiring (under
+    ``warn_before`` left)."""
     not_after = dt.datetime.fromisoformat(row["not_after"])
     reason = f"unchanged: valid certificate (serial {row['serial']}) until {not_after:%Y-%m-%d}"
-    if row_status(row, now) == "expiring":
-        days = (not_after - now).days
-        reason += f"; expires in {days} days: run `inv renew-client --name {row['name']}`"
+    if row_status(row, now, warn_before) == "expiring":
+        left = profile.human_duration(max(not_after - now, dt.timedelta(0)))
+        reason += f"; expires in {left}: run `inv renew-client --name {row['name']}`"
     return reason + " (--reissue to replace it)"

@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import BadInput, UserError
+from .settings import as_lifetime, backdate
 
 KEY_TYPES = ("ec", "rsa")
 RSA_KEY_SIZE = 3072
 CA_DAYS = 3650
 LEAF_DAYS = 365
 CRL_DAYS = 180
-CLOCK_SKEW = dt.timedelta(minutes=5)
+CLOCK_SKEW = dt.timedelta(minutes=5)  # the most notBefore is back-dated (``settings.backdate``)
 CSR_CURVES = ("secp256r1", "secp384r1")  # the ECDSA curves a consumer's CSR may use
 SERIAL_BYTES = 20  # 160 random bits, shifted to 159: positive and below 2**159 in 20 DER octets
 
@@ -137,12 +138,10 @@ def validate_org(org: str | None) -> None:
         raise BadInput(f"invalid organisation {_show(org)}: use 1-64 printable characters")
 
 
-def validate_days(days: int) -> None:
-    """Raise ``BadInput`` unless ``days`` is a whole number of days, at least 1."""
-    if not isinstance(days, int) or days < 1:
-        raise BadInput(
-            f"invalid validity {_show(days)} days: use a whole number of days, at least 1"
-        )
+def validate_days(days) -> None:
+    """Raise ``BadInput`` unless ``days`` is a whole number of days (at least 1) or a
+    ``timedelta`` of at least a second (``settings.as_lifetime``)."""
+    as_lifetime(days)
 
 
 # --- keys and serials -----------------------------------------------------------------------
@@ -197,11 +196,10 @@ def make_ca(
 
     Example: ``make_ca(generate_key(), "Example API client CA", now)``.
     """
-    validate_days(days)
-    name = _name(common_name, org)
-    serial = serial or new_serial()
-    not_after = now + dt.timedelta(days=days)
-    builder = _builder(name, name, key.public_key(), serial, now - CLOCK_SKEW, not_after)
+    lifetime = as_lifetime(days)
+    name, serial = _name(common_name, org), serial or new_serial()
+    not_before, not_after = now - backdate(lifetime), now + lifetime
+    builder = _builder(name, name, key.public_key(), serial, not_before, not_after)
     builder = (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
@@ -252,7 +250,8 @@ def issue_smoke_cert(ca_cert, ca_key, public_key, name: str, serial: int, now: d
     if name == SMOKE_EXPIRED:
         not_before, not_after = now - dt.timedelta(days=2), now - dt.timedelta(days=1)
     else:
-        not_before, not_after = now - CLOCK_SKEW, ca_cert.not_valid_after_utc
+        not_after = ca_cert.not_valid_after_utc
+        not_before = now - backdate(not_after - now)
     builder = _builder(_name(name), ca_cert.subject, public_key, serial, not_before, not_after)
     builder = _leaf_extensions(builder, ca_cert, public_key).add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
@@ -318,10 +317,11 @@ def san_names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
 def _leaf_builder(
     ca_cert, public_key, subject: x509.Name, serial: int, now: dt.datetime, days: int
 ):
-    validate_days(days)
+    lifetime = as_lifetime(days)
     check_ca_usable(ca_cert, now)
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    builder = _builder(subject, ca_cert.subject, public_key, serial, now - CLOCK_SKEW, not_after)
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
+    not_before = now - backdate(lifetime)
+    builder = _builder(subject, ca_cert.subject, public_key, serial, not_before, not_after)
     return _leaf_extensions(builder, ca_cert, public_key)
 
 
@@ -388,12 +388,11 @@ def check_ca_usable(ca_cert: x509.Certificate, now: dt.datetime) -> None:
 def check_days_fit_ca(ca_cert: x509.Certificate, now: dt.datetime, days: int) -> None:
     """Refuse (``BadInput``) a ``days`` validity that ends after the CA does, rather than cut the
     certificate short without a word; the line gives the CA's end and the largest ``--days``.
-
     Example: with 100 days left, ``check_days_fit_ca(ca, now, 365)`` says "use --days 99 or fewer".
     """
     check_ca_usable(ca_cert, now)
     ca_end = ca_cert.not_valid_after_utc
-    if now + dt.timedelta(days=days) <= ca_end:
+    if now + as_lifetime(days) <= ca_end:
         return
     fits = (ca_end - now).days
     fix = (
@@ -401,8 +400,9 @@ def check_days_fit_ca(ca_cert: x509.Certificate, now: dt.datetime, days: int) ->
         if fits >= 1
         else "less than a day is left: the PKI needs new CAs (`inv pki.init` in an empty directory)"
     )
+    given = f"--days {days}" if isinstance(days, int) else f"a lifetime of {days}"
     raise BadInput(
-        f"--days {days} would end after the CA {ca_cert.subject.rfc4514_string()} "
+        f"{given} would end after the CA {ca_cert.subject.rfc4514_string()} "
         f"({ca_end:%Y-%m-%d %H:%M} UTC): {fix}"
     )
 
@@ -433,14 +433,14 @@ def sign_crl(
     thisUpdate is back-dated 5 minutes for clock skew; nextUpdate is ``days`` after ``now``. The
     reason code is recorded except for ``unspecified`` (RFC 5280 5.3.1: omit it rather than use 0).
     """
-    validate_days(days)
+    lifetime = as_lifetime(days)
     check_ca_usable(ca_cert, now)
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
-        .last_update(now - CLOCK_SKEW)
-        .next_update(now + dt.timedelta(days=days))
+        .last_update(now - backdate(lifetime))
+        .next_update(now + lifetime)
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False

@@ -34,6 +34,7 @@ from . import index, journal, keys, passphrase, profile
 from .issuance import ClientIssuance, cert_pem, read_optional, utcnow
 from .messages import display, read_head, storage_error, unreadable
 from .policy import server_staleness
+from .settings import PkiSettings, as_lifetime, third_left
 from .smoke_certs import SmokeCertificates
 
 PKI_DIR_ENV = "MTLS_DEPLOY_PKI_DIR"
@@ -72,12 +73,13 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         path=None,
         *,
         passphrase: bytes | None = None,
-        crl_days: int = profile.CRL_DAYS,
+        settings: PkiSettings | None = None,
         lock_timeout: float = 120.0,
         keep_superseded: bool = False,
     ):
         self.path = Path(path) if path is not None else default_pki_dir()
-        self.crl_days = crl_days
+        # lifetimes and thresholds (the caller reads them from the inventory: clients.py)
+        self.settings = settings or PkiSettings()
         self.lock_timeout = lock_timeout
         # True: a reissue leaves the predecessor valid until ``revoke_superseded`` (called once
         # the new certificate is delivered), so a failed delivery never locks a client out
@@ -119,7 +121,7 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         name: str = "Example API",
         key_type: str = "ec",
         *,
-        ca_days: int = profile.CA_DAYS,
+        ca_days: int | dt.timedelta | None = None,
         now: dt.datetime | None = None,
     ) -> None:
         """Create the client CA, the server CA, the index, the smoke test's own certificates
@@ -135,10 +137,11 @@ class PkiStore(ClientIssuance, SmokeCertificates):
                 f"{display(self.path)}/ is not empty: refusing to overwrite an existing PKI "
                 "(if an earlier pki.init was interrupted, remove the directory and run it again)"
             )
+        ca_lifetime = as_lifetime(self.settings.ca_lifetime if ca_days is None else ca_days)
         secret = self._passphrase or passphrase.ca_passphrase(confirm=True)
         make_private_dir(self.path)
         try:
-            self._create(name, key_type, ca_days, now or utcnow(), secret)
+            self._create(name, key_type, ca_lifetime, now or utcnow(), secret)
         except BaseException as error:
             self.close()
             self._empty_directory()  # it was empty before: leave no half-made PKI behind
@@ -176,17 +179,17 @@ class PkiStore(ClientIssuance, SmokeCertificates):
     def _initial_crl(self, secret: bytes, now) -> x509.CertificateRevocationList:
         ca_cert = x509.load_pem_x509_certificate((self.path / "client-ca.crt").read_bytes())
         ca_key = keys.load_private_key((self.path / "client-ca.key").read_bytes(), secret)
-        crl = profile.sign_crl(ca_cert, ca_key, [], 1, now, self.crl_days)
+        crl = profile.sign_crl(ca_cert, ca_key, [], 1, now, self.settings.crl_lifetime)
         atomic_write(self.path / CRL, _crl_pem(crl))
         return crl
 
     # --- the CRL ---------------------------------------------------------------------------
 
     def refresh_crl(self, *, days: int | None = None, now: dt.datetime | None = None) -> None:
-        """Re-sign ``crl.pem`` with a fresh thisUpdate and nextUpdate (``days``, default 180).
-
-        ``crl.pem`` may be missing or broken: it is signed again from the index."""
-        days = self.crl_days if days is None else days
+        """Re-sign ``crl.pem`` with a fresh thisUpdate and nextUpdate (``days``, default the
+        settings' ``crl_lifetime``). ``crl.pem`` may be missing or broken: it is signed again
+        from the index."""
+        days = self.settings.crl_lifetime if days is None else days
         profile.validate_days(days)  # 0 is refused, not taken for the default
         now = now or utcnow()
         self._signer("client-ca", now)
@@ -215,11 +218,20 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         """Sign and write ``crl.pem`` before the commit, so a failure errs on the revoked side."""
         ca_cert, ca_key = self._signer("client-ca", now)
         number = max(int(self._index.meta("crl_number")), self._file_crl_number()) + 1
-        days = self.crl_days if days is None else days
+        days = self.settings.crl_lifetime if days is None else days
         revoked = self._index.revocations()
         crl = profile.sign_crl(ca_cert, ca_key, revoked, number, now, days)
         atomic_write(self.path / CRL, _crl_pem(crl))
         self._index.set_meta("crl_number", str(number))
+
+    def crl_due(self, now: dt.datetime | None = None) -> bool:
+        """Whether ``crl.pem`` has less than a third of its life left (to the second): time to
+        re-sign it and push it. A missing or unreadable CRL is due too."""
+        try:
+            crl = x509.load_pem_x509_crl((self.path / CRL).read_bytes())
+        except (OSError, ValueError):
+            return True
+        return third_left(crl.last_update_utc, crl.next_update_utc, now or utcnow())
 
     def _file_crl_number(self) -> int:
         try:
@@ -294,7 +306,10 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         files = journal.StagedFiles(profile.serial_hex(serial), *self._server_paths(host))
         tx.journal([files])
         key = profile.generate_key(self._index.meta("key_type"))
-        cert = profile.issue_server_cert(ca_cert, ca_key, key.public_key(), dns, ips, serial, now)
+        lifetime = self.settings.server_lifetime
+        cert = profile.issue_server_cert(
+            ca_cert, ca_key, key.public_key(), dns, ips, serial, now, lifetime
+        )
         tx.stage([(files, cert_pem(cert), keys.private_key_pem(key))])
         self._index.mark_servers_replaced(host)
         self._index.insert([index.row(cert, "server", host, now)])
@@ -307,8 +322,8 @@ class PkiStore(ClientIssuance, SmokeCertificates):
 
     def list(self, include_replaced: bool = False) -> list[index.CertRecord]:
         """Every certificate in the index (CAs, servers, clients), oldest first per name."""
-        now = utcnow()
-        records = [index.record(row, now) for row in self._index.rows()]
+        now, warn = utcnow(), self.settings.warn_before
+        records = [index.record(row, now, warn) for row in self._index.rows()]
         return [r for r in records if include_replaced or r.status != "replaced"]
 
     def crl_pem(self) -> bytes:
@@ -329,7 +344,7 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         return self.crl().next_update_utc
 
     def crl_this_update(self) -> dt.datetime:
-        """When ``crl.pem`` was signed (back-dated 5 minutes)."""
+        """When ``crl.pem`` was signed (back-dated: ``settings.backdate``)."""
         return self.crl().last_update_utc
 
     def client_ca_pem(self) -> bytes:

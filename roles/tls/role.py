@@ -40,15 +40,17 @@ def exports(v: dict, facts) -> dict:
     return {**tls_paths(v), "server_names": server_names(v)}
 
 
-def _store():
+def _store(v: dict):
+    from mtls_deploy.pki.settings import PkiSettings
     from mtls_deploy.pki.store import PkiStore
 
-    return PkiStore.open()
+    # the PKI's lifetimes (server_lifetime, crl_lifetime, ...) from the host's group_vars/all
+    return PkiStore.open(settings=PkiSettings.from_values(v))
 
 
 def resources(v: dict, facts) -> list:
     """The TLS directory and its four files, as the PKI (or a public CA's files) has them."""
-    store, paths = _store(), tls_paths(v)
+    store, paths = _store(v), tls_paths(v)
     return [
         Directory(v["tls_dir"], mode=0o750),
         *server_files(store, v, paths),
@@ -117,7 +119,7 @@ CHECK_MODE_NOTE = b"(check mode: a new server certificate would be issued: "
 def prepare(v: dict, context) -> list[Step]:
     """Issue (or renew) the server certificate and re-sign the CRL when due; in check mode,
     say what would be done and change nothing. A line each for the recap."""
-    store = _store()
+    store = _store(v)
     ours = v.get("server_cert", "private") == "private"  # files and acme: another CA's
     steps = [prepare_certificate(store, v, context)] if ours else []
     return [*steps, prepare_crl(store, v, context)]

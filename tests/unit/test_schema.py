@@ -200,6 +200,10 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "server_ip_addresses": ["10.0.0.1"],
     "php_version": "8.2",
     "pki_key_type": "ec",
+    **dict.fromkeys(
+        ["client_lifetime", "server_lifetime", "crl_lifetime", "ca_lifetime", "warn_before"], "30d"
+    ),
+    "client_renew_before": "12h",
     "server_cert_files": {"cert": "c.pem", "chain": "", "key": "k.pem"},
     "acme_email": "ops@example.test",
     "acme_ca_bundle": "~/acme-ca.pem",

@@ -6,6 +6,7 @@ real argv, runs the task, and ends as ``inv`` ends: its exit code, its one line 
 """
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,65 @@ def test_nothing_imports_tasks_py():
         )
     ]
     assert offenders == [], os.linesep.join(offenders)
+
+
+# --- the PKI's lifetimes from the inventory (issue 13) ----------------------------------------
+
+
+@pytest.fixture
+def lifetimes(pki_env, monkeypatch):
+    """``lifetimes("crl_lifetime: 2m", host_vars="...")``: an inventory of api1 and api2 with
+    these lines in group_vars/all.yml (and api2's host_vars)."""
+    folder = pki_env.root / "inventory"
+
+    def write(group_vars: str, host_vars: str = "") -> Path:
+        (folder / "group_vars").mkdir(parents=True, exist_ok=True)
+        (folder / "hosts.yml").write_text("all:\n  hosts:\n    api1:\n    api2:\n")
+        (folder / "group_vars" / "all.yml").write_text(group_vars + "\n")
+        if host_vars:
+            (folder / "host_vars").mkdir(exist_ok=True)
+            (folder / "host_vars" / "api2.yml").write_text(host_vars + "\n")
+        return folder
+
+    monkeypatch.setenv("MTLS_DEPLOY_INVENTORY", str(folder))
+    return write
+
+
+def test_lifetimes_come_from_group_vars_all_and_days_override(pki_env, inv, lifetimes):
+    import datetime as dt
+
+    from cryptography import x509
+
+    lifetimes("crl_lifetime: 2m\nclient_lifetime: 4m\nca_lifetime: 1h\nwarn_before: 1m")
+    assert inv("pki.init")[0] == 0
+    ca = x509.load_pem_x509_certificate((pki_env.pki_dir / "client-ca.crt").read_bytes())
+    assert ca.not_valid_after_utc - ca.not_valid_before_utc == dt.timedelta(minutes=63)
+    crl = x509.load_pem_x509_crl((pki_env.pki_dir / "crl.pem").read_bytes())
+    assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(seconds=126)
+    assert inv("issue-client", "--name=bob", "--no-deliver")[0] == 0
+    bob = x509.load_pem_x509_certificate((pki_env.pki_dir / "clients/bob/bob.crt").read_bytes())
+    assert bob.not_valid_after_utc - bob.not_valid_before_utc == dt.timedelta(seconds=252)
+    code, out, _ = inv("pki.list")
+    assert code == 0 and "expiring" not in out.split("bob", 1)[1].splitlines()[0]
+    lifetimes("crl_lifetime: 2m\nca_lifetime: 3d")
+    assert inv("pki.crl", "--days=2")[0] == 0  # --days beats the inventory
+    crl = x509.load_pem_x509_crl((pki_env.pki_dir / "crl.pem").read_bytes())
+    assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(days=2, minutes=5)
+
+
+@pytest.mark.parametrize(
+    "group_vars, host_vars, message",
+    [
+        ("crl_lifetime: 180", "", r"error: api1: crl_lifetime 180 is not a duration such as "
+         r"365d, 12h, 10m or 90s: add a unit \(s, m, h, d, w or y\) \(set in .*all.yml\)\n"),
+        ("warn_before: 30d", "warn_before: 7d", r"error: warn_before differs between hosts "
+         r"\(30d, 7d\); set it once, in group_vars/all.yml\n"),
+    ],
+)  # fmt: skip
+def test_a_bad_or_disagreeing_lifetime_is_one_line_and_nothing_written(
+    pki_env, inv, lifetimes, group_vars, host_vars, message
+):
+    lifetimes(group_vars, host_vars)
+    code, out, err = inv("pki.init")
+    assert (code, out) == (2, "") and re.fullmatch(message, err), err
+    assert not pki_env.pki_dir.exists()

@@ -49,11 +49,30 @@ def test_a_key_that_does_not_match_means_a_new_certificate(server):
     assert reason == "key and certificate do not match"
 
 
-@pytest.mark.parametrize("days_left, stale", [(31, False), (29, True), (-3, True)])
-def test_under_30_days_left_means_a_new_certificate(server, days_left, stale):
-    not_after = server[2].not_valid_after_utc
+@pytest.mark.parametrize("days_left, stale", [(123, False), (120, True), (29, True)])
+def test_under_a_third_of_its_life_left_means_a_new_certificate(server, days_left, stale):
+    not_after = server[2].not_valid_after_utc  # 365 days + 5 minutes: renewed after ~243 days
     reason = staleness(server, now=not_after - dt.timedelta(days=days_left, hours=1))
-    assert reason.startswith(f"{max(days_left, 0)} days left (< 30)") == stale
+    assert reason.startswith(f"{max(days_left, 0)} days left (under a third") == stale
+
+
+def test_an_expired_certificate_says_since_when(server):
+    not_after = server[2].not_valid_after_utc
+    assert staleness(server, now=not_after + dt.timedelta(days=3, hours=1)) == "expired 3 days ago"
+
+
+@pytest.mark.parametrize("seconds_left, stale", [(65, False), (60, True)])
+def test_a_three_minute_certificate_is_renewed_after_two(server, seconds_left, stale):
+    ca_cert, ca_key, _, _ = server
+    key = profile.generate_key("ec")
+    short = profile.issue_server_cert(
+        ca_cert, ca_key, key.public_key(), ["api1.example.test"], [], 8, NOW,
+        dt.timedelta(minutes=3),
+    )  # fmt: skip
+    now = short.not_valid_after_utc - dt.timedelta(seconds=seconds_left)
+    pem = keys.private_key_pem(key)
+    reason = policy.server_staleness(short, pem, ["api1.example.test"], [], now, ca_cert)
+    assert reason.startswith("ok: ") != stale
 
 
 def test_an_unchanged_client_expiring_soon_is_told_how_to_renew():

@@ -361,7 +361,7 @@ def test_list_shows_every_kind_and_status(pki_env):
 # --- servers --------------------------------------------------------------------------------
 
 
-def test_server_cert_reissues_only_when_names_change_or_30_days_left(pki_store):
+def test_server_cert_reissues_only_when_names_change_or_a_third_of_its_life_is_left(pki_store):
     first = pki_store.server_cert("api1", ["api1.example.test"], ["192.0.2.10"])
     assert first.changed and first.reason == "issued: no certificate yet"
     assert first.chain_pem == pki_store.server_ca_pem()
@@ -371,17 +371,17 @@ def test_server_cert_reissues_only_when_names_change_or_30_days_left(pki_store):
         "api1", ["api1.example.test", "api.example.test"], ["192.0.2.10"]
     )
     assert renamed.changed and "added ['api.example.test']" in renamed.reason
-    near_end = NOW + dt.timedelta(days=340)
+    near_end = NOW + dt.timedelta(days=245)  # renewed at two thirds of 365 days
     assert not pki_store.server_cert(
         "api1",
         ["api1.example.test", "api.example.test"],
         ["192.0.2.10"],
-        now=NOW + dt.timedelta(days=330),
+        now=NOW + dt.timedelta(days=240),
     ).changed
     late = pki_store.server_cert(
         "api1", ["api1.example.test", "api.example.test"], ["192.0.2.10"], now=near_end
     )
-    assert late.changed and "days left (< 30)" in late.reason
+    assert late.changed and "days left (under a third of its life)" in late.reason
     statuses = [r.status for r in pki_store.list(include_replaced=True) if r.kind == "server"]
     assert statuses == ["replaced", "replaced", "valid"]
 
