@@ -71,7 +71,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
             results = issue_bundles(
                 store, names, days=options.days, org=options.org, email=options.email,
                 reissue=options.reissue, p12=options.p12, legacy=options.p12_legacy,
-                on_result=advance,
+                on_result=advance, api_ca=delivery.bundle_api_ca(store),
             )  # fmt: skip
         print_issued(results)
         report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=options.deliver)
@@ -106,7 +106,8 @@ def renew(
     store = open_store(keep_superseded=True)
     crl_before = store.crl_pem()
     result = store.renew_client(name)
-    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy)
+    api_ca = delivery.bundle_api_ca(store)  # api-ca.crt follows the APIs' server certificates
+    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy, api_ca=api_ca)
     print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
     report = delivery.deliver_bundles(store, [name], default_dist_dir(), enabled=deliver)
     delivery.print_deliveries(report, default_dist_dir())

@@ -97,6 +97,60 @@ def bundle_dir(v: dict) -> str:
     return folder
 
 
+# --- what the clients trust for the API's server certificate -----------------------------------
+
+API_GROUP = "api"
+
+
+def server_trust(v: dict, our_server_ca: bytes) -> bytes | None:
+    """The roots a client needs to verify one API host's server certificate: our server CA
+    (``server_cert: private``), a private ACME CA's (``acme_ca_bundle``), the CA of a
+    ``files`` chain that is not public (``server_cert_files.ca``); None for a public CA, which
+    the consumer's system store trusts (``acme``, ``files``)."""
+    kind = v.get("server_cert") or "private"
+    if kind == "private":
+        return our_server_ca
+    path = (
+        v.get("acme_ca_bundle") if kind == "acme" else (v.get("server_cert_files") or {}).get("ca")
+    )
+    if not path:
+        return None
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as error:
+        raise UserError(
+            f"{v.get('inventory_hostname')}: cannot read {path} (the API's CA for the client "
+            f"bundles): {error.strerror}"
+        ) from None
+
+
+def api_trust(loaded, our_server_ca: bytes) -> bytes | None:
+    """``api-ca.crt`` for the bundles: the roots of every API host (group api), each once;
+    None when every API's certificate is from a public CA (no api-ca.crt, no --cacert).
+
+    Example: ``api_trust(inventory.load(), store.server_ca_pem())`` -> our server CA's PEM
+    """
+    hosts = [loaded.host(name) for name in loaded.groups.get(API_GROUP, [])]
+    if not hosts:
+        return our_server_ca
+    found = [server_trust(host.vars, our_server_ca) for host in hosts]
+    roots = [pem.rstrip(b"\n") + b"\n" for pem in dict.fromkeys(p for p in found if p)]
+    return b"".join(roots) or None
+
+
+def bundle_api_ca(store, loaded=None):
+    """``api_ca`` for ``pki.bundle``: our server CA as the store has it (hard-linked) when
+    every API host uses it or there is no inventory, else ``api_trust``'s roots or None."""
+    from . import inventory
+    from .pki.bundle import OUR_SERVER_CA
+
+    if loaded is None and inventory.existing_inventory_dir() is None:
+        return OUR_SERVER_CA
+    ours = store.server_ca_pem()
+    found = api_trust(loaded or inventory.load(), ours)
+    return OUR_SERVER_CA if found == ours else found
+
+
 def session_path(folder: str) -> str:
     """``~/x`` as the path an SSH session sees: relative to the login user's home, where
     ``sh -s`` starts. Absolute paths stay absolute."""

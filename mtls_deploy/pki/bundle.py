@@ -2,6 +2,12 @@
 
     bob.key (0600)  bob.crt  api-ca.crt  bob.p12  bob.p12.pass (0600)  README.txt
 
+``api-ca.crt`` is what the client needs to verify the API's server certificate: our server CA
+(the default), another CA's roots the caller passes (a private ACME CA), or nothing at all
+(``api_ca=None``: a public CA the consumer's system store already trusts; the README's curl
+command then has no ``--cacert``). Which one follows the API hosts' ``server_cert``, which the
+caller reads from the inventory (``deliver.api_trust``).
+
 Delivery to consumer hosts over SSH is a later step: it takes the directory returned here.
 """
 
@@ -36,8 +42,8 @@ Client certificate for {name} (serial {serial}, valid until {not_after:%Y-%m-%d}
 
 Call the API:
 
-    curl --cert {name}.crt --key {name}.key --cacert api-ca.crt https://{server_name}/whoami
-{placeholder}
+    curl --cert {name}.crt --key {name}.key{cacert} https://{server_name}/whoami
+{placeholder}{public}
 Files:
     {name}.key       private key (keep it secret, mode 0600)
     {name}.crt       client certificate
@@ -45,6 +51,12 @@ Files:
     {name}.p12       key + certificate for browsers and keychains ({p12_kind})
     {name}.p12.pass  the .p12 password
 """
+PUBLIC_NOTE = """
+The API's server certificate is from a public CA: your system's trust store verifies it
+(no --cacert).
+"""
+# ``api_ca``'s default: the store's server CA (hard-linked into the bundle).
+OUR_SERVER_CA = "our server CA"
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ class _BundleJob:
 
     material: ClientMaterial
     folder: Path
-    server_ca: Path
+    api_ca: Path | bytes | None  # our server CA's file, another CA's PEM, or none (public)
     client_ca_pem: bytes
     p12: bool
     legacy: bool
@@ -88,6 +100,7 @@ def write_client_bundle(
     server_name: str | None = None,
     *,
     durable: bool = True,
+    api_ca=OUR_SERVER_CA,
 ) -> Path:
     """Write ``dist/<name>/`` for client ``name`` from the store; returns the directory.
 
@@ -95,11 +108,14 @@ def write_client_bundle(
     AES-256 + PBKDF2 with a SHA-256 MAC. Example: ``write_client_bundle(store, "bob")``.
     """
     dist_dir = _ready_dist_dir(dist_dir)
-    return _write(_job(store, name, dist_dir, p12, legacy, server_name), durable)
+    return _write(_job(store, name, dist_dir, p12, legacy, server_name, api_ca), durable)
 
 
-def bundle_is_current(store: PkiStore, name: str, dist_dir=None, p12: bool = True) -> bool:
-    """True if ``dist/<name>/`` holds the store's current key and certificate, complete."""
+def bundle_is_current(
+    store: PkiStore, name: str, dist_dir=None, p12: bool = True, api_ca=OUR_SERVER_CA
+) -> bool:
+    """True if ``dist/<name>/`` holds the store's current key and certificate, complete, and
+    the ``api-ca.crt`` wanted (none for a public CA)."""
     folder = (Path(dist_dir) if dist_dir else default_dist_dir()) / name
     material = store.client_material(name)
     if material is None:
@@ -107,7 +123,7 @@ def bundle_is_current(store: PkiStore, name: str, dist_dir=None, p12: bool = Tru
     expected = {
         f"{name}.crt": material.cert_pem,
         f"{name}.key": material.key_pem,
-        "api-ca.crt": store.server_ca_pem(),
+        "api-ca.crt": store.server_ca_pem() if api_ca == OUR_SERVER_CA else api_ca,
     }
     if any(_read(folder / file) != data for file, data in expected.items()):
         return False
@@ -127,19 +143,22 @@ def issue_bundles(
     legacy: bool = False,
     server_name: str | None = None,
     on_result: Callable[[BundleResult], None] | None = None,
+    api_ca=OUR_SERVER_CA,
 ) -> list[BundleResult]:
     """Issue every name (bulk, chunked) and write each bundle that is new or out of date.
 
     A bundle is written only after its certificate is committed to the index; a re-run after a
     crash rewrites the bundles that are missing or incomplete. The file system is synced once
-    per ``SYNC_EVERY`` bundles. ``on_result`` sees each client.
+    per ``SYNC_EVERY`` bundles. ``on_result`` sees each client. ``api_ca``: see the module.
     """
     issuing = store.issue_clients(names, days, org, email, reissue)  # checks all before dist/
     dist_dir = _ready_dist_dir(dist_dir)
     results, pending = [], []
     for issued in issuing:
-        write = _needs_bundle(store, issued, dist_dir, p12)
-        job = _job(store, issued.name, dist_dir, p12, legacy, server_name) if write else None
+        write = _needs_bundle(store, issued, dist_dir, p12, api_ca)
+        job = (
+            _job(store, issued.name, dist_dir, p12, legacy, server_name, api_ca) if write else None
+        )
         pending.append((BundleResult(issued, dist_dir / issued.name, write), job))
         if len(pending) == SYNC_EVERY:
             results += _flush(pending, dist_dir, on_result)
@@ -159,17 +178,20 @@ def _flush(pending: list, dist_dir: Path, on_result) -> list[BundleResult]:
     return [result for result, _ in pending]
 
 
-def _needs_bundle(store: PkiStore, issued: IssueResult, dist_dir: Path, p12: bool) -> bool:
+def _needs_bundle(store: PkiStore, issued: IssueResult, dist_dir: Path, p12: bool, api_ca) -> bool:
     """New, or out of date; never for a client whose key lives on its consumer (CSR)."""
     if not issued.changed and store.client_material(issued.name).key_pem is None:
         return False
-    return issued.changed or not bundle_is_current(store, issued.name, dist_dir, p12)
+    return issued.changed or not bundle_is_current(store, issued.name, dist_dir, p12, api_ca)
 
 
-def _job(store: PkiStore, name: str, dist_dir: Path, p12, legacy, server_name) -> _BundleJob:
+def _job(
+    store: PkiStore, name: str, dist_dir: Path, p12, legacy, server_name, api_ca
+) -> _BundleJob:
     material = _usable_material(store, name)
-    server_ca, client_ca = store.path / "server-ca.crt", store.client_ca_pem()
-    return _BundleJob(material, dist_dir / name, server_ca, client_ca, p12, legacy, server_name)
+    api_ca = store.path / "server-ca.crt" if api_ca == OUR_SERVER_CA else api_ca
+    client_ca = store.client_ca_pem()
+    return _BundleJob(material, dist_dir / name, api_ca, client_ca, p12, legacy, server_name)
 
 
 def _write(job: _BundleJob, durable: bool) -> Path:
@@ -207,9 +229,12 @@ def _bundle_files(job: _BundleJob) -> dict:
     files = {
         f"{name}.key": material.key_path,
         f"{name}.crt": material.cert_path,
-        "api-ca.crt": job.server_ca,
         "README.txt": (_readme(job), PUBLIC_FILE_MODE),
     }
+    if isinstance(job.api_ca, Path):
+        files["api-ca.crt"] = job.api_ca
+    elif job.api_ca is not None:
+        files["api-ca.crt"] = (job.api_ca, PUBLIC_FILE_MODE)
     if job.p12:
         password = secrets.token_urlsafe(24)
         cert = x509.load_pem_x509_certificate(material.cert_pem)
@@ -258,10 +283,14 @@ def _readme(job: _BundleJob) -> str:
         if job.server_name
         else "\n(replace <server_name> with the API's host name)\n",
         p12_kind="3DES/SHA-1, legacy" if job.legacy else "AES-256, PBKDF2, SHA-256 MAC",
+        cacert="" if job.api_ca is None else " --cacert api-ca.crt",
+        public=PUBLIC_NOTE if job.api_ca is None else "",
     )
-    if job.p12:
+    dropped = ([".p12"] if not job.p12 else []) + (["api-ca.crt "] if job.api_ca is None else [])
+    if not dropped:
         return text
-    return "\n".join(line for line in text.splitlines() if ".p12" not in line) + "\n"
+    kept = [line for line in text.splitlines() if not any(word in line for word in dropped)]
+    return "\n".join(kept) + "\n"
 
 
 def _read(path: Path) -> bytes | None:

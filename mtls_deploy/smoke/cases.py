@@ -30,6 +30,9 @@ class ApiTarget:
     ssh_address: str
     client_verify: str
     crl_path: str
+    # The file (in the script's temporary directory) curl verifies the server with; None:
+    # a public CA, verified against the source host's system trust store.
+    ca_file: str | None = "server-ca.crt"
 
     def address(self, from_itself: bool) -> str:
         """Where to connect when DNS does not know server_name: the listen address, else

@@ -66,7 +66,9 @@ def _resolve_lines(index: int, api: ApiTarget, from_itself: bool) -> str:
 
 def _curl_line(request: Request, index: int) -> str:
     api = request.target
-    words = [f'"$via{index}"', f"$res{index}", "--cacert", tmp_file("server-ca.crt")]
+    words = [f'"$via{index}"', f"$res{index}"]
+    if api.ca_file:  # else curl's own (the system's) trust store: a public CA
+        words += ["--cacert", tmp_file(api.ca_file)]
     if request.cert:
         words += ["--cert", request.cert, "--key", request.key]
     for header in request.headers:
@@ -113,8 +115,11 @@ def _decode(text: str) -> str:
 
 
 def run_scripts(
-    loaded, cases: list[Case], files: dict, crl_paths: dict, server_ca: bytes
+    loaded, cases: list[Case], files: dict, crl_paths: dict, server_cas: dict[str, bytes]
 ) -> dict[str, HostResult]:
+    """Every source host's script, hosts in parallel. ``server_cas``: the APIs' CA files by
+    name (``ApiTarget.ca_file``), written on every source host; ``files`` (the test
+    certificates) only on the API hosts (whose CRL is read)."""
     by_source: dict[str, list[Request]] = {}
     for case in cases:
         if case.request:
@@ -123,7 +128,7 @@ def run_scripts(
 
     def work(host) -> HostResult:
         requests = by_source.get(host.name, [])
-        own = {"server-ca.crt": server_ca, **(files if host.name in crl_paths else {})}
+        own = {**server_cas, **(files if host.name in crl_paths else {})}
         return _run_on_host(host, requests, own, crl_paths.get(host.name))
 
     group = run_on_hosts([loaded.host(name) for name in sources], work)

@@ -66,7 +66,10 @@ def exports(v: dict, facts) -> dict:
     if not active(v):
         return {}
     live = f"{LIVE}/{cert_name(v)}"
-    return {"tls_certificate": f"{live}/fullchain.pem", "tls_certificate_key": f"{live}/privkey.pem"}
+    return {
+        "tls_certificate": f"{live}/fullchain.pem",
+        "tls_certificate_key": f"{live}/privkey.pem",
+    }
 
 
 def http_conf_path(v: dict) -> str:

@@ -8,18 +8,19 @@ import shlex
 import pytest
 
 from mtls_deploy.errors import BadInput, UserError
+from mtls_deploy.facts import HostFacts
 from mtls_deploy.inventory import masked
 from mtls_deploy.resources import Absent, Command, File, Packages, Service
 from mtls_deploy.role_loader import PACKAGE_ROLES as ROLES_DIR
 from mtls_deploy.role_loader import load
 from mtls_deploy.shell import render
 
-from mtls_deploy.facts import HostFacts
-
 acme = load("acme").module
 nginx = load("nginx").module
 tls = load("tls").module
-FACTS = HostFacts(os_id="debian", os_version="12", packages={"nginx": "1.22.1", "libssl3": "3.0.11"})
+FACTS = HostFacts(
+    os_id="debian", os_version="12", packages={"nginx": "1.22.1", "libssl3": "3.0.11"}
+)
 
 
 def as_the_engine_gives(v: dict, role: str = "nginx") -> dict:
@@ -83,7 +84,9 @@ def test_with_acme_certbot_the_order_and_the_timer():
     assert files["/usr/local/sbin/mtls-deploy-acme"].mode == 0o755
     assert files["/etc/letsencrypt/renewal-hooks/deploy/mtls-deploy-nginx"].mode == 0o755
     assert files["/etc/mtls-deploy/acme/api.ini"].mode == 0o600
-    assert isinstance(files["/etc/nginx/sites-enabled/default"], Absent)  # *:80, before nginx starts
+    assert isinstance(
+        files["/etc/nginx/sites-enabled/default"], Absent
+    )  # *:80, before nginx starts
 
 
 def test_the_port_80_server_comes_before_the_order_and_the_order_is_guarded():

@@ -490,3 +490,48 @@ def test_confirmed_means_on_every_consumer_host_and_checked():
     targets = {"bob": ["bob", "shared"], "eve": ["bob", "down"], "al": ["shared"], "dan": ["csr"]}
     report = deliver.DeliveryReport(GroupResult(results), ["carol"], targets=targets)
     assert report.confirmed() == {"bob"}
+
+
+# --- api-ca.crt follows the API hosts' server certificates ---------------------------------------
+
+OURS = b"-----BEGIN CERTIFICATE-----\nOUR SERVER CA\n-----END CERTIFICATE-----\n"
+
+
+def api(name, **values) -> Host:
+    return host(name, groups=("api",), **values)
+
+
+def test_our_server_ca_while_an_api_uses_it():
+    loaded = inventory_of(api("api1", server_cert="private"), host("bob"))
+    assert deliver.api_trust(loaded, OURS) == OURS
+    assert deliver.api_trust(inventory_of(host("bob")), OURS) == OURS  # no API: as before
+
+
+@pytest.mark.parametrize("kind", ["acme", "files"])
+def test_no_api_ca_when_every_api_has_a_public_certificate(kind):
+    loaded = inventory_of(api("api1", server_cert=kind), api("api2", server_cert="acme"))
+    assert deliver.api_trust(loaded, OURS) is None
+
+
+def test_a_private_acme_ca_or_a_files_root_is_shipped_each_once(tmp_path):
+    pebble, corp = tmp_path / "pebble.pem", tmp_path / "corp.pem"
+    pebble.write_bytes(b"PEBBLE ROOT\n")
+    corp.write_bytes(b"CORP ROOT")
+    loaded = inventory_of(
+        api("a1", server_cert="acme", acme_ca_bundle=str(pebble)),
+        api("a2", server_cert="acme", acme_ca_bundle=str(pebble)),
+        api("a3", server_cert="files", server_cert_files={"ca": str(corp)}),
+        api("a4", server_cert="acme"),
+    )
+    assert deliver.api_trust(loaded, OURS) == b"PEBBLE ROOT\nCORP ROOT\n"
+
+
+def test_mixed_private_and_public_apis_ship_our_ca():
+    loaded = inventory_of(api("a1", server_cert="acme"), api("a2", server_cert="private"))
+    assert deliver.api_trust(loaded, OURS) == OURS
+
+
+def test_an_unreadable_acme_ca_bundle_is_one_line(tmp_path):
+    loaded = inventory_of(api("a1", server_cert="acme", acme_ca_bundle=str(tmp_path / "gone")))
+    with pytest.raises(UserError, match=r"^a1: cannot read .*gone .*No such file"):
+        deliver.api_trust(loaded, OURS)

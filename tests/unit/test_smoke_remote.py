@@ -121,3 +121,21 @@ def test_throwaway_files_are_written_private_and_removed(tmp_path):
     done = run_script(tmp_path, script)
     assert "-rw------- " in done.stderr and "foreign.key" in done.stderr
     assert not list(tmp_path.glob("mtls-smoke.*"))
+
+
+def test_a_public_api_is_verified_with_the_system_store_not_a_cacert(tmp_path):
+    """server_cert acme (or files) with a public CA: no --cacert, never -k."""
+    public = ApiTarget(*list(API.__dict__.values())[:7], ca_file=None)
+    request = next(c.request for c in plan_cases([public], [BOB]) if c.number == 8)
+    done = run_script(tmp_path, script_for([request], {}))
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "log").read_text().splitlines()
+    assert "--cacert" not in log and "-k" not in log and "--insecure" not in log
+
+
+def test_an_api_of_a_private_acme_ca_is_verified_with_its_roots(tmp_path):
+    private = ApiTarget(*list(API.__dict__.values())[:7], ca_file="api-ca-1.crt")
+    request = next(c.request for c in plan_cases([private], [BOB]) if c.number == 8)
+    done = run_script(tmp_path, script_for([request], {"api-ca-1.crt": b"PEBBLE"}))
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log[log.index("--cacert") + 1].endswith("/api-ca-1.crt")

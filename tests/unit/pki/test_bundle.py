@@ -333,3 +333,36 @@ def test_ssl_server_rejects_a_client_certificate_from_the_server_ca(
         server_context(pki_store, pki_env.pki_dir, tmp_path, with_crl=False), impostor
     )
     assert cn is None and "certificate verify failed" in error
+
+
+# --- api-ca.crt follows the API's server certificate -------------------------------------------
+
+
+def test_with_a_public_ca_the_bundle_has_no_api_ca_and_curl_no_cacert(pki_store, pki_env):
+    pki_store.issue_client("bob")
+    folder = bundle.write_client_bundle(pki_store, "bob", server_name="api.example.com", api_ca=None)
+    assert not (folder / "api-ca.crt").exists()
+    readme = (folder / "README.txt").read_text()
+    assert "    curl --cert bob.crt --key bob.key https://api.example.com/whoami\n" in readme
+    assert "api-ca.crt" not in readme and "--cacert" not in readme.replace("(no --cacert)", "")
+    assert "your system's trust store verifies it" in readme
+    assert bundle.bundle_is_current(pki_store, "bob", api_ca=None)
+    assert not bundle.bundle_is_current(pki_store, "bob")  # ours wanted: api-ca.crt missing
+
+
+def test_a_private_acme_cas_roots_are_the_bundles_api_ca(pki_store, pki_env):
+    roots = b"-----BEGIN CERTIFICATE-----\nPEBBLE\n-----END CERTIFICATE-----\n"
+    pki_store.issue_client("bob")
+    folder = bundle.write_client_bundle(pki_store, "bob", api_ca=roots)
+    assert (folder / "api-ca.crt").read_bytes() == roots
+    assert mode(folder / "api-ca.crt") == 0o644
+    assert CURL.format(host="<server_name>") in (folder / "README.txt").read_text()
+    assert bundle.bundle_is_current(pki_store, "bob", api_ca=roots)
+    assert not bundle.bundle_is_current(pki_store, "bob", api_ca=None)
+
+
+def test_issue_bundles_rewrites_a_bundle_whose_api_ca_no_longer_applies(pki_store, pki_env):
+    bundle.issue_bundles(pki_store, ["bob"])
+    assert (pki_env.dist_dir / "bob" / "api-ca.crt").exists()
+    (result,) = bundle.issue_bundles(pki_store, ["bob"], api_ca=None)
+    assert result.bundle_written and not (pki_env.dist_dir / "bob" / "api-ca.crt").exists()
