@@ -387,7 +387,7 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         except (ValueError, TypeError):
             raise UserError(
                 f"wrong CA passphrase: {display(path)} does not open with it "
-                f"(check {passphrase.PASSPHRASE_ENV})"
+                f"(check {passphrase.PASSPHRASE_ENV} or {passphrase.PASSPHRASE_FILE_ENV})"
             ) from None
 
     def _pick_serials(self, count: int) -> list[int]:
