@@ -355,6 +355,52 @@ def smoke_test(c, host=None, from_=None, json=False):
         raise Exit(code=1)
 
 
+# --- status and doctor -----------------------------------------------------------------------
+
+
+@task(
+    help={
+        "host": "hosts, comma-separated (default: every API and consumer host)",
+        "json": "print one JSON document (its shape: mtls_deploy/status/__init__.py)",
+        "html": "write the status as one self-contained HTML page (a timeline) to FILE",
+        "warn_before": "warn this long before an end, e.g. 30d, 12h (default: the PKI's warn_before)",
+    }
+)
+def status(c, host=None, json=False, html=None, warn_before=None):
+    """What expires where, and whether every host holds the PKI's files, read live.
+
+    Exit 0 ok, 1 warning, 2 critical, 3 unknown (monitoring plugins). Ex: inv status --json
+    """
+    from invoke import Exit
+
+    from mtls_deploy.status.command import status_main
+
+    code = status_main(split_names(host), json, html, warn_before)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
+        "name": "the client refused: read its recent requests in the API hosts' logs",
+        "cert": "a client certificate file to check (chain, dates, EKU, revoked) and try live",
+        "key": "with --cert: its key (checked against it; needed for the live try)",
+        "host": "API hosts, comma-separated (default: group api)",
+    }
+)
+def doctor(c, name=None, cert=None, key=None, host=None):
+    """Why is a client refused? The cause in one sentence and the one command that fixes it.
+
+    Ex: inv doctor --name bob  |  inv doctor --cert bob.crt --key bob.key
+    """
+    from invoke import Exit
+
+    from mtls_deploy.doctor import doctor_main
+
+    if doctor_main(name, cert, key, split_names(host)):
+        raise Exit(code=1)
+
+
 # --- bench -----------------------------------------------------------------------------------
 
 
@@ -406,3 +452,5 @@ ns.add_task(issue_client)
 ns.add_task(revoke_client)
 ns.add_task(renew_client)
 ns.add_task(smoke_test)
+ns.add_task(status)
+ns.add_task(doctor)

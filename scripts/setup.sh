@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils)
+packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
