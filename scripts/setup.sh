@@ -9,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils chromium)
+# pebble: the lab's ACME CA and its DNS (pebble, pebble-challtestsrv): inv lab.up --with-acme
+packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils chromium pebble)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")

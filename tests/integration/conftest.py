@@ -369,3 +369,45 @@ def toolbox(toolbox_host) -> Toolbox:
         )  # fmt: skip
         toolbox_host.run_script(script + "\n", sudo=True, check=True, timeout=1800)
     return Toolbox(toolbox_host)
+
+
+# --- the ACME world: Pebble and its DNS on this machine (mtls_deploy/lab/acme.py) -------------
+
+
+@pytest.fixture(scope="session")
+def acme_lab():
+    """The lab's ACME world for the whole session: Debian's Pebble (Let's Encrypt's test ACME
+    server) and pebble-challtestsrv as its only DNS, on loopback. Started here, or reused when
+    already running with the same settings (``inv lab.up --with-acme``); stopped at the end of
+    the session if this session started it. Pebble keeps its state in memory: orders, accounts
+    and its roots live as long as it runs.
+
+    Yields an ``mtls_deploy.lab.acme.AcmeLab``:
+
+    - ``acme_lab.directory_url``: ``"https://127.0.0.1:14000/dir"`` (reachable from lab hosts
+      too: they share this machine's network).
+    - ``acme_lab.listener_ca``: ``Path`` on the control machine of the PEM CA that signed
+      Pebble's HTTPS listener (``curl --cacert``, ``ssl.create_default_context(cafile=...)``).
+    - ``acme_lab.register("api9.lab.test", "127.0.0.9")``: an A record in Pebble's DNS, so
+      Pebble validates HTTP-01 for that name on 127.0.0.9 port 80 (an ACME host needs a
+      loopback address of its own, 127.0.0.2 and up). A name never registered gets no answer
+      (``unregister(name)`` forgets one). ``lookup(name)`` -> the addresses the DNS answers.
+    - ``acme_lab.trust("bob")``: Pebble's current root into the running lab host bob's system
+      store (/usr/local/share/ca-certificates + update-ca-certificates), as a public root;
+      ``trust("api9", directory=True)`` also adds the listener CA, so that certbot there
+      (Debian's python3-requests reads the system store) trusts the directory with no setting;
+      ``trust(host, roots=False, directory=True)`` the listener CA alone; ``untrust(host)``
+      takes both out. Trusted hosts get the new root again whenever the lab restarts Pebble.
+    - ``acme_lab.roots_pem()`` / ``intermediates_pem()``: Pebble's current root / intermediate
+      (PEM bytes), e.g. for ``acme_ca_bundle``.
+    - ``acme_lab.pebble_log``: ``Path`` of Pebble's log since it started (a line per order).
+    """
+    from mtls_deploy.lab.acme import AcmeLab
+
+    acme = AcmeLab(ROOT / ".lab")
+    started = acme.up().startswith("started")
+    try:
+        yield acme
+    finally:
+        if started:
+            acme.down()
