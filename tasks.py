@@ -90,35 +90,64 @@ def lab_hosts(names):
     return lab.hosts_from_inventory(load().select(names))
 
 
-@task(help=LAB_HOSTS_HELP)
-def lab_up(c, hosts=None):
-    """Boot the lab hosts, building the Debian 12 base on first use; idempotent. Ex: inv lab.up"""
+@task(
+    help={
+        **LAB_HOSTS_HELP,
+        "with_acme": "also run Pebble (a test ACME CA) and its DNS on loopback; map the "
+        "server_cert: acme hosts' names to their https_listen; trust Pebble's root on the hosts",
+    }
+)
+def lab_up(c, hosts=None, with_acme=False):
+    """Boot the lab hosts, building the Debian 12 base on first use; idempotent.
+
+    Ex: inv lab.up  |  inv lab.up --with-acme (directory https://127.0.0.1:14000/dir)
+    """
     from mtls_deploy import lab
+    from mtls_deploy.inventory import load
+    from mtls_deploy.lab.acme import AcmeLab, acme_records
     from mtls_deploy.project import project_path
 
     state = project_path(".lab")  # where the inventory's lab key and known_hosts are
-    for name, outcome in lab.up(lab_hosts(split_names(hosts)), state, print).items():
+    selected = load().select(split_names(hosts))
+    if with_acme:
+        acme_records(selected)  # a bad https_listen or name: one line, before anything starts
+    for name, outcome in lab.up(lab.hosts_from_inventory(selected), state, print).items():
         print(f"{name}: {outcome}")
+    for line in AcmeLab(state).up_for_inventory(selected) if with_acme else ():
+        print(line)
 
 
 @task(help=LAB_HOSTS_HELP)
 def lab_down(c, hosts=None):
-    """Stop the lab's containers and leave nothing running. Ex: inv lab.down --hosts bob"""
+    """Stop the lab's containers and, without --hosts, Pebble and its DNS: nothing left running.
+
+    Ex: inv lab.down  |  inv lab.down --hosts bob
+    """
     from mtls_deploy import lab
+    from mtls_deploy.lab.acme import AcmeLab
+    from mtls_deploy.project import project_path
 
     for name, outcome in lab.down(lab_hosts(split_names(hosts))).items():
         print(f"{name}: {outcome}")
+    if not hosts:
+        print(f"acme: {AcmeLab(project_path('.lab')).down()}")
 
 
 @task(help=LAB_HOSTS_HELP)
 def lab_status(c, hosts=None):
-    """Show each lab host: running/stopped/absent, nspawn pid, SSH address. Ex: inv lab.status"""
+    """Show each lab host: running/stopped/absent, nspawn pid, SSH address; and Pebble when it
+    runs. Ex: inv lab.status"""
     from mtls_deploy import lab
+    from mtls_deploy.lab.acme import AcmeLab
+    from mtls_deploy.project import project_path
 
     statuses = lab.status(lab_hosts(split_names(hosts)))
     print(f"{'host':<12} {'state':<8} {'pid':>7}  ssh")
     for s in statuses:
         print(f"{s.name:<12} {s.state:<8} {s.pid or '-':>7}  {s.address}:{s.ssh_port}")
+    acme = AcmeLab(project_path(".lab"))
+    if pid := acme.status()["pebble"]:
+        print(f"{'acme':<12} {'running':<8} {pid:>7}  {acme.directory_url}")
 
 
 @task(help=LAB_HOSTS_HELP)
