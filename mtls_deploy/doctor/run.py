@@ -8,6 +8,7 @@ import datetime as dt
 from cryptography import x509
 
 from ..errors import BadInput
+from ..pki.profile import serial_hex
 from ..runner import HostResult, run_on_hosts
 from .causes import cause_for, error_log_cause
 from .certfile import check_file, common_name, read_certificate, read_key
@@ -102,7 +103,7 @@ def diagnose_file(cert_path: str, key_path: str | None, store, say, now=None,
     key = read_key(key_path) if key_path else None
     name = common_name(cert)
     say(
-        f"{cert_path}: CN={name}, serial {cert.serial_number:X}, issuer {cert.issuer.rfc4514_string()}"
+        f"{cert_path}: CN={name}, serial {serial_hex(cert.serial_number)}, issuer {cert.issuer.rfc4514_string()}"
     )
     findings = check_file(cert, key, pki_view(store), now or dt.datetime.now(dt.UTC))
     for finding in findings:

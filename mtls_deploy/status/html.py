@@ -95,7 +95,7 @@ def timeline_svg(report) -> str:
     body = [axis(scale, start, end, report.now, height)]
     body += [bar(c, TOP + i * ROW_HEIGHT, scale, report.thresholds.warn_before)
              for i, c in enumerate(rows)]  # fmt: skip
-    width = LABEL_WIDTH + CHART_WIDTH + 20
+    width = LABEL_WIDTH + CHART_WIDTH + 50  # room for the last date
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline">'
             + "\n".join(body) + "</svg>")  # fmt: skip

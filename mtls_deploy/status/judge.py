@@ -67,9 +67,9 @@ def server_check(host: str, pem: bytes | None, pki: dict, now, warn_before) -> C
         facts["note"] = f"{facts['issuer']} (not from the PKI: server_cert files?)"
     else:
         facts["match"] = expected["serial"] == facts["serial"]
-        facts["mismatch"] = (
-            f"the PKI's is serial {expected['serial']}: run `inv provision --host {host}`"
-        )
+        if not facts["match"]:
+            fix = f"run `inv provision --host {host}`"
+            facts["mismatch"] = f"the PKI's is serial {expected['serial']}: {fix}"
     renew = renewal_point(facts["not_before"], facts["not_after"], SERVER_RENEW_AT)
     return certificate_check("server-cert", facts["subject"], host, facts, now, warn_before, renew)
 

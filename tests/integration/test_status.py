@@ -74,6 +74,15 @@ def test_status_is_0_on_a_healthy_lab(world):
     assert table.returncode == 0 and "STATUS OK" in table.stdout, table.stdout + table.stderr
 
 
+def test_status_html_names_every_host_and_certificate(world, tmp_path):
+    page = tmp_path / "status.html"
+    done = inv("status", "--html", str(page), check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = page.read_text()
+    for name in (API.name, CONSUMER, f"client {CONSUMER}", "Status API client CA", ">today<"):
+        assert name in text, name
+
+
 def test_status_warns_when_the_crl_ends_within_warn_before(world):
     inv("pki.crl", "--days", "10", "--push")
     code, document = status_json()
