@@ -9,6 +9,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 
 from invoke import Collection
 
+from mtls_deploy import pki_tasks
 from mtls_deploy.cli import at_least, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
@@ -476,6 +477,8 @@ pki = Collection("pki")
 pki.add_task(pki_init, "init")
 pki.add_task(pki_crl, "crl")
 pki.add_task(pki_list, "list")
+for name, pki_task in pki_tasks.PKI_TASKS.items():  # backup, restore, verify, show, ...
+    pki.add_task(pki_task, name)
 ns.add_collection(pki)
 ns.add_task(issue_client)
 ns.add_task(revoke_client)

@@ -184,3 +184,39 @@ def test_a_bad_or_disagreeing_lifetime_is_one_line_and_nothing_written(
     code, out, err = inv("pki.init")
     assert (code, out) == (2, "") and re.fullmatch(message, err), err
     assert not pki_env.pki_dir.exists()
+
+
+# --- pki.backup, pki.restore, pki.verify -------------------------------------------------------
+
+
+@pytest.fixture
+def backup_env(pki_store, pki_env, monkeypatch):
+    """bob issued; the backup passphrase in the environment; scrypt cheap for the test."""
+    monkeypatch.setattr("mtls_deploy.pki.backup.SCRYPT_LOG2_N", 10)
+    monkeypatch.setenv("MTLS_DEPLOY_BACKUP_PASSPHRASE", "backup secret")
+    pki_store.issue_client("bob")
+    return pki_env
+
+
+def test_backup_restore_and_verify_through_inv(backup_env, inv, monkeypatch):
+    pki, saved = backup_env.pki_dir, backup_env.root / "pki.backup"
+    code, out, _ = inv("pki.backup", "--to", str(saved))
+    assert code == 0 and out.startswith(f"wrote {saved}: ") and saved.stat().st_mode & 0o777 == 0o600
+    before = all_files(pki)
+    code, out, err = inv("pki.restore", "--from", str(saved))
+    assert (code, out) == (1, "") and err.startswith("error: pki/ already holds a PKI: ")
+    assert err.count("\n") == 1
+    monkeypatch.setenv("MTLS_DEPLOY_BACKUP_PASSPHRASE", "not it")
+    code, _, err = inv("pki.restore", "--from", str(saved), "--force")
+    assert code == 2 and err.startswith("error: wrong backup passphrase, or ")
+    assert all_files(pki) == before
+    monkeypatch.setenv("MTLS_DEPLOY_BACKUP_PASSPHRASE", "backup secret")
+    code, out, _ = inv("pki.restore", "--from", str(saved), "--force")
+    assert code == 0 and "restored 12 files into" in out
+    assert all_files(pki) == before - {".lock"}  # the lock file is made again on the next write
+    code, out, _ = inv("pki.verify")
+    assert code == 0 and "PROBLEM" not in out and "client-ca.key opens" in out
+    (pki / "clients" / "bob" / "bob.key").unlink()
+    code, out, err = inv("pki.verify")
+    assert code == 1 and "PROBLEM  client bob: pki/clients/bob/bob.key is missing" in out
+    assert err == "pki.verify: 1 problem(s)\n"
