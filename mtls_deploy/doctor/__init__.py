@@ -30,6 +30,12 @@ def doctor_main(name: str | None, cert: str | None, key: str | None, hosts: list
         )
     if key and not cert:
         raise BadInput("--key goes with --cert FILE")
+    if cert:  # an unreadable file is bad input, whatever else is wrong
+        from .certfile import read_certificate, read_key
+
+        read_certificate(cert)
+        if key:
+            read_key(key)
     loaded, store = inventory.load(), PkiStore.open()
     api_hosts = loaded.select(hosts, None if hosts else "api")
     say = _printer()

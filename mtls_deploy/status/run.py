@@ -127,10 +127,10 @@ def run_status(names: list[str], marks: Thresholds | None = None, loaded=None, s
     Example: ``run_status(["api1"]).exit_code``
     """
     loaded = loaded or _load_inventory()
+    api_hosts, consumers = select_hosts(loaded, names)  # a wrong name before a missing PKI
     store = store or _open_store()
     marks = marks or thresholds(loaded)
     now = now or dt.datetime.now(dt.UTC)
-    api_hosts, consumers = select_hosts(loaded, names)
     pki = pki_snapshot(store)
     readings = read_hosts(api_hosts, consumers)
     checks = [c for h in api_hosts for c in api_host_checks(h.name, readings[h.name], pki, now,

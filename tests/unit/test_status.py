@@ -220,3 +220,57 @@ def test_crl_facts_of_garbage_is_none(pki):
     facts = gather.crl_facts(pki.crl_pem())
     assert facts["number"] >= 1 and isinstance(facts["next_update"], dt.datetime)
     assert x509.load_der_x509_crl(facts["der"])
+
+
+# --- the command line: bad input is one line; exit 3 for status, 2 for doctor ------------------
+
+
+@pytest.fixture
+def command_line(capsys, tmp_path, monkeypatch):
+    """``run(*argv)`` -> (exit code, stdout, stderr) through Invoke's Program, with an empty
+    PKI directory (no PKI) unless a test sets another."""
+    from invoke import Collection, Program
+    from invoke.loader import FilesystemLoader
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("MTLS_DEPLOY_PKI_DIR", str(tmp_path / "no-pki"))
+    module, _ = FilesystemLoader(start=str(root)).load("tasks")
+    program = Program(namespace=Collection.from_module(module), binary="inv")
+
+    def run(*argv):
+        try:
+            program.run(["inv", *argv])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["status"], "no PKI in"),
+        (["status", "--host", "nosuchhost"], "unknown host 'nosuchhost'"),
+        (["status", "--warn-before", "30"], "--warn-before '30' is not a duration"),
+    ],
+)
+def test_status_bad_input_is_one_line_and_exit_3(command_line, argv, words):
+    code, _, err = command_line(*argv)
+    assert code == 3 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "words"),
+    [
+        (["doctor"], 2, "give --name CLIENT or --cert FILE"),
+        (["doctor", "--name", "bob", "--cert", "x.crt"], 2, "give --name CLIENT or --cert FILE"),
+        (["doctor", "--cert", "/nonexistent/bob.crt"], 2, "cannot read the certificate"),
+        (["doctor", "--name", "bob"], 1, "no PKI in"),
+    ],
+)
+def test_doctor_bad_input_is_one_line(command_line, argv, code, words):
+    got, _, err = command_line(*argv)
+    assert got == code and words in err and err.count("\n") == 1, err
