@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from cryptography import x509
@@ -60,7 +63,7 @@ from .acme_config import (
     pebble_config,
     utc_now,
 )
-from .procfs import container_init
+from .procfs import container_init, parse_pid, start_time
 from .services import (
     Service,
     ensure_running,
@@ -101,9 +104,10 @@ class AcmeLab:
 
     # --- processes ----------------------------------------------------------------------------
 
-    def up(self) -> str:
+    def up(self, by_tests: bool = False) -> str:
         """Start the DNS and Pebble, or keep them when they run with the same settings;
-        idempotent. Says what happened, e.g. ``"started (pebble pid 4242, DNS pid 4241)"``."""
+        idempotent. Says what happened, e.g. ``"started (pebble pid 4242, DNS pid 4241)"``.
+        ``by_tests``: a test session starts it, so the last session to end stops it."""
         require_programs(("pebble", "pebble-challtestsrv"), "pebble")
         self.paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_listener_cert(self.paths)
@@ -116,12 +120,14 @@ class AcmeLab:
             self._trust_again()
         verb = "started" if dns_started or pebble_started else "already running"
         pids = self.status()
+        if by_tests and pebble_started:
+            atomic_write(self.paths.tests_started, f"{pids['pebble']}\n".encode(), 0o644)
         return f"{verb} (pebble pid {pids['pebble']}, DNS pid {pids['dns']})"
 
     def down(self) -> str:
         """Stop Pebble and its DNS and forget their records; ``"stopped"`` or ``"not running"``."""
         stopped = [stop_service(s) for s in (self.pebble_service(), self.dns_service())]
-        for path in (self.paths.records, self.paths.trusted):
+        for path in (self.paths.records, self.paths.trusted, self.paths.tests_started):
             path.unlink(missing_ok=True)
         return "stopped" if any(stopped) else "not running"
 
@@ -174,6 +180,45 @@ class AcmeLab:
         ):
             return "newOrder" in json.load(answer)
         return False
+
+    # --- test sessions ------------------------------------------------------------------------
+
+    @contextmanager
+    def test_session(self) -> Iterator[AcmeLab]:
+        """Pebble up for one test session, held while it lasts (a lease in ``sessions/``). At
+        its end Pebble stops if a test session started it and no other live session holds it;
+        one found running beforehand (``inv lab.up --with-acme``) keeps running."""
+        self.up(by_tests=True)
+        lease = self.paths.sessions / f"{os.getpid()}-{start_time(os.getpid())}"
+        lease.parent.mkdir(mode=0o700, exist_ok=True)
+        lease.touch()
+        try:
+            yield self
+        finally:
+            lease.unlink(missing_ok=True)
+            started = parse_pid(read_or_empty(self.paths.tests_started).decode())
+            if started and started == self.status()["pebble"] and not self.other_sessions():
+                self.down()
+
+    def other_sessions(self) -> list[int]:
+        """Pids of the other live test sessions holding Pebble; stale leases are removed."""
+        live = []
+        for lease in sorted(self.paths.sessions.glob("*-*")):
+            pid, _, started = lease.name.partition("-")
+            if str(start_time(int(pid))) != started:
+                lease.unlink(missing_ok=True)  # that session is gone
+            elif int(pid) != os.getpid():
+                live.append(int(pid))
+        return live
+
+    def wait_for_sole_use(self, timeout: float = 1200.0) -> None:
+        """Wait until no other test session holds Pebble: before a test that restarts or stops
+        it, as another session's orders and roots would go with it."""
+        deadline = time.monotonic() + timeout
+        while others := self.other_sessions():
+            if time.monotonic() > deadline:
+                raise UserError(f"test sessions {others} still use Pebble after {timeout:.0f} s")
+            time.sleep(2.0)
 
     # --- DNS ----------------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ FILES = {
     "dns_settings": "challtestsrv.settings.json",
     "records": "records.json",  # name -> address, added again when the DNS restarts
     "trusted": "trusted.json",  # lab hosts whose trust store has Pebble's root
+    "tests_started": "tests-started.pid",  # the Pebble a test session started
+    "sessions": "sessions",  # a lease per test session using Pebble: <pid>-<start time>
 }
 
 

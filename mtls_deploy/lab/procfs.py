@@ -87,6 +87,16 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, names one process for good
+    (a pid alone may be reused). None if there is no such process or it has exited."""
+    stat = _read_stat(pid)
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 def parse_stat(text: str) -> tuple[str, int]:
     """``(state, ppid)`` from a /proc/<pid>/stat line (the command name may hold spaces)."""
     fields = text.rsplit(")", 1)[1].split()

@@ -378,9 +378,9 @@ def toolbox(toolbox_host) -> Toolbox:
 def acme_lab():
     """The lab's ACME world for the whole session: Debian's Pebble (Let's Encrypt's test ACME
     server) and pebble-challtestsrv as its only DNS, on loopback. Started here, or reused when
-    already running with the same settings (``inv lab.up --with-acme``); stopped at the end of
-    the session if this session started it. Pebble keeps its state in memory: orders, accounts
-    and its roots live as long as it runs.
+    already running with the same settings (``inv lab.up --with-acme``, another session);
+    stopped at the end if a test session started it and no other session still holds it.
+    Pebble keeps its state in memory: orders, accounts and its roots live as long as it runs.
 
     Yields an ``mtls_deploy.lab.acme.AcmeLab``:
 
@@ -399,15 +399,12 @@ def acme_lab():
       ``trust(host, roots=False, directory=True)`` the listener CA alone; ``untrust(host)``
       takes both out. Trusted hosts get the new root again whenever the lab restarts Pebble.
     - ``acme_lab.roots_pem()`` / ``intermediates_pem()``: Pebble's current root / intermediate
-      (PEM bytes), e.g. for ``acme_ca_bundle``.
+      (PEM bytes). Pebble's listener and its issuer have different CAs (a real step-ca has one
+      root for both): a bundle that must verify the directory AND the issued certificates, as
+      ``acme_ca_bundle``, is ``acme_lab.listener_ca.read_bytes() + acme_lab.roots_pem()``.
     - ``acme_lab.pebble_log``: ``Path`` of Pebble's log since it started (a line per order).
     """
     from mtls_deploy.lab.acme import AcmeLab
 
-    acme = AcmeLab(ROOT / ".lab")
-    started = acme.up().startswith("started")
-    try:
+    with AcmeLab(ROOT / ".lab").test_session() as acme:
         yield acme
-    finally:
-        if started:
-            acme.down()

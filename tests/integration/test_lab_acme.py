@@ -198,9 +198,10 @@ def test_certbot_needs_the_listener_ca_then_orders_and_a_consumer_trusts_pebbles
 
 
 def test_a_restarted_pebble_gives_the_trusted_consumer_its_new_root_only(acme_lab, acme_hosts):
+    acme_lab.wait_for_sole_use()  # another session's orders and roots would go with it
     old_root = acme_lab.roots_pem()
     stop_service(acme_lab.pebble_service())
-    assert acme_lab.up().startswith("started")
+    assert acme_lab.up(by_tests=True).startswith("started")
     new_root = acme_lab.roots_pem()
     assert new_root != old_root
     stored = run(
@@ -216,6 +217,7 @@ def test_a_restarted_pebble_gives_the_trusted_consumer_its_new_root_only(acme_la
 
 def test_inv_lab_up_with_acme_then_lab_down_leaves_no_pebble(acme_lab, acme_hosts):
     env = {"MTLS_DEPLOY_INVENTORY": str(acme_hosts)}  # this module's hosts only, never api1/bob
+    acme_lab.wait_for_sole_use()  # lab.down stops Pebble under every session
     acme_lab.unregister(PROBE_NAME)
     out = inv("lab.up", "--with-acme", env=env).stdout
     assert "acme: already running (pebble pid " in out
@@ -231,4 +233,4 @@ def test_inv_lab_up_with_acme_then_lab_down_leaves_no_pebble(acme_lab, acme_host
     assert acme_lab.status() == {"pebble": None, "dns": None}
     assert "acme " not in inv("lab.status", env=env).stdout
     assert inv("lab.down", env=env).stdout.endswith("acme: not running\n")
-    acme_lab.up()  # back for any later module of the session (the fixture stops it at the end)
+    acme_lab.up(by_tests=True)  # back for any later module (the fixture stops it at the end)

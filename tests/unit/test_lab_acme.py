@@ -41,6 +41,7 @@ from mtls_deploy.lab.acme_config import (
     pebble_config,
     utc_now,
 )
+from mtls_deploy.lab.procfs import start_time
 from mtls_deploy.lab.services import (
     Service,
     ensure_running,
@@ -355,3 +356,29 @@ def test_lab_up_with_acme_refuses_an_acme_host_on_the_shared_address_before_anyt
         " address\n"
     )
     assert done.stdout == ""  # no host booted, no Pebble started
+
+
+# --- test sessions sharing one Pebble ----------------------------------------------------------
+
+
+def test_other_sessions_are_the_live_leases_but_ours_and_stale_ones_are_removed(tmp_path):
+    acme = AcmeLab(tmp_path)
+    sessions = acme.paths.sessions
+    sessions.mkdir(parents=True)
+    own = sessions / f"{os.getpid()}-{start_time(os.getpid())}"
+    other = sessions / f"1-{start_time(1)}"  # init: alive for sure
+    stale = sessions / f"1-{start_time(1) + 1}"  # pid 1 once more, but another start: a reused pid
+    for lease in (own, other, stale):
+        lease.touch()
+    assert acme.other_sessions() == [1]
+    assert sorted(p.name for p in sessions.iterdir()) == sorted([own.name, other.name])
+
+
+def test_wait_for_sole_use_gives_up_naming_the_other_sessions(tmp_path):
+    acme = AcmeLab(tmp_path)
+    acme.paths.sessions.mkdir(parents=True)
+    (acme.paths.sessions / f"1-{start_time(1)}").touch()
+    with pytest.raises(UserError, match=r"^test sessions \[1\] still use Pebble after 0 s$"):
+        acme.wait_for_sole_use(timeout=0)
+    (acme.paths.sessions / f"1-{start_time(1)}").unlink()
+    acme.wait_for_sole_use(timeout=0)  # alone: returns at once
