@@ -22,9 +22,11 @@ from ..runner import HostResult, run_on_hosts
 
 MISSING = "-"
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
+# mtls_file TAG PATH [PATH2]: the first readable of the paths, base64, or "-" for none
 FILE_FUNCTION = (
-    "mtls_file() { printf '@@%s ' \"$1\"; "
-    'if [ -r "$2" ]; then base64 -w0 < "$2"; else printf -; fi; echo; }'
+    "mtls_file() { mtls_tag=$1; shift; printf '@@%s ' \"$mtls_tag\"; "
+    'for mtls_p in "$@"; do if [ -r "$mtls_p" ]; then base64 -w0 < "$mtls_p"; echo; return; fi; '
+    "done; echo -; }"
 )
 
 
@@ -51,7 +53,9 @@ def consumer_script(folder: str, names: list[str]) -> str:
 
 
 def _in(folder: str, file: str) -> str:
-    return shlex.quote(f"{folder}/{file}")
+    """The file in the bundle directory, or in its ``current`` version (a bundle switched
+    atomically through a ``current`` link keeps its files there)."""
+    return f"{shlex.quote(f'{folder}/{file}')} {shlex.quote(f'{folder}/current/{file}')}"
 
 
 def parse_output(output: str) -> tuple[dict[str, bytes | None], list[str]]:

@@ -2,6 +2,7 @@
 table, the JSON document, and the parsing of the host scripts' output."""
 
 import base64
+import dataclasses
 import datetime as dt
 import io
 
@@ -212,7 +213,19 @@ def test_units_come_from_the_manifest_entries_of_the_hosts_roles():
 
 def test_the_consumer_script_quotes_the_folder_and_names():
     script = gather.consumer_script(".mtls/my api", ["bob"])
-    assert "mtls_file client:bob '.mtls/my api/bob.crt'" in script
+    assert "mtls_file client:bob '.mtls/my api/bob.crt' '.mtls/my api/current/bob.crt'" in script
+
+
+def test_the_file_function_reads_the_first_readable_path(tmp_path):
+    import subprocess
+
+    (tmp_path / "b").write_bytes(b"second")
+    script = (
+        gather.FILE_FUNCTION
+        + f"\nmtls_file x {tmp_path}/a {tmp_path}/b\nmtls_file y {tmp_path}/a\n"
+    )
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert gather.parse_output(output)[0] == {"x": b"second", "y": None}
 
 
 def test_crl_facts_of_garbage_is_none(pki):
@@ -274,3 +287,50 @@ def test_status_bad_input_is_one_line_and_exit_3(command_line, argv, words):
 def test_doctor_bad_input_is_one_line(command_line, argv, code, words):
     got, _, err = command_line(*argv)
     assert got == code and words in err and err.count("\n") == 1, err
+
+
+class CountingRemote:
+    """A stand-in for ``Remote``: answers every script with ``output``, records who was sent one."""
+
+    sent: list = []
+
+    def __init__(self, target, output=""):
+        self.target, self.output = target, output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def run_script(self, script, sudo=False, timeout=None, check=False):
+        from mtls_deploy.connection import CommandResult
+
+        CountingRemote.sent.append((self.target.host, sudo))
+        return CommandResult(self.output, "", 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeHost:
+    name: str
+    vars: dict
+
+
+MANIFEST = b'{"format": 1, "roles": {"nginx": {"units": ["nginx"]}}}'
+
+
+def test_one_script_per_host(monkeypatch, pki):
+    cert = (pki.path / "servers/api1/api1.crt").read_bytes()
+    output = (f"@@server-cert {b64(cert)}\n@@manifest {b64(MANIFEST)}\n@@units\n"
+              "nginx.service loaded active running x\n")  # fmt: skip
+    CountingRemote.sent = []
+    monkeypatch.setattr(gather, "Remote", lambda target: CountingRemote(target, output))
+    monkeypatch.setattr(gather, "drift", lambda host: {"changed": []})  # its own round trip
+    api = FakeHost("api1", {"tls_dir": "/etc/nginx/mtls", "roles": ["nginx"], "backend": "php",
+                            "server_name": "api1.example.test"})  # fmt: skip
+    bob = FakeHost("bob", {})
+    readings = gather.read_hosts([api], [bob])
+    assert sorted(CountingRemote.sent) == [("api1", True), ("bob", False)]
+    assert readings["api1"].data["files"]["server-cert"] == cert
+    assert readings["api1"].data["units"] == {"nginx.service": "active"}
+    assert readings["bob"].data["clients"] == {"bob": None}
