@@ -15,6 +15,8 @@ from .certfile import check_file, common_name, read_certificate, read_key
 from .logs import of_client, read_logs
 
 SHOWN = 3  # the client's last requests shown per host
+# Without a request in the logs, the PKI's word on the client's certificate.
+PKI_CAUSES = {"revoked": "FAILED:certificate revoked", "expired": "FAILED:certificate has expired"}
 
 
 def explain(cause, name: str, host: str, say) -> None:
@@ -45,13 +47,15 @@ def read_all_logs(hosts: list) -> list[HostResult]:
 
 
 def diagnose_name(name: str, hosts: list, store, say) -> int:
-    """``--name``: the client's recent requests on each host, and what the last one means."""
+    """``--name``: the client's recent requests on each host, and what the last one means;
+    without any, what the PKI says of its certificate (revoked, expired)."""
     serials = known_client(store, name)
     status = store.client_status(name)
     say(f"{name}: latest certificate {list(serials)[-1]} is {status} in the PKI")
-    problems = 0
-    for result in read_all_logs(hosts):
-        problems += host_diagnosis(result, name, set(serials), say)
+    problems = sum(host_diagnosis(r, name, set(serials), say) for r in read_all_logs(hosts))
+    if not problems and status in PKI_CAUSES:
+        explain(cause_for(PKI_CAUSES[status]), name, hosts[0].name if hosts else "api1", say)
+        return 1
     return 1 if problems else 0
 
 
@@ -63,7 +67,7 @@ def host_diagnosis(result: HostResult, name: str, serials: set[str], say) -> int
     mine = of_client(result.data["requests"], name, serials)
     if not mine:
         say(f"{result.host}: no request with {name}'s certificate in the access log's last lines")
-        return error_log_hint(result, name, say)
+        return error_log_hint(result, name, say) or no_certificate_hint(result, name, say)
     for request in mine[-SHOWN:]:
         say(f"{result.host}: {request.time} \"{request.request}\" {request.status} "
             f"verify={request.verify} serial={request.serial}")  # fmt: skip
@@ -72,6 +76,18 @@ def host_diagnosis(result: HostResult, name: str, serials: set[str], say) -> int
         say(f"{result.host}: {name}'s last request was accepted")
         return 0
     explain(cause, name, result.host, say)
+    return 1
+
+
+def no_certificate_hint(result: HostResult, name: str, say) -> int:
+    """Requests that sent no certificate (``verify=NONE``, refused with 400) cannot be told
+    apart by client: say how many, and what it means if they were ``name``'s."""
+    bare = [r for r in result.data["requests"] if r.verify == "NONE" and r.status == 400]
+    if not bare:
+        return 0
+    say(f"{result.host}: {len(bare)} recent request(s) sent no client certificate, the last at "
+        f"{bare[-1].time}; if they were {name}'s:")  # fmt: skip
+    explain(cause_for("NONE"), name, result.host, say)
     return 1
 
 

@@ -162,3 +162,59 @@ def test_unreadable_files_are_bad_input(tmp_path):
     (tmp_path / "junk.crt").write_text("junk")
     with pytest.raises(BadInput, match="holds no certificate"):
         certfile.read_certificate(str(tmp_path / "junk.crt"))
+
+
+def diagnosis(lines, errors=()):
+    from mtls_deploy.doctor.run import host_diagnosis
+    from mtls_deploy.runner import HostResult
+
+    requests = [logs.parse_access("api1", line) for line in lines]
+    said = []
+    code = host_diagnosis(HostResult("api1", data={"requests": requests, "errors": list(errors)}),
+                          "bob", {"0A1B2C"}, said.append)  # fmt: skip
+    return code, "\n".join(said)
+
+
+def test_the_clients_last_request_decides():
+    accepted = LINE.replace('verify="FAILED:certificate revoked"', 'verify="SUCCESS"').replace(
+        " 400 ", " 200 "
+    )
+    code, said = diagnosis([LINE, accepted])
+    assert code == 0 and "bob's last request was accepted" in said
+    code, said = diagnosis([accepted, LINE])
+    assert code == 1 and f"fix:   {REISSUE}" in said
+
+
+def test_without_the_clients_requests_the_error_log_then_bare_requests_speak():
+    other = LINE.replace("CN=bob", "CN=carol").replace("0A1B2C", "FF")
+    code, said = diagnosis(
+        [other], ["... client SSL certificate verify error: (12:CRL has expired) ..."]
+    )
+    assert code == 1 and f"fix:   {CRL_PUSH}" in said
+    bare = other.replace('verify="FAILED:certificate revoked"', 'verify="NONE"').replace(
+        'client="CN=carol,O=Example\\, Inc."', 'client=""'
+    )
+    code, said = diagnosis([bare])
+    assert (
+        code == 1
+        and "sent no client certificate" in said
+        and "no client certificate was sent" in said
+    )
+    assert diagnosis([other])[0] == 0
+
+
+def test_without_any_request_the_pki_says_revoked(monkeypatch, tmp_path):
+    from mtls_deploy.doctor import run
+    from mtls_deploy.runner import HostResult
+
+    store = PkiStore(tmp_path / "pki", passphrase=b"unit-test")
+    store.init(name="Doctor API")
+    store.issue_client("bob")
+    store.revoke_client("bob")
+    empty = HostResult("api1", data={"requests": [], "errors": []})
+    monkeypatch.setattr(run, "read_all_logs", lambda hosts: [empty])
+    said = []
+    assert run.diagnose_name("bob", [], store, said.append) == 1
+    assert f"fix:   {REISSUE}" in "\n".join(said)
+    with pytest.raises(BadInput, match="unknown client 'carol'"):
+        run.diagnose_name("carol", [], store, said.append)
