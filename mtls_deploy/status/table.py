@@ -27,11 +27,12 @@ def summary(report) -> str:
 
 
 def plain(report) -> str:
-    """The table as aligned text, then the summary line."""
+    """The summary line first (monitoring plugins read the first line), then the table as
+    aligned text."""
     table = [HEADERS, *rows(report)]
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in table]
-    return "\n".join(line.rstrip() for line in lines) + "\n" + summary(report) + "\n"
+    return summary(report) + "\n" + "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def print_table(report, stream=None) -> None:

@@ -158,8 +158,8 @@ def test_table_rows_and_the_plain_table():
                                   ("api1", "crl crl.pem", "warning", "expires in 9 d"),
                                   ("pki", "client bob", "ok", "expires in 300 d")]  # fmt: skip
     text = table.plain(report)
-    assert text.splitlines()[0].split() == ["host", "check", "status", "detail"]
-    assert text.endswith("STATUS WARNING: 1 warning, 0 critical (3 checks)\n")
+    assert text.splitlines()[0] == "STATUS WARNING: 1 warning, 0 critical (3 checks)"
+    assert text.splitlines()[1].split() == ["host", "check", "status", "detail"]
 
 
 def test_rich_draws_the_table_on_a_terminal():
