@@ -297,19 +297,21 @@ def issue_client(
 @task(
     help={
         "name": "client name",
+        "names_file": "bulk: a file with one client name a line (one CRL, one push)",
         "reason": "key_compromise, superseded, cessation_of_operation, "
         "affiliation_changed or unspecified (default)",
         "push": "push the CRL to every host of group api (default; --no-push to skip)",
     }
 )
-def revoke_client(c, name, reason="unspecified", push=True):
-    """Revoke a client's certificate, re-sign the CRL and push it to every API host.
+def revoke_client(c, name=None, names_file=None, reason="unspecified", push=True):
+    """Revoke clients' certificates, re-sign the CRL once and push it to every API host.
 
     Hosts in parallel, each: CRL, nginx -t, reload. Ex: inv revoke-client --name bob
     """
     from mtls_deploy import clients
 
-    raise_on_failure(clients.revoke(name, reason, push))
+    names = clients.client_names(name, names_file)
+    raise_on_failure(clients.revoke(names, reason, push))
 
 
 @task(
@@ -479,6 +481,8 @@ pki.add_task(pki_crl, "crl")
 pki.add_task(pki_list, "list")
 for name, pki_task in pki_tasks.PKI_TASKS.items():  # backup, restore, verify, show, ...
     pki.add_task(pki_task, name)
+for pki_task in pki_tasks.TOP_TASKS:  # sign-csr, export-p12
+    ns.add_task(pki_task)
 ns.add_collection(pki)
 ns.add_task(issue_client)
 ns.add_task(revoke_client)

@@ -80,18 +80,27 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     return _with_crl_push(report.group, store, crl_before)
 
 
-def revoke(name: str, reason: str = "unspecified", push: bool = True) -> GroupResult:
-    """Revoke ``name``, re-sign the CRL and push it to every API host (again if already revoked,
-    so a failed push can be retried)."""
+def revoke(names: list[str], reason: str = "unspecified", push: bool = True) -> GroupResult:
+    """Revoke ``names`` (all checked first), re-sign the CRL once and push it to every API host
+    (again if all were already revoked, so a failed push can be retried)."""
     from .rollout import push_crl
 
     store = open_store()
-    if store.client_status(name) == "revoked":
-        print(f"{name}: already revoked")
-    else:
-        serial = store.revoke_client(name, reason)
-        print(f"{name}: revoked serial {serial} ({reason}); crl.pem re-signed")
+    print_revoked(store.revoke_clients(names, reason), reason)
     return push_crl(store) if push else GroupResult([])
+
+
+def print_revoked(revoked: dict, reason: str) -> None:
+    """One line per client (``None``: already revoked), or a summary for bulk runs."""
+    done = {name: serial for name, serial in revoked.items() if serial is not None}
+    if len(revoked) > PRINT_EACH_UP_TO:
+        print(f"{len(done)} revoked ({reason}), {len(revoked) - len(done)} already revoked")
+        return
+    for name in revoked:
+        if name in done:
+            print(f"{name}: revoked serial {done[name]} ({reason}); crl.pem re-signed")
+        else:
+            print(f"{name}: already revoked")
 
 
 def renew(
@@ -209,6 +218,16 @@ def _one_value(hosts, name: str):
             "set it once, in group_vars/all.yml"
         )
     return chosen.pop() if chosen else None
+
+
+def delivered_to(name: str) -> list[str]:
+    """The inventory's consumer hosts that receive ``name``'s bundle (``[]`` without one)."""
+    from . import inventory
+    from .deliver import consumer_hosts
+
+    if inventory.existing_inventory_dir() is None:
+        return []
+    return [host.name for host in consumer_hosts(inventory.load(), name)]
 
 
 def open_store(**options):

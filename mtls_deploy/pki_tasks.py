@@ -65,4 +65,113 @@ def pki_verify(c):
         raise Exit(f"pki.verify: {len(bad)} problem(s)", code=1)
 
 
-PKI_TASKS = {"backup": pki_backup, "restore": pki_restore, "verify": pki_verify}
+@task(
+    help={
+        "name": "a client, a server's host name, client-ca or server-ca",
+        "json": "one JSON document",
+    }
+)
+def pki_show(c, name, json=False):
+    """One certificate in full: subject, issuer, serial, dates, SAN, EKU, key, status. Ex: inv pki.show --name bob"""
+    from .cli import print_json
+    from .clients import delivered_to, open_store
+    from .pki import show
+
+    store = open_store()
+    facts = show.describe(store, name)
+    delivered = delivered_to(name) if facts["kind"] == "client" else None
+    if json:
+        return print_json({**facts, "delivered_to": delivered})
+    print("\n".join(show.lines(facts, delivered)))
+
+
+@task
+def pki_passphrase(c):
+    """Change the CA keys' passphrase: both keys re-encrypted, each written atomically.
+
+    Current: the usual source; new: MTLS_DEPLOY_NEW_CA_PASSPHRASE, else a prompt (twice).
+    Ex: inv pki.passphrase
+    """
+    from .clients import open_store
+    from .pki import passphrase, rekey
+
+    store = open_store()
+    store._load_ca_key("client-ca")  # the current passphrase first: a wrong one asks nothing new
+    changed = rekey.change_passphrase(store, passphrase.secret(passphrase.NEW_CA, confirm=True))
+    print(f"re-encrypted {' and '.join(changed)} under the new passphrase: update "
+          f"{passphrase.PASSPHRASE_ENV} or {passphrase.PASSPHRASE_FILE_ENV} where you set them")  # fmt: skip
+
+
+@task(
+    help={
+        "name": "client name: the CSR's subject must be exactly CN=<name>",
+        "csr_file": "the PEM certificate request, made elsewhere",
+        "out": "directory for <name>.crt, <name>-chain.crt, api-ca.crt (default dist/<name>/)",
+        "days": "validity in days (default: the inventory's client_lifetime, else 365d)",
+        "reissue": "replace a valid certificate (the old one is revoked: push the CRL)",
+    }
+)
+def sign_csr(c, name, csr_file, out=None, days=None, reissue=False):
+    """Sign a CSR made elsewhere (no SSH): checked, recorded, certificate and chain written.
+
+    Ex: inv sign-csr --name bob --csr-file bob.csr
+    """
+    from pathlib import Path
+
+    from .clients import open_store
+    from .pki.bundle import default_dist_dir
+    from .pki.exports import sign_csr_file
+
+    days = _optional_days(days)
+    out_dir = Path(out) if out else default_dist_dir() / name
+    done = sign_csr_file(open_store(), name, Path(csr_file), out_dir, days=days, reissue=reissue)
+    print(f"{name}: {done.reason}; serial {done.serial}; wrote {', '.join(map(str, done.files))}")
+    if done.crl_changed:
+        print("crl.pem re-signed (the previous certificate revoked): run `inv pki.crl --push`")
+
+
+@task(
+    help={
+        "name": "client name",
+        "out": "directory for <name>.p12 and <name>.p12.pass (default dist/<name>/)",
+        "p12_legacy": "3DES/SHA-1 .p12 for macOS keychains and older Windows",
+    }
+)
+def export_p12(c, name, out=None, p12_legacy=False):
+    """Write <name>.p12 (key, certificate, client CA) from the stored key. Ex: inv export-p12 --name bob"""
+    from pathlib import Path
+
+    from .clients import open_store
+    from .pki import profile
+    from .pki.bundle import default_dist_dir
+    from .pki.exports import export_p12 as export
+
+    profile.validate_client_name(name)
+    out_dir = Path(out) if out else default_dist_dir() / name
+    p12, password = export(open_store(), name, out_dir, legacy=p12_legacy)
+    print(f"wrote {p12} and its password in {password} (both 0600)")
+
+
+def _optional_days(value) -> int | None:
+    """``--days``: ``None`` when not given, else a whole number of days, at least 1."""
+    from .cli import at_least
+    from .errors import BadInput
+
+    if value is None:
+        return None
+    try:
+        return at_least(int(value), "--days", 1)
+    except ValueError:
+        raise BadInput(
+            f"--days {value!r} is not a whole number: give digits, e.g. --days 30"
+        ) from None
+
+
+PKI_TASKS = {
+    "backup": pki_backup,
+    "restore": pki_restore,
+    "verify": pki_verify,
+    "show": pki_show,
+    "passphrase": pki_passphrase,
+}
+TOP_TASKS = [sign_csr, export_p12]  # inv sign-csr, inv export-p12

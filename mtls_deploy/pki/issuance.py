@@ -218,6 +218,28 @@ class ClientIssuance:
                 self._write_crl(tx, now)
         return latest["serial"]
 
+    def revoke_clients(
+        self, names: Iterable[str], reason: str = "unspecified", *, now: dt.datetime | None = None
+    ) -> dict[str, str | None]:
+        """Revoke many clients in one transaction and one CRL re-sign: ``{name: serial}``, with
+        ``None`` for a name already revoked. Every name is checked first: an unknown one is
+        one line and nothing is revoked."""
+        names = [profile.validate_client_name(name) for name in names]
+        profile.validate_revocation_reason(reason)
+        now = now or utcnow()
+        for name in names:
+            if self._index.latest("client", name) is None:
+                raise self._unknown_client(name)
+        self._signer("client-ca", now)
+        with self._transaction() as tx:
+            latest = {name: self._index.latest("client", name) for name in names}
+            pending = {n: r["serial"] for n, r in latest.items() if r["status"] != "revoked"}
+            for serial in pending.values():
+                self._index.mark_revoked(serial, reason, now)
+            if pending:
+                self._write_crl(tx, now)
+        return {name: pending.get(name) for name in names}
+
     def client_status(self, name: str) -> str | None:
         """``valid``, ``revoked`` or ``expired`` for ``name``'s latest certificate, or ``None``."""
         latest = self._index.latest("client", profile.validate_client_name(name))

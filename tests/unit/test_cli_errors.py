@@ -400,3 +400,40 @@ def test_a_file_error_no_check_foresaw_is_still_one_line(tmp_path):
         f"error: {tmp_path / 'pki'}: Not a directory: check that it exists and is yours to read "
         "and write"
     )
+
+
+# --- issue 13: the passphrase file, backup and restore, sign-csr (the real inv) ---------------
+
+
+def test_a_passphrase_file_others_can_read_is_refused_before_signing(project, pki_env, monkeypatch):
+    secret = project / "ca.pass"
+    secret.write_text(pki_env.passphrase + "\n")
+    secret.chmod(0o644)
+    rows = index_rows(pki_env.pki_dir)
+    monkeypatch.setenv("MTLS_DEPLOY_CA_PASSPHRASE_FILE", str(secret))
+    monkeypatch.delenv("MTLS_DEPLOY_CA_PASSPHRASE")
+    result = inv("issue-client", "--name", "bob", "--no-deliver", inventory=None, cwd=project)
+    assert result.returncode == 2
+    assert one_line(result) == (
+        f"error: MTLS_DEPLOY_CA_PASSPHRASE_FILE {secret} has mode 0644: others could read it; "
+        f"run `chmod 600 {secret}` (0600 or 0400 only)"
+    )
+    assert index_rows(pki_env.pki_dir) == rows
+    secret.chmod(0o600)
+    done = inv("issue-client", "--name", "bob", "--no-deliver", inventory=None, cwd=project)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_backup_restored_with_the_wrong_passphrase_writes_nothing(project, pki_env, monkeypatch):
+    monkeypatch.setenv("MTLS_DEPLOY_BACKUP_PASSPHRASE", "right")
+    made = inv("pki.backup", "--to", "saved.backup", inventory=None, cwd=project)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.setenv("MTLS_DEPLOY_BACKUP_PASSPHRASE", "wrong")
+    before = sorted(p.name for p in project.iterdir())
+    result = inv("pki.restore", "--from", "saved.backup", "--force", inventory=None, cwd=project)
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "error: wrong backup passphrase, or saved.backup is damaged: nothing was restored "
+        "(check MTLS_DEPLOY_BACKUP_PASSPHRASE)"
+    )
+    assert sorted(p.name for p in project.iterdir()) == before

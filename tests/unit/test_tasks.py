@@ -201,7 +201,9 @@ def backup_env(pki_store, pki_env, monkeypatch):
 def test_backup_restore_and_verify_through_inv(backup_env, inv, monkeypatch):
     pki, saved = backup_env.pki_dir, backup_env.root / "pki.backup"
     code, out, _ = inv("pki.backup", "--to", str(saved))
-    assert code == 0 and out.startswith(f"wrote {saved}: ") and saved.stat().st_mode & 0o777 == 0o600
+    assert (
+        code == 0 and out.startswith(f"wrote {saved}: ") and saved.stat().st_mode & 0o777 == 0o600
+    )
     before = all_files(pki)
     code, out, err = inv("pki.restore", "--from", str(saved))
     assert (code, out) == (1, "") and err.startswith("error: pki/ already holds a PKI: ")
@@ -220,3 +222,95 @@ def test_backup_restore_and_verify_through_inv(backup_env, inv, monkeypatch):
     code, out, err = inv("pki.verify")
     assert code == 1 and "PROBLEM  client bob: pki/clients/bob/bob.key is missing" in out
     assert err == "pki.verify: 1 problem(s)\n"
+
+
+# --- pki.show, sign-csr, export-p12, pki.passphrase, revoke-client --names-file ----------------
+
+
+def csr_file(folder: Path, cn: str = "ext", damage: bool = False, weak: bool = False) -> Path:
+    """A PEM CSR for CN=``cn`` (P-256; RSA 2048 when ``weak``; a bad signature if ``damage``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(65537, 2048) if weak else ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    der = bytearray(
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(name)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    if damage:
+        der[-1] ^= 0x01
+    path = folder / f"{cn}.csr"
+    path.write_bytes(x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_pki_show_through_inv(pki_store, pki_env, inv):
+    pki_store.issue_client("bob")
+    code, out, _ = inv("pki.show", "--name", "bob")
+    assert (
+        code == 0 and "subject            CN=bob" in out and "eku                clientAuth" in out
+    )
+    code, out, _ = inv("pki.show", "--name", "bob", "--json")
+    assert code == 0 and '"key_type": "ec P-256"' in out
+    assert inv("pki.show", "--name", "bbo") == (
+        1, "", "error: no client named 'bbo' in the index; did you mean bob?\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "damage, weak, message",
+    [
+        (True, False, "error: the CSR's signature does not verify: regenerate it with its own key\n"),
+        (False, True, "error: the CSR's key is not allowed: use ECDSA P-256/P-384 or RSA with at "
+         "least 3072 bits\n"),
+    ],
+    ids=["bad-signature", "rsa-2048"],
+)  # fmt: skip
+def test_sign_csr_refuses_a_bad_csr_and_writes_nothing(
+    pki_store, pki_env, inv, damage, weak, message
+):
+    path = csr_file(pki_env.root, damage=damage, weak=weak)
+    before = all_files(pki_env.root)
+    assert inv("sign-csr", "--name", "ext", "--csr-file", str(path)) == (2, "", message)
+    assert all_files(pki_env.root) == before
+
+
+def test_sign_csr_then_export_p12_says_the_key_is_elsewhere(pki_store, pki_env, inv):
+    code, out, _ = inv("sign-csr", "--name", "ext", "--csr-file", str(csr_file(pki_env.root)))
+    assert code == 0 and "ext: issued: new client; serial " in out
+    assert {"ext/ext.crt", "ext/ext-chain.crt", "ext/api-ca.crt"} <= all_files(pki_env.dist_dir)
+    code, _, err = inv("export-p12", "--name", "ext")
+    assert code == 1 and err.startswith("error: ext's key was made on its consumer host (--csr)")
+    pki_store.issue_client("bob")
+    code, out, _ = inv("export-p12", "--name", "bob", "--p12-legacy", "--out", "p12")
+    assert code == 0 and {"bob.p12", "bob.p12.pass"} == all_files(pki_env.root / "p12")
+    code, _, err = inv("export-p12", "--name", "nobody")
+    assert code == 1 and err.startswith("error: no client named 'nobody' in the index")
+
+
+def test_pki_passphrase_through_inv(pki_store, pki_env, inv, monkeypatch):
+    monkeypatch.setenv("MTLS_DEPLOY_NEW_CA_PASSPHRASE", "a new one")
+    code, out, _ = inv("pki.passphrase")
+    assert code == 0 and out.startswith("re-encrypted client-ca.key and server-ca.key")
+    code, _, err = inv("issue-client", "--name=bob", "--no-deliver")
+    assert code == 1 and err.startswith("error: wrong CA passphrase")
+    monkeypatch.setenv("MTLS_DEPLOY_CA_PASSPHRASE", "a new one")
+    assert inv("issue-client", "--name=bob", "--no-deliver")[0] == 0
+
+
+def test_revoke_client_names_file_signs_one_crl(pki_store, pki_env, inv):
+    for name in ("bob", "carol"):
+        pki_store.issue_client(name)
+    number = int(pki_store._index.meta("crl_number"))
+    (pki_env.root / "gone.txt").write_text("bob\n# left the team\ncarol\n")
+    code, out, _ = inv("revoke-client", "--names-file", "gone.txt", "--no-push")
+    assert code == 0 and out.count("revoked serial") == 2
+    assert int(pki_store._index.meta("crl_number")) == number + 1
+    (pki_env.root / "more.txt").write_text("bob\nzed\n")
+    code, _, err = inv("revoke-client", "--names-file", "more.txt", "--no-push")
+    assert code == 1 and err.startswith("error: no client named 'zed' in the index")

@@ -662,3 +662,18 @@ def test_a_stale_crl_for_fault_tests_ran_out_yesterday_and_changes_nothing(pki_s
     ca = load_cert(pki_env.pki_dir / "client-ca.crt")
     assert stale.is_signature_valid(ca.public_key()) and stale.issuer == ca.subject
     assert {p: p.read_bytes() for p in pki_env.pki_dir.rglob("*") if p.is_file()} == before
+
+
+def test_revoke_clients_checks_every_name_then_signs_one_crl(pki_store):
+    for name in ("bob", "carol", "dave"):
+        pki_store.issue_client(name)
+    pki_store.revoke_client("dave")
+    number = int(pki_store._index.meta("crl_number"))
+    with pytest.raises(UserError, match="no client named 'erin'"):
+        pki_store.revoke_clients(["bob", "erin"])
+    assert pki_store.client_status("bob") == "valid"
+    revoked = pki_store.revoke_clients(["bob", "carol", "dave"], "affiliation_changed")
+    assert revoked["dave"] is None and revoked["bob"] and revoked["carol"]
+    assert int(pki_store._index.meta("crl_number")) == number + 1
+    listed = {entry.serial_number for entry in pki_store.crl()}
+    assert {int(revoked["bob"], 16), int(revoked["carol"], 16)} <= listed
