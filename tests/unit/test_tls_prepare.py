@@ -104,3 +104,19 @@ def test_the_recap_says_renewed_with_the_days_that_were_left():
     assert "would " + why("12 days left (< 30)", check=True) == "would renew: 12 days left"
     assert why("no certificate yet") == "issued: no certificate yet"
     assert why("signed by another server CA") == "issued: signed by another server CA"
+
+
+def test_prepare_signs_with_the_inventorys_lifetimes(pki_store, pki_env):
+    """server_lifetime and crl_lifetime (group_vars/all) reach the PKI through the host's
+    variables: a 3-minute server certificate, a CRL re-signed for 2 minutes."""
+    from cryptography import x509
+
+    v = {**V, "server_lifetime": "3m", "crl_lifetime": "2m"}
+    tls().prepare(v, Context())
+    cert = x509.load_pem_x509_certificate(
+        (pki_env.pki_dir / "servers" / "api1" / "api1.crt").read_bytes()
+    )
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(seconds=189)
+    store = tls()._store(v)
+    store.refresh_crl()  # as prepare does once a third of the CRL's life is left
+    assert store.crl_next_update() - store.crl_this_update() == timedelta(seconds=126)
