@@ -52,8 +52,7 @@ Files:
     {name}.p12.pass  the .p12 password
 """
 PUBLIC_NOTE = """
-The API's server certificate is from a public CA: your system's trust store verifies it
-(no --cacert).
+The API's server certificate is from a public CA: your system's trust store verifies it.
 """
 # ``api_ca``'s default: the store's server CA (hard-linked into the bundle).
 OUR_SERVER_CA = "our server CA"

@@ -262,7 +262,7 @@ def test_a_failed_challenge_is_its_type_and_detail():
 
 
 def test_a_refused_order_is_found_in_the_log():
-    assert tool().acme_error(RATE_LIMITED + RATE_LIMITED_LOG) == (
+    assert tool().acme_error(RATE_LIMITED, RATE_LIMITED_LOG) == (
         "urn:ietf:params:acme:error:rateLimited: Error creating new order :: too many "
         "certificates (5) already issued"
     )
@@ -275,9 +275,11 @@ def test_an_error_inline_keeps_its_detail():
     )
 
 
-def test_no_acme_error_is_certbots_last_word():
+def test_no_acme_error_is_certbots_last_word_not_its_logs():
     text = "Saving debug log to x\nThe requested webroot plugin does not appear to be installed\n"
-    assert tool().acme_error(text) == "The requested webroot plugin does not appear to be installed"
+    log = "2026-11-30 06:01:41,068:ERROR:certbot._internal.log:ValueError: whatever\n"
+    said = tool().acme_error(text, log)
+    assert said == "The requested webroot plugin does not appear to be installed"
 
 
 def _lineage(root, names: list[str], server: str) -> None:
