@@ -3,7 +3,8 @@
 Both keys are opened with the current passphrase first (a wrong one changes nothing), encrypted
 under the new one and checked to open with it, then each written atomically, under the PKI's
 write lock. The old encrypted keys stay beside as ``.<kind>.key.before-passphrase`` until both new
-ones are in place, so a run killed between the two renames can be finished by hand.
+ones are in place: a failed write puts both old keys back; a run killed between the two renames
+leaves them there, to be renamed back by hand.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ def change_passphrase(store, new: bytes) -> list[str]:
     with store._transaction():
         sealed = {kind: _reencrypted(store, kind, new) for kind in KINDS}
         kept = _keep_old(store)
-        for kind, pem in sealed.items():
-            atomic_write(store.path / f"{kind}.key", pem, PRIVATE_FILE_MODE)
+        try:
+            for kind, pem in sealed.items():
+                atomic_write(store.path / f"{kind}.key", pem, PRIVATE_FILE_MODE)
+        except BaseException:
+            _put_back(store, kept)  # both keys under the old passphrase again
+            raise
         for old in kept:
             old.unlink()
         fsync_directory(store.path)
@@ -52,3 +57,13 @@ def _keep_old(store) -> list:
             os.link(store.path / f"{kind}.key", old)
         kept.append(old)
     return kept
+
+
+def _put_back(store, kept: list) -> None:
+    for kind, old in zip(KINDS, kept, strict=True):
+        key = store.path / f"{kind}.key"
+        if key.exists() and os.path.samefile(old, key):  # never rewritten: rename would no-op
+            old.unlink()
+        else:
+            os.replace(old, key)
+    fsync_directory(store.path)

@@ -31,3 +31,20 @@ def test_the_same_passphrase_is_refused(pki_store, pki_env):
     pki_store._load_ca_key("client-ca")
     with pytest.raises(BadInput, match="the new CA passphrase is the current one"):
         rekey.change_passphrase(pki_store, pki_env.passphrase.encode())
+
+
+def test_a_failed_write_puts_both_old_keys_back(pki_store, pki_env, monkeypatch):
+    keys = {p.name: p.read_bytes() for p in pki_env.pki_dir.glob("*.key")}
+    real_write, calls = rekey.atomic_write, []
+
+    def second_write_fails(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(rekey, "atomic_write", second_write_fails)
+    with pytest.raises(UserError, match="disk full"):
+        rekey.change_passphrase(pki_store, b"new secret")
+    assert {p.name: p.read_bytes() for p in pki_env.pki_dir.glob("*.key")} == keys
+    assert list(pki_env.pki_dir.glob(".*before-passphrase")) == []
