@@ -13,7 +13,9 @@ Needs root, ``systemd-nspawn`` and ``debootstrap``. The base lives in ``/var/cac
 
 Modules: ``spec`` (a host, its places, the checks), ``keys`` (the lab's key pair and known_hosts),
 ``base`` (the Debian base), ``root`` (each host's root and its configuration), ``containers``
-(boot and stop), ``procfs`` (pid files and /proc), ``verbs`` (up, down, status, reset).
+(boot and stop), ``procfs`` (pid files and /proc), ``verbs`` (up, down, status, reset);
+``acme`` and ``acme_config`` (the lab's ACME CA: Pebble and its DNS on loopback, ``inv lab.up
+--with-acme``), ``services`` (long-lived processes the lab owns besides its containers).
 """
 
 from .containers import nspawn_command, ssh_banner, stop, supervised
