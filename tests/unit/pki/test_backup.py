@@ -67,7 +67,9 @@ def test_restore_over_a_pki_needs_force_and_then_swaps_it_whole(issued, pki_env,
     before = snapshot(issued.path)
     issued.issue_client("erin")  # the PKI moves on after the backup
     moved_on = snapshot(issued.path)
-    with pytest.raises(UserError, match=r"pki/ already holds a PKI: restoring over it needs --force"):
+    with pytest.raises(
+        UserError, match=r"pki/ already holds a PKI: restoring over it needs --force"
+    ):
         backup.restore(saved, issued.path, SECRET)
     assert snapshot(issued.path) == moved_on
     backup.restore(saved, issued.path, SECRET, force=True, check=verify.problems)
