@@ -159,6 +159,10 @@ def order(v: dict) -> Command:
     )
 
 
+def handlers(v: dict, facts) -> list:
+    return []  # the nginx role owns "reload nginx", the engine "daemon-reload"
+
+
 def resources(v: dict, facts) -> list:
     """certbot, the tool, the hook, the settings, the port-80 server, the order, the timer;
     with another server_cert, the port-80 server and the hook gone and the timer stopped."""

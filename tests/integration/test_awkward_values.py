@@ -8,6 +8,7 @@ fails until this module knows how to make one."""
 import datetime
 import re
 import re._parser as regex_parser
+import string
 import subprocess
 from itertools import cycle
 
@@ -25,10 +26,11 @@ from .conftest import needs_lab
 backend_php = load("backend_php").module
 backend_python = load("backend_python").module
 nginx = load("nginx").module
+acme = load("acme").module
 
 pytestmark = needs_lab
 
-ROLES = ("tls", "nginx", "backend_php", "backend_python")
+ROLES = ("tls", "acme", "nginx", "backend_php", "backend_python")
 ENGINE = ("server_name", "https_listen", "https_port")  # the engine's that templates use
 UNRENDERED = {"local_path"}  # files on the control machine: they keep their default
 PUNCTUATION = "._-+"  # preferred wherever a pattern admits them: the awkward characters
@@ -140,13 +142,17 @@ def awkward_vars(backend: str, fallback=max) -> dict:
     specs = {name: variables.engine_specs()[name] for name in ENGINE}
     for role in ROLES:
         specs |= schema.role_schema(role)
-    letters = iter("abcdefghijklmnopqrstuvwxyz")  # a letter of its own for each text
+    # A letter of its own for each text: upper case where a str's pattern admits it (there
+    # are more texts than lower-case letters), lower case elsewhere.
+    lower, upper = iter(string.ascii_lowercase), iter(string.ascii_uppercase)
     values = {}
     for name, spec in sorted(specs.items()):
         if spec["type"] in UNRENDERED or spec["type"] == "dict":
             continue
         textual = "choices" not in spec and spec["type"] in TEXTUAL
-        values[name] = awkward(spec, next(letters) if textual else "x", fallback)
+        capital = spec["type"] == "str" and "A-Z" in spec.get("pattern", "")
+        letter = next(upper if capital else lower) if textual else "x"
+        values[name] = awkward(spec, letter, fallback)
     defaults = {k: v for r in ROLES for k, v in _defaults(r).items() if k not in values}
     v = {**defaults, **values, "backend": backend, "inventory_hostname": "awkward"}
     # As the engine gives it to nginx: with what tls and the backend export to it.
@@ -166,6 +172,11 @@ def _defaults(role: str) -> dict:
 def rendered(v: dict) -> dict[str, str]:
     """Every file the roles render for ``v`` (by a short name)."""
     files = {"site": nginx.render_site(v, FACTS), "nginx_drop_in": nginx.render_hardening(v)}
+    ordered = {**v, "server_cert": "acme"}  # what the acme role renders with server_cert: acme
+    files |= {
+        "acme_http": acme.render_http_server(ordered),
+        "acme_ini": acme.render_cli_ini(ordered),
+    }
     if v["backend"] == "php":
         files |= {
             "pool": backend_php.render_pool(v),
@@ -207,6 +218,20 @@ PLACES = {
         "        fastcgi_param SCRIPT_FILENAME {python_app_dir}/app.py;",
     ],
     "nginx_drop_in": ["ReadWritePaths=/var/log/nginx {nginx_log_dir} /var/lib/nginx /run"],
+    "acme_http": [
+        '# Port {http_port} of the API "{api_name}": the ACME CA fetches its HTTP-01 challenges here',
+        "    listen [{https_listen}]:{http_port};",
+        "    server_name {server_name} {server_aliases[0]} {server_aliases[1]};",
+        "        return 301 https://{server_name}:{https_port}$request_uri;",
+    ],
+    "acme_ini": [
+        '# Managed by mtls-deploy (role acme): certbot\'s settings for the lineage "{api_name}".',
+        "# The provision runs `certbot certonly --config <this file> --cert-name {api_name} -d ...`;",
+        "server = {acme_directory}",
+        "email = {acme_email}",
+        "eab-kid = {acme_eab_kid}",
+        "eab-hmac-key = {acme_eab_hmac_key}",
+    ],
     "pool": [
         "[{php_pool}]",
         "user = {php_user}",
@@ -255,7 +280,7 @@ PLACES = {
 }
 NOT_RENDERED = {  # read by the roles for paths, packages or decisions, not written in a file
     "backend", "crl_refresh_fraction", "hsts_max_age", "nginx_hardening", "nginx_site_dir",
-    "php_hardening", "php_remove_www_pool", "server_cert", "server_ip_addresses",
+    "php_hardening", "php_remove_www_pool", "server_cert", "server_ip_addresses", "acme_staging",
 }  # fmt: skip
 
 
@@ -351,11 +376,12 @@ def test_the_site_passes_nginx_t(toolbox, fallback):
     for backend in ("php", "python"):
         v = awkward_vars(backend, fallback)
         tls, paths = throwaway_tls(), role_loader.exports_for(v, "tls")
-        site = nginx.site_path(v)
+        site, http = nginx.site_path(v), acme.http_conf_path(v)
         main = f"/etc/nginx/awkward-{backend}.conf"
         files = {
-            main: f"events {{}}\nhttp {{\n    include {site};\n}}\n".encode(),
+            main: f"events {{}}\nhttp {{\n    include {site};\n    include {http};\n}}\n".encode(),
             site: nginx.render_site(v, FACTS),
+            http: acme.render_http_server(v),
             paths["tls_certificate"]: tls["cert"],
             paths["tls_certificate_key"]: tls["key"],
             paths["tls_client_ca"]: tls["cert"],
@@ -431,8 +457,8 @@ def create_users(toolbox, names: list[str]) -> None:
 def scripts(backend: str, fallback=max) -> dict[str, str]:
     """Every script the engine builds for the awkward host: the facts gathering, the apply
     script with every step changed, and each handler."""
-    v = awkward_vars(backend, fallback)
-    roles = [nginx, backend_php if backend == "php" else backend_python]
+    v = {**awkward_vars(backend, fallback), "server_cert": "acme"}  # with the order's command
+    roles = [acme, nginx, backend_php if backend == "php" else backend_python]
     resources = [r for role in roles for r in role.resources(v, FACTS)]
     packages = tuple(n for r in resources if isinstance(r, Packages) for n in r.names)
     steps = plan(
