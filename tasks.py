@@ -9,7 +9,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 
 from invoke import Collection
 
-from mtls_deploy import pki_tasks
+from mtls_deploy import maintain_tasks, pki_tasks
 from mtls_deploy.cli import at_least, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
@@ -490,3 +490,4 @@ ns.add_task(renew_client)
 ns.add_task(smoke_test)
 ns.add_task(status)
 ns.add_task(doctor)
+ns.add_task(maintain_tasks.maintain)

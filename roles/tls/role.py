@@ -17,6 +17,7 @@ from mtls_deploy.operations import Step
 from mtls_deploy.resources import Directory, File
 
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
+SERVER_TAG = ("server-cert",)  # `inv maintain` pushes a renewed certificate with the CRL alone
 
 
 def tls_paths(v: dict) -> dict:
@@ -66,8 +67,8 @@ def server_files(store, v: dict, paths: dict) -> list:
         return []
     certificate, key = server_certificate(store, v)
     return [
-        File(paths["tls_certificate"], certificate, **NGINX),
-        File(paths["tls_certificate_key"], key, mode=0o600, secret=True, **NGINX),
+        File(paths["tls_certificate"], certificate, tags=SERVER_TAG, **NGINX),
+        File(paths["tls_certificate_key"], key, 0o600, secret=True, tags=SERVER_TAG, **NGINX),
     ]
 
 
