@@ -25,8 +25,9 @@ from .connection import Remote, SshTarget
 from .errors import BadInput, UserError
 from .facts import ResourceFacts, parse_resource_facts, resource_facts_script
 from .operations import Step, directory_guard, plan, sha256
-from .resources import Directory, File
+from .resources import Command, Directory, File
 from .runner import GroupResult, HostResult, run_on_hosts
+from .shell import render
 
 CONSUMERS = "consumers"
 DEFAULT_BUNDLE_DIR = "~/.mtls/{api_name}"
@@ -218,9 +219,11 @@ def owned_by(resources: list, user: str, group: str) -> list:
 
 def facts_script(folder: str, resources: list, extra: str = "") -> str:
     """One round trip: the login user (name, primary group) and home, then the engine's
-    resource facts (stat and sha256) of the folder, its parents and every resource's path."""
+    resource facts (stat and sha256) of the folder, its parents and every resource's path, and
+    the ``unless`` checks of its commands (the switch of a versioned bundle)."""
     paths = [*parents(folder), *(r.path for r in resources if isinstance(r, File | Directory))]
-    return SESSION + extra + resource_facts_script(list(dict.fromkeys(paths)), [], [])
+    checks = [render(r.unless) for r in resources if isinstance(r, Command) and r.unless]
+    return SESSION + extra + resource_facts_script(list(dict.fromkeys(paths)), [], [], checks)
 
 
 def read_consumer(remote: Remote, folder: str, resources: list, extra: str = "") -> Consumer:
@@ -256,6 +259,9 @@ def refuse_unsafe_folder(folder: str, resources: list, facts: ResourceFacts, use
         found = facts.path(resource.path) if isinstance(resource, File) else None
         if found and found.kind not in ("absent", "file"):
             raise UserError(f"{resource.path} is a {found.kind}: move it away")
+        inside = isinstance(resource, Directory) and resource.path != folder  # a version dir
+        if inside and facts.path(resource.path).kind not in ("absent", "directory"):
+            raise UserError(f"{resource.path} is a {facts.path(resource.path).kind}: move it away")
 
 
 # --- plan and apply: the engine's, as the login user ------------------------------------------
@@ -448,11 +454,9 @@ def _deliver_to_host(host, work: list[tuple[str, list | Refusal]]) -> HostResult
 
 
 def _deliver_one(remote: Remote, folder: str, name: str, files: list[BundleFile]) -> Step:
-    try:
-        changed, reason = deliver_files(remote, folder, files)
-    except UserError as error:
-        return Step("bundle", name, "failed", str(error))
-    return Step("bundle", name, "changed" if changed else "ok", reason)
+    from .deliver_versions import step_for  # a version directory behind ``current``
+
+    return step_for(remote, folder, name, files)
 
 
 def not_delivered(names: list[str], why: str) -> DeliveryReport:
