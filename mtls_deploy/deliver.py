@@ -147,7 +147,7 @@ def bundle_api_ca(store, loaded=None):
 
     if loaded is None and inventory.existing_inventory_dir() is None:
         return OUR_SERVER_CA
-    ours = store.server_ca_pem()
+    ours = store.trusted_server_cas_pem()  # both roots during a server CA rollover
     found = api_trust(loaded or inventory.load(), ours)
     return OUR_SERVER_CA if found == ours else found
 

@@ -196,7 +196,7 @@ def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions
         parse_spki(consumer.output),
         options.reissue,
     )
-    public = BundleFile("api-ca.crt", store.server_ca_pem())
+    public = BundleFile("api-ca.crt", store.trusted_server_cas_pem())
     if decision == "new":
         return _sign_and_push(store, remote, consumer, folder, name, options, public)
     changed, reason = deliver_files(

@@ -152,6 +152,30 @@ def export_p12(c, name, out=None, p12_legacy=False):
     print(f"wrote {p12} and its password in {password} (both 0600)")
 
 
+@task(
+    help={
+        "ca": "the CA to replace: client or server",
+        "start": "make the new CA and roll it out beside the old one",
+        "finish": "retire the old CA once nothing needs it",
+        "force": "with --finish: retire it even though something still does",
+    }
+)
+def pki_rollover(c, ca, start=False, finish=False, force=False):
+    """Replace a CA with overlap: --start (new CA trusted beside the old, clients re-issued or
+    consumers given the new root), then --finish. Ex: inv pki.rollover --ca client --start
+    """
+    from .cli import raise_on_failure
+    from .errors import BadInput
+    from .pki.rollover import check_ca
+
+    check_ca(ca)
+    if start == finish or (force and not finish):
+        raise BadInput("give --start or --finish (--force only with --finish)")
+    from . import rollover
+
+    raise_on_failure(rollover.start(ca) if start else rollover.finish(ca, force))
+
+
 def _optional_days(value) -> int | None:
     """``--days``: ``None`` when not given, else a whole number of days, at least 1."""
     from .cli import at_least
@@ -173,5 +197,6 @@ PKI_TASKS = {
     "verify": pki_verify,
     "show": pki_show,
     "passphrase": pki_passphrase,
+    "rollover": pki_rollover,
 }
 TOP_TASKS = [sign_csr, export_p12]  # inv sign-csr, inv export-p12

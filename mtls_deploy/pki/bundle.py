@@ -122,7 +122,7 @@ def bundle_is_current(
     expected = {
         f"{name}.crt": material.cert_pem,
         f"{name}.key": material.key_pem,
-        "api-ca.crt": store.server_ca_pem() if api_ca == OUR_SERVER_CA else api_ca,
+        "api-ca.crt": store.trusted_server_cas_pem() if api_ca == OUR_SERVER_CA else api_ca,
     }
     if any(_read(folder / file) != data for file, data in expected.items()):
         return False
@@ -188,7 +188,9 @@ def _job(
     store: PkiStore, name: str, dist_dir: Path, p12, legacy, server_name, api_ca
 ) -> _BundleJob:
     material = _usable_material(store, name)
-    api_ca = store.path / "server-ca.crt" if api_ca == OUR_SERVER_CA else api_ca
+    if api_ca == OUR_SERVER_CA:  # both roots during a server CA rollover
+        trusted = store.trusted_server_cas_pem()
+        api_ca = store.path / "server-ca.crt" if trusted == store.server_ca_pem() else trusted
     client_ca = store.client_ca_pem()
     return _BundleJob(material, dist_dir / name, api_ca, client_ca, p12, legacy, server_name)
 

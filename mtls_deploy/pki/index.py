@@ -38,16 +38,17 @@ CREATE TABLE certificates (
     revocation_reason TEXT,
     sha256 TEXT NOT NULL,
     issued_at TEXT NOT NULL,
-    key_stored INTEGER NOT NULL DEFAULT 1  -- 0: signed from a CSR, the key never came here
+    key_stored INTEGER NOT NULL DEFAULT 1,  -- 0: signed from a CSR, the key never came here
+    ca TEXT  -- the issuing CA's subject (a CA rollover leaves two CAs of a kind for a while)
 );
 CREATE INDEX certificates_by_name ON certificates (kind, name);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 INSERT = """INSERT INTO certificates
-    (serial, name, kind, subject, not_before, not_after, status, sha256, issued_at, key_stored)
+    (serial, name, kind, subject, not_before, not_after, status, sha256, issued_at, key_stored, ca)
     VALUES (:serial, :name, :kind, :subject, :not_before, :not_after, 'valid', :sha256,
-            :issued_at, :key_stored)"""
+            :issued_at, :key_stored, :ca)"""
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def row(cert: x509.Certificate, kind: str, name: str, now: dt.datetime) -> dict:
         "sha256": profile.fingerprint(cert),
         "issued_at": now.isoformat(),
         "key_stored": 1,
+        "ca": cert.issuer.rfc4514_string(),
     }
 
 
@@ -220,16 +222,47 @@ class Index:
             (host,),
         )
 
-    def revocations(self) -> list[profile.Revocation]:
-        """The CRL's entries: every revoked client (and smoke) certificate."""
+    def revocations(self, ca: str | None = None) -> list[profile.Revocation]:
+        """The CRL's entries: every revoked client (and smoke) certificate (of the CA whose
+        subject is ``ca``: a CRL per client CA during a rollover)."""
         query = (
             "SELECT serial, revoked_at, revocation_reason FROM certificates "
             "WHERE kind IN ('client', 'smoke') AND status = 'revoked'"
         )
+        found = self.db.execute(query + " AND ca = ?", (ca,)) if ca else self.db.execute(query)
         return [
             profile.Revocation(int(serial, 16), dt.datetime.fromisoformat(at), reason)
-            for serial, at, reason in self.db.execute(query)
+            for serial, at, reason in found
         ]
+
+    def has_ca_column(self) -> bool:
+        """Whether the index records each certificate's issuing CA (column ``ca``)."""
+        columns = self.db.execute("PRAGMA table_info(certificates)").fetchall()
+        return any(column[1] == "ca" for column in columns)
+
+    def add_ca_column(self) -> None:
+        """An index made before CA rollovers has no column ``ca``: add it, in this transaction,
+        and fill it: until a rollover every certificate of a kind has the one CA of that kind."""
+        if self.has_ca_column():
+            return
+        self.db.execute("ALTER TABLE certificates ADD COLUMN ca TEXT")
+        self.db.execute("UPDATE certificates SET ca = subject WHERE kind LIKE '%-ca'")
+        for kinds, ca_kind in (("'client', 'smoke'", "client-ca"), ("'server'", "server-ca")):
+            self.db.execute(
+                f"UPDATE certificates SET ca = (SELECT subject FROM certificates WHERE kind = ? "
+                f"ORDER BY id LIMIT 1) WHERE kind IN ({kinds})",
+                (ca_kind,),
+            )
+
+    def valid_clients_of(self, ca: str, now: dt.datetime) -> list[sqlite3.Row]:
+        """Client rows of the CA ``ca`` (subject) neither revoked, replaced nor expired."""
+        if not self.has_ca_column():
+            return []
+        query = (
+            "SELECT * FROM certificates WHERE kind = 'client' AND status = 'valid' AND ca = ? "
+            "AND not_after > ? ORDER BY name"
+        )
+        return self.db.execute(query, (ca, now.isoformat())).fetchall()
 
     def allow_smoke_kind(self) -> None:
         """An index made before the smoke test's certificates refuses kind 'smoke' (its CHECK):

@@ -10,7 +10,8 @@ Layout of the PKI directory (tests and other tools rely on it)::
 Every write goes through ``journal.transaction`` (lock, journal, staging: crash-safe). CA keys
 are encrypted (``keys.py``) with the passphrase from ``passphrase.py`` and only opened to sign;
 nothing outside this package reads them. Clients: ``issuance.py``; the smoke test's own
-certificates: ``smoke_certs.py``; when a server certificate is stale: ``policy.py``.
+certificates: ``smoke_certs.py``; when a server certificate is stale: ``policy.py``; a CA
+rollover (``client-ca.old.*``, ``server-ca.next.*``, ``server-ca.old.*``): ``rollover.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import index, journal, keys, passphrase, profile
 from .issuance import ClientIssuance, cert_pem, read_optional, utcnow
 from .messages import display, read_head, storage_error, unreadable
 from .policy import server_staleness
+from .rollover import CaRollover
 from .settings import PkiSettings, as_lifetime, third_left
 from .smoke_certs import SmokeCertificates
 
@@ -58,7 +60,7 @@ def default_pki_dir() -> Path:
     return Path(os.environ.get(PKI_DIR_ENV) or project_path("pki"))
 
 
-class PkiStore(ClientIssuance, SmokeCertificates):
+class PkiStore(ClientIssuance, SmokeCertificates, CaRollover):
     """The PKI directory and its index. ``PkiStore.open()`` for an existing one.
 
     Example::
@@ -215,13 +217,17 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         return _crl_pem(builder.sign(ca_key, hashes.SHA256()))
 
     def _write_crl(self, tx: journal.Transaction, now, days: int | None = None) -> None:
-        """Sign and write ``crl.pem`` before the commit, so a failure errs on the revoked side."""
-        ca_cert, ca_key = self._signer("client-ca", now)
+        """Sign and write ``crl.pem`` before the commit, so a failure errs on the revoked side.
+        During a client CA rollover it holds a CRL per trusted client CA, the issuing one first
+        (nginx refuses the clients of a trusted CA it has no CRL for)."""
         number = max(int(self._index.meta("crl_number")), self._file_crl_number()) + 1
         days = self.settings.crl_lifetime if days is None else days
-        revoked = self._index.revocations()
-        crl = profile.sign_crl(ca_cert, ca_key, revoked, number, now, days)
-        atomic_write(self.path / CRL, _crl_pem(crl))
+        pems = []
+        for kind in self.client_ca_kinds():
+            ca_cert, ca_key = self._signer(kind, now)
+            revoked = self._index.revocations(ca_cert.subject.rfc4514_string())
+            pems.append(_crl_pem(profile.sign_crl(ca_cert, ca_key, revoked, number, now, days)))
+        atomic_write(self.path / CRL, b"".join(pems))
         self._index.set_meta("crl_number", str(number))
 
     def crl_due(self, now: dt.datetime | None = None) -> bool:
@@ -348,8 +354,9 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         return self.crl().last_update_utc
 
     def client_ca_pem(self) -> bytes:
-        """The client CA certificate (nginx ``ssl_client_certificate``)."""
-        return self._read_file("client-ca.crt", RESTORE)
+        """The trusted client CAs (nginx ``ssl_client_certificate``): the client CA, and during
+        a rollover the old one after it."""
+        return b"".join(self._read_file(f"{kind}.crt", RESTORE) for kind in self.client_ca_kinds())
 
     def server_ca_pem(self) -> bytes:
         """The server CA certificate (clients verify the API with it)."""
@@ -402,6 +409,7 @@ class PkiStore(ClientIssuance, SmokeCertificates):
         """One writer at a time: see ``journal.transaction``."""
         db, recorded = self._index.db, self._index.has_serial
         with journal.transaction(self.path, db, recorded, self.lock_timeout) as tx:
+            self._index.add_ca_column()  # an index from before CA rollovers
             yield tx
 
 

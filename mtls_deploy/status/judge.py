@@ -132,6 +132,15 @@ def delivery(name: str, client: dict, hosts: list[str], readings: dict) -> dict[
     return found
 
 
+def rollover_checks(pki: dict) -> list[Check]:
+    """A CA rollover in progress (``pki['rollover']``: {ca: what it waits for}): a row each,
+    ok (a rollover is on purpose) but saying what it waits for."""
+    return [
+        Check("rollover", f"{ca} CA", OK, f"in progress: waiting for {waits}")
+        for ca, waits in pki.get("rollover", {}).items()
+    ]
+
+
 def ca_checks(pki: dict, now: dt.datetime, warn_before) -> list[Check]:
     """The CAs: days left (a CA that runs out takes every certificate it signed with it)."""
     return [certificate_check("ca", ca["name"], None, ca, now, warn_before) for ca in pki["cas"]]

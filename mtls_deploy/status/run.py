@@ -16,6 +16,7 @@ from .judge import (
     client_checks,
     consumer_checks,
     fingerprint,
+    rollover_checks,
 )
 from .verdicts import Check, exit_code, worst
 
@@ -76,6 +77,11 @@ def pki_snapshot(store) -> dict:
         "servers": latest(store, "server", lambda r: {"serial": r.serial_hex}),
         "clients": latest(store, "client", lambda r: client_facts(store, r)),
         "cas": [ca_facts(c) for c in client_ca + server_ca],
+        "rollover": {
+            ca: store.rollover_waits_for(ca)
+            for ca in ("client", "server")
+            if store.rollover_phase(ca)
+        },  # fmt: skip
     }
 
 
@@ -144,7 +150,7 @@ def run_status(names: list[str], marks: Thresholds | None = None, loaded=None, s
     )
     checks += client_checks({**pki, "clients": clients}, readings, where, now, marks.warn_before,
                             marks.client_renew_before)  # fmt: skip
-    checks += ca_checks(pki, now, marks.warn_before)
+    checks += ca_checks(pki, now, marks.warn_before) + rollover_checks(pki)
     return StatusReport(checks, now, marks)
 
 

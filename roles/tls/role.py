@@ -55,7 +55,8 @@ def resources(v: dict, facts) -> list:
     return [
         Directory(v["tls_dir"], mode=0o750),
         *server_files(store, v, paths),
-        File(paths["tls_client_ca"], store.client_ca_pem(), **NGINX),
+        # both client CAs during a rollover (and a CRL for each in crl.pem): pushed together
+        File(paths["tls_client_ca"], store.client_ca_pem(), tags=("client-ca",), **NGINX),
         File(paths["tls_crl"], store.crl_pem(), tags=("crl",), **NGINX),
     ]
 
