@@ -183,6 +183,8 @@ def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions
     there or make a new key, sign and deliver."""
     wanted = bundle_resources(folder, [BundleFile(f"{name}.{x}", b"") for x in ("key", "crt")])
     consumer = read_consumer(remote, folder, wanted, remote_spki_command(f"{folder}/{name}.key"))
+    if consumer.facts.path(f"{folder}/{name}.key").kind == "link":  # a versioned bundle
+        consumer = _flattened(remote, folder, name, wanted, consumer)
     refuse_unsafe_folder(folder, wanted, consumer.facts, consumer.user)
     if "openssl\tmissing" in consumer.output:
         raise UserError("openssl is not installed on the consumer: apt-get install openssl")
@@ -205,6 +207,16 @@ def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions
     return Step(
         "bundle", name, "changed" if changed else "ok", reason + "; key made on the consumer"
     )
+
+
+def _flattened(remote: Remote, folder: str, name: str, wanted: list, consumer: Consumer):
+    """The bundle as plain files again (``deliver_versions.flatten``; the folder checked
+    first), read anew: the key is made and kept in place."""
+    from .deliver_versions import flatten
+
+    refuse_unsafe_folder(folder, wanted[:1], consumer.facts, consumer.user)
+    flatten(remote, folder, name)
+    return read_consumer(remote, folder, wanted, remote_spki_command(f"{folder}/{name}.key"))
 
 
 def _sign_and_push(

@@ -112,7 +112,7 @@ def versioned_resources(folder: str, files) -> list:
 def deliver_versioned(remote, folder: str, name: str, files) -> tuple[bool, str]:
     """Write ``files`` as a new version of ``folder`` and switch ``current`` to it; (changed,
     reason with the absolute path). One round trip when the version is already current."""
-    from .deliver import converge, shown_path
+    from .deliver import _rewritten, _why, converge, shown_path
 
     files = with_combined_pem(name, files)
     resources = versioned_resources(folder, files)
@@ -124,11 +124,9 @@ def deliver_versioned(remote, folder: str, name: str, files) -> tuple[bool, str]
             False,
             f"unchanged in {where}/: {CURRENT} -> {version}, sha256 of {len(files)} files match",
         )
-    written = sum(1 for s in steps if s.changed and s.kind == "file")
-    return (
-        True,
-        f"{where}/: {written} files written in {version}/, sha256 checked; {CURRENT} -> {version}",
-    )
+    written = [s for s in steps if s.changed and _rewritten(s, consumer.facts)]
+    text = f"{len(written)} files written in {version}/, sha256 checked; {CURRENT} -> {version}"
+    return True, f"{where}/: {text}{_why(steps)}"
 
 
 def step_for(remote, folder: str, name: str, files) -> Step:
@@ -140,3 +138,34 @@ def step_for(remote, folder: str, name: str, files) -> Step:
     except UserError as error:
         return Step("bundle", name, "failed", str(error))
     return Step("bundle", name, "changed" if changed else "ok", reason)
+
+
+# argv: folder, client name. The versioned layout back to plain files, for ``--csr`` (its key is
+# made on the consumer, in place): each link into current/ becomes a copy of its file (renamed
+# over the link: the path never misses), bob.pem goes (it would pair the old key), then
+# current and the versions.
+FLATTEN = r"""set -e
+umask 077
+d=$1; name=$2
+[ -d "$d" ] && [ ! -L "$d" ] || exit 0
+for p in "$d"/*; do
+  n=${p##*/}
+  [ -L "$p" ] && [ "$n" != current ] || continue
+  case "$(readlink -- "$p")" in current/*) ;; *) continue;; esac
+  if [ "$n" = "$name.pem" ]; then rm -f -- "$p"; continue; fi
+  cp -p -- "$p" "$d/.$n.flat"; mv -fT -- "$d/.$n.flat" "$p"
+done
+rm -f -- "$d/current"; rm -rf -- "$d"/v-*
+"""
+
+
+def flatten(remote, folder: str, name: str) -> None:
+    """Turn a versioned bundle on the consumer back into plain files (for ``--csr``)."""
+    from .errors import UserError
+    from .shell import render
+
+    done = remote.run_script(render((("sh", "-c", FLATTEN, "sh", folder, name),)) + "\n")
+    if not done.ok:
+        raise UserError(
+            f"{folder}: cannot turn the versioned bundle into files: {done.stderr.strip()}"
+        )

@@ -50,7 +50,9 @@ def test_a_bundle_lands_in_a_version_directory_behind_current_with_stable_links(
     changed, reason = deliver(tmp_path, bundle(1))
     folder = tmp_path / FOLDER
     version = versions.version_name(versions.with_combined_pem("bob", bundle(1)))
-    assert changed and reason.endswith(f"current -> {version}")
+    assert (
+        changed and f"files written in {version}/, sha256 checked; current -> {version}" in reason
+    )
     assert os.readlink(folder / "current") == version
     for name in ("bob.key", "bob.crt", "api-ca.crt", "bob.pem"):
         assert os.readlink(folder / name) == f"current/{name}"
@@ -156,3 +158,30 @@ def test_the_version_name_carries_the_certificates_serial():
     assert versions.version_name(files).startswith("v-abc123-")
     assert versions.version_name(bundle(1)).startswith("v-bundle-")  # not a certificate
     assert versions.version_name(bundle(1)) != versions.version_name(bundle(2))
+
+
+def test_drift_in_the_current_version_is_repaired_in_place(tmp_path):
+    deliver(tmp_path, bundle(1))
+    folder = tmp_path / FOLDER
+    (folder / "bob.key").chmod(0o644)  # through the link: the version's file
+    (folder / "bob.crt").write_bytes(b"tampered")
+    folder.chmod(0o755)
+    changed, reason = deliver(tmp_path, bundle(1))
+    assert changed and "1 files written in v-" in reason
+    assert "(directory mode 0755 -> 0700; bob.key mode 0644 -> 0600; bob.crt content" in reason
+    assert (folder / "bob.crt").read_bytes() == b"CERT1\n"
+    assert len(versions_in(tmp_path)) == 1
+
+
+def test_flatten_turns_a_versioned_bundle_back_into_files_for_csr(tmp_path):
+    deliver(tmp_path, bundle(1))
+    deliver(tmp_path, bundle(2))
+    folder = tmp_path / FOLDER
+    (folder / "notes").symlink_to("/etc/hostname")  # not ours: kept
+    versions.flatten(LocalRemote(tmp_path), FOLDER, "bob")
+    assert sorted(p.name for p in folder.iterdir()) == ["api-ca.crt", "bob.crt", "bob.key", "notes"]
+    assert not (folder / "bob.key").is_symlink() and (folder / "bob.key").read_bytes() == b"KEY2\n"
+    assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
+    assert (folder / "notes").is_symlink()
+    versions.flatten(LocalRemote(tmp_path), FOLDER, "bob")  # a plain bundle: nothing to do
+    assert (folder / "bob.crt").read_bytes() == b"CERT2\n"
