@@ -25,6 +25,9 @@ def change_passphrase(store, new: bytes) -> list[str]:
         store._load_ca_key("client-ca")  # asks for the current passphrase once
     if new == store._passphrase:
         raise BadInput("the new CA passphrase is the current one: nothing to change")
+    if any(store.rollover_phase(ca) for ca in ("client", "server")):  # a third CA key
+        raise BadInput("a CA rollover is in progress: finish it (`inv pki.rollover --ca client|"
+                       "server --finish`), then change the passphrase")  # fmt: skip
     with store._transaction():
         sealed = {kind: _reencrypted(store, kind, new) for kind in KINDS}
         kept = _keep_old(store)

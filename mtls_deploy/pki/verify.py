@@ -138,9 +138,12 @@ def _crl(store, rows, now) -> list[Finding]:
         return [Finding(False, "crl.pem is missing or not a CRL: run `inv pki.crl`")]
     ca = _load_cert(store.path / "client-ca.crt")
     listed = {profile.serial_hex(entry.serial_number) for entry in crl}
+    # the first CRL is the client CA's; during a rollover the old CA's follows it (its own list)
+    issuer = ca.subject.rfc4514_string() if ca else None
     revoked = {
         r["serial"] for r in rows if r["status"] == "revoked" and r["kind"] in ("client", "smoke")
-    }
+        and _issuer(r) in (None, issuer)
+    }  # fmt: skip
     found = []
     if ca is None or not crl.is_signature_valid(ca.public_key()):
         found.append(Finding(False, "crl.pem is not signed by the client CA"))
@@ -159,6 +162,11 @@ def _crl(store, rows, now) -> list[Finding]:
             True, f"crl.pem lists the {len(revoked)} revoked certificates, signed by the client CA"
         )
     ]
+
+
+def _issuer(row) -> str | None:
+    """The row's issuing CA (``None`` in an index from before CA rollovers)."""
+    return row["ca"] if "ca" in row.keys() else None  # noqa: SIM118 (a sqlite3.Row)
 
 
 def _ca_keys(store) -> list[Finding]:

@@ -190,3 +190,20 @@ def test_an_index_from_before_rollovers_gets_its_ca_column(pki_store, pki_env):
     assert servers == (0,)
     store.start_rollover("client")
     assert [c.name for c in store.old_ca_clients()] == ["bob", "dave"]
+
+
+def test_verify_is_clean_during_a_client_rollover(started):
+    from mtls_deploy.pki import verify
+
+    started.renew_client("bob")
+    started.revoke_superseded(["bob"])  # a revocation in the old CA's CRL only
+    assert [f.text for f in verify.check(started) if not f.ok] == []
+
+
+def test_the_passphrase_is_not_changed_during_a_rollover(started):
+    from mtls_deploy.pki import rekey
+
+    before = (started.path / "client-ca.old.key").read_bytes()
+    with pytest.raises(BadInput, match="a CA rollover is in progress: finish it"):
+        rekey.change_passphrase(started, b"another one")
+    assert (started.path / "client-ca.old.key").read_bytes() == before
