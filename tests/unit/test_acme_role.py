@@ -327,3 +327,29 @@ def test_the_role_installs_the_tool_as_it_is_in_the_role():
     source = (ROLES_DIR / "acme" / "mtls-deploy-acme").read_bytes()
     assert files["/usr/local/sbin/mtls-deploy-acme"].content == source
     assert source.startswith(b"#!/usr/bin/python3\n")  # Debian's, which certbot brings
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("acme_directory", "http://acme.example.test/dir"),  # the directory is HTTPS
+        ("acme_directory", "https://ca.test/dir\nserver = https://evil.test/"),
+        ("acme_email", "ops@example.test\neab-kid = x"),
+        ("acme_eab_kid", "kid 1"),
+        ("acme_eab_hmac_key", "key\nserver = x"),
+    ],
+)
+def test_the_schema_refuses_what_could_rewrite_certbots_settings(name, value):
+    from mtls_deploy import schema
+
+    with pytest.raises(ValueError, match=r"is not "):
+        schema.check_value(value, schema.role_schema("acme")[name])
+
+
+def test_the_schema_takes_real_directories():
+    from mtls_deploy import schema
+
+    spec = schema.role_schema("acme")["acme_directory"]
+    for url in [acme.LETSENCRYPT, acme.LETSENCRYPT_STAGING, "https://127.0.0.1:14000/dir",
+                "https://vault.example.test:8200/v1/pki/acme/directory"]:  # fmt: skip
+        assert schema.check_value(url, spec) == url
