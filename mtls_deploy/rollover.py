@@ -137,7 +137,8 @@ def redeliver_bundles(store) -> GroupResult:
     from .pki.bundle import bundle_is_current, default_dist_dir, write_client_bundle
 
     api_ca = delivery.bundle_api_ca(store)
-    names = [name for name in store._index.client_names() if _deliverable(store, name)]
+    known = dict.fromkeys(record.name for record in store.list() if record.kind == "client")
+    names = [name for name in known if _deliverable(store, name)]
     for name in names:
         if not bundle_is_current(store, name, api_ca=api_ca):
             write_client_bundle(store, name, api_ca=api_ca)
@@ -156,8 +157,10 @@ def _deliverable(store, name: str) -> bool:
 def _refuse_old_server_certificates(store) -> None:
     """``UserError`` naming the API hosts that do not serve a certificate of the issuing server
     CA (read on the host, as nginx has it), unless all do."""
-    group = run_on_hosts(_api_hosts(), lambda host: served_issuer(host, store))
-    new = store._ca_cert("server-ca").subject.rfc4514_string()
+    from cryptography import x509
+
+    group = run_on_hosts(_api_hosts(), served_issuer)
+    new = x509.load_pem_x509_certificate(store.server_ca_pem()).subject.rfc4514_string()
     behind = [f"{r.host} ({r.error or r.data['issuer']})" for r in group.results
               if r.error or r.data["issuer"] != new]  # fmt: skip
     if behind:
@@ -175,7 +178,7 @@ def _api_hosts() -> list:
             "private"]  # fmt: skip
 
 
-def served_issuer(host, store) -> HostResult:
+def served_issuer(host) -> HostResult:
     """The issuer of the server certificate nginx has on ``host`` (``data['issuer']``)."""
     from cryptography import x509
 
