@@ -1,0 +1,79 @@
+"""inv maintain against a real PKI (compressed lifetimes) and an inventory without hosts: what it
+reads from the store, what it signs, and the exit codes of inv maintain through Invoke."""
+
+import datetime as dt
+from pathlib import Path
+
+from cryptography import x509
+
+from mtls_deploy.inventory import Inventory
+from mtls_deploy.maintain import maintain_main, recap
+from mtls_deploy.maintain.run import ca_spans, client_spans, maintain, pki_dates
+from mtls_deploy.pki.settings import PkiSettings
+from mtls_deploy.pki.store import PkiStore
+
+SECOND = dt.timedelta(seconds=1)
+SETTINGS = PkiSettings.from_values(
+    {"crl_lifetime": "90s", "client_lifetime": "120s", "client_renew_before": "30s",
+     "server_lifetime": "60s", "ca_lifetime": "300s"}
+)  # fmt: skip
+NO_HOSTS = Inventory(Path("inventory"), {}, {"all": []})
+
+
+def new_store(pki_env) -> PkiStore:
+    PkiStore(pki_env.pki_dir, settings=SETTINGS).init(name="Test API")
+    store = PkiStore.open(pki_env.pki_dir, settings=SETTINGS, keep_superseded=True)
+    store.issue_client("carol")
+    return store
+
+
+def crl_number(store) -> int:
+    return store.crl().extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def test_the_dates_are_read_from_the_store(pki_env):
+    store = new_store(pki_env)
+    found = pki_dates(store, [])
+    assert found.crl.end - found.crl.start > 85 * SECOND
+    assert list(found.clients) == ["carol"]
+    assert set(ca_spans(store)) == {"client CA", "server CA"}
+    store.revoke_client("carol")
+    assert client_spans(store) == {}  # a revoked client is not renewed
+
+
+def test_nothing_is_signed_when_nothing_is_due(pki_env):
+    store = new_store(pki_env)
+    number = crl_number(store)
+    actions = maintain(NO_HOSTS, store)
+    assert crl_number(store) == number
+    assert [a.status for a in actions] == ["ok", "ok", "ok", "ok"]  # crl, carol, two CAs
+    assert recap.exit_code(actions) == 0
+
+
+def test_when_due_the_crl_is_resigned_and_a_client_without_consumer_is_a_warning(pki_env):
+    store = new_store(pki_env)
+    number, serial = crl_number(store), store.client_material("carol").serial
+    later = dt.datetime.now(dt.UTC) + 220 * SECOND  # CRL and carol due; the CAs in their last third
+    actions = {a.subject: a for a in maintain(NO_HOSTS, store, later)}
+    assert crl_number(store) == number + 1
+    assert actions["crl.pem"].status == "changed"
+    carol = actions["client carol"]
+    assert carol.status == "warning" and "no consumer host receives it" in carol.text
+    assert "inv renew-client --name carol" in carol.text
+    assert store.client_material("carol").serial == serial  # not renewed: nobody would get it
+    assert (
+        actions["client CA"].status == "warning"
+        and "--ca client --start" in actions["client CA"].text
+    )
+    assert recap.exit_code(list(actions.values())) == 1
+
+
+def test_maintain_main_without_a_pki_is_unknown(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MTLS_DEPLOY_PKI_DIR", str(tmp_path / "nopki"))
+    monkeypatch.setenv("MTLS_DEPLOY_INVENTORY", str(tmp_path / "inventory"))
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "hosts.yml").write_text("all:\n  hosts: {}\n")
+    assert maintain_main() == 3
+    out = capsys.readouterr().out
+    assert out.startswith("maintain: UNKNOWN - ") and out.count("\n") == 1
