@@ -38,7 +38,13 @@ def maintain(loaded, store, now: dt.datetime | None = None) -> list[Action]:
     actions += renew_clients(store, loaded, [d for d in dues if d.kind == "client"])
     actions += push_to_hosts(api_hosts)
     actions += [reported(d) for d in dues if d.kind in ("foreign", "ca")]
-    return actions
+    return actions + [_acme(h) for h in api_hosts if _kind(h) == "acme"]
+
+
+def _acme(host) -> Action:
+    """An ACME host's certificate: certbot renews it on the host; a line, nothing done."""
+    text = "acme: renewed by certbot on the host (certbot.timer), not by us; inv status shows it"
+    return Action(f"server certificate of {host.name}", OK, text)
 
 
 # --- the dates ------------------------------------------------------------------------------

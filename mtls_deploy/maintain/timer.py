@@ -43,12 +43,14 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Job:
-    """What runs: as ``user``, in ``project``, with the passphrase file, logging to ``log``."""
+    """What runs: as ``user``, in ``project``, with the passphrase file, logging to ``log``;
+    ``python`` runs Invoke on the tool's own tasks.py (in ``tool``)."""
 
     user: str
     project: Path
     passphrase_file: Path
     python: Path
+    tool: Path = Path(__file__).resolve().parents[2]  # the directory of tasks.py
 
     @property
     def log(self) -> Path:
@@ -89,7 +91,7 @@ def job_from_environment(project: Path) -> Job:
         Path(name).resolve(),
         Path(sys.executable),
     )
-    for path in (job.project, job.passphrase_file, job.python):
+    for path in (job.project, job.passphrase_file, job.python, job.tool):
         if UNSAFE.search(str(path)):
             raise BadInput(f"{path}: a path with quotes, %, $ or control characters cannot go "
                            "into a cron line or a unit file: move it")  # fmt: skip
@@ -98,7 +100,7 @@ def job_from_environment(project: Path) -> Job:
 
 def command(job: Job) -> str:
     """The command both schedulers run (paths checked by ``job_from_environment``)."""
-    return f'"{job.python}" -m invoke --search-root "{job.project}" maintain'
+    return f'"{job.python}" -m invoke --search-root "{job.tool}" maintain'
 
 
 def render_units(job: Job, when: Schedule) -> dict[str, bytes]:

@@ -77,3 +77,16 @@ def test_maintain_main_without_a_pki_is_unknown(tmp_path, monkeypatch, capsys):
     assert maintain_main() == 3
     out = capsys.readouterr().out
     assert out.startswith("maintain: UNKNOWN - ") and out.count("\n") == 1
+
+
+def test_an_acme_hosts_certificate_is_reported_never_renewed(pki_env, monkeypatch):
+    from mtls_deploy.inventory import Host, Layer
+
+    store = new_store(pki_env)
+    acme = Host("acme1", ("all", "api"), [Layer("test", {"server_cert": "acme"})])
+    loaded = Inventory(Path("inventory"), {"acme1": acme}, {"all": ["acme1"], "api": ["acme1"]})
+    monkeypatch.setattr("mtls_deploy.maintain.run.push_to_hosts", lambda hosts: [])  # no SSH here
+    actions = {a.subject: a for a in maintain(loaded, store)}
+    line = actions["server certificate of acme1"]
+    assert line.status == "ok" and "renewed by certbot on the host" in line.text
+    assert "acme1" not in pki_dates(store, [acme]).servers  # not ours to renew
