@@ -80,7 +80,13 @@ def move_clients(store, names: list[str]) -> GroupResult:
         print(f"{name}: re-issued under the new client CA, serial {result.serial}")
     delivered = delivery.deliver_bundles(store, movable, default_dist_dir())
     delivery.print_deliveries(delivered, default_dist_dir())
-    clients.revoke_superseded(store, movable, delivered)
+    # a bundle no consumer host receives is the operator's to hand over: until they say so
+    # (`inv issue-client`), its old certificate stays valid, under the old CA still trusted
+    handed = [name for name in movable if name not in delivered.undelivered]
+    clients.revoke_superseded(store, handed, delivered)
+    for name in delivered.undelivered:
+        print(f"{name}: the old certificate stays valid until you hand over dist/{name}/ and "
+              f"run `inv issue-client --name {name}`")  # fmt: skip
     return GroupResult(delivered.group.results + push_trust(store).results)
 
 

@@ -33,9 +33,12 @@ from .settings import as_lifetime
 CAS = ("client", "server")
 RETIRED = "retired"
 WAITS = {
-    "overlap": "the clients of the old client CA to move to the new one (re-issued, delivered)",
-    "consumers": "every consumer's api-ca.crt to hold the new server root",
-    "servers": "every API host to serve a certificate of the new server CA",
+    "overlap": "`inv pki.rollover --ca client --finish`: no valid certificate of the old client "
+    "CA is left",
+    "consumers": "every consumer's api-ca.crt to hold the new server root "
+    "(`inv pki.rollover --ca server --finish` delivers it again, then switches)",
+    "servers": "`inv pki.rollover --ca server --finish` once every API host serves a "
+    "certificate of the new server CA",
 }
 
 
@@ -79,6 +82,10 @@ class CaRollover:
         phase = self.rollover_phase(ca)
         if phase is None:
             return None
+        old = self.old_ca_clients() if phase == "overlap" else []
+        if old:
+            names = ", ".join(client.name for client in old)
+            return f"the old client CA's valid certificates to be renewed ({len(old)}): {names}"
         return WAITS.get(phase, f"`inv pki.rollover --ca {ca} --start` to complete its start")
 
     def client_ca_kinds(self) -> list[str]:
@@ -101,7 +108,7 @@ class CaRollover:
         phase, now = self.rollover_phase(ca), now or utcnow()
         if phase not in (None, "starting"):
             raise BadInput(
-                f"a {ca} CA rollover is already in progress (waiting for {WAITS[phase]}): "
+                f"a {ca} CA rollover is already in progress: "
                 f"finish it with `inv pki.rollover --ca {ca} --finish`"
             )
         self._load_ca_key(f"{ca}-ca")  # the passphrase, checked before anything is written

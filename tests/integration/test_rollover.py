@@ -123,6 +123,7 @@ def test_client_ca_rollover_never_locks_anybody_out(world, tmp_path):
     assert from_consumer(world) == "200"
     inv("issue-client", "--name", "ro-gone", "--no-deliver")
     inv("revoke-client", "--name", "ro-gone")
+    inv("issue-client", "--name", "ro-ext", "--no-deliver")  # a bundle the operator hands over
     old_bundle = shutil.copytree(world / "dist" / CONSUMER, tmp_path / "old", symlinks=False)
     lab.down(consumer_hosts(world))  # ro-bob cannot take its new bundle: its old one stays valid
     try:
@@ -132,6 +133,9 @@ def test_client_ca_rollover_never_locks_anybody_out(world, tmp_path):
     assert started.returncode == 2, started.stdout + started.stderr
     assert "client CA rollover started: new CA" in started.stdout
     assert f"{CONSUMER}: previous serial" in started.stdout and "stays valid" in started.stdout
+    assert "ro-ext: the old certificate stays valid until you hand over dist/ro-ext/" in (
+        started.stdout
+    )
     assert len(x509.load_pem_x509_certificates(on_api(world, "client-ca.crt"))) == 2
     assert on_api(world, "crl.pem").count(b"BEGIN X509 CRL") == 2
     assert from_here(old_bundle, CONSUMER) == "200"  # the old CA is still trusted, with its CRL
@@ -146,8 +150,10 @@ def test_client_ca_rollover_never_locks_anybody_out(world, tmp_path):
     refused = inv("pki.rollover", "--ca", "client", "--finish", check=False)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
     assert f"valid client certificates: {CONSUMER} (serial" in refused.stderr
+    assert ", ro-ext (serial" in refused.stderr
 
     inv("issue-client", "--name", CONSUMER)  # delivers the new bundle, revokes the old one
+    inv("issue-client", "--name", "ro-ext")  # handed over: its old certificate is revoked
     assert from_consumer(world) == "200"
     assert from_here(old_bundle, CONSUMER) == "400"  # into the old CA's CRL
     status = inv("status", "--json", "--host", API.name, check=False)

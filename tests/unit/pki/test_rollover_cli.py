@@ -81,7 +81,7 @@ def test_start_twice_is_one_line_and_writes_nothing(pki_store, pki_env, inv, ca)
     before = files(pki_env.pki_dir)
     code, out, err = inv("pki.rollover", "--ca", ca, "--start")
     assert (code, out) == (2, "")
-    assert err.startswith(f"error: a {ca} CA rollover is already in progress (waiting for ")
+    assert err.startswith(f"error: a {ca} CA rollover is already in progress: finish it")
     assert err.endswith(f"finish it with `inv pki.rollover --ca {ca} --finish`\n")
     assert err.count("\n") == 1
     assert files(pki_env.pki_dir) == before
@@ -121,5 +121,8 @@ def test_status_shows_a_rollover_and_what_it_waits_for(pki_store):
         ("rollover", "client CA", "ok"),
         ("rollover", "server CA", "ok"),
     ]
-    assert "waiting for the clients of the old client CA" in rows[0].detail
+    assert (
+        rows[0].detail
+        == "in progress: waiting for the old client CA's valid certificates to be renewed (1): bob"
+    )
     assert "waiting for every consumer's api-ca.crt" in rows[1].detail
