@@ -58,8 +58,10 @@ def finish(ca: str, force: bool = False) -> GroupResult:
 def _start_client(store) -> GroupResult:
     pushed = push_trust(store)
     if pushed.failed:
-        print("the new client CA is not on every API host: fix them and run `inv pki.crl --push`,"
-              " then `inv renew-client --name NAME` for each client of the old CA")  # fmt: skip
+        hosts = ",".join(result.host for result in pushed.failed)
+        print(f"the new client CA is not on every API host: fix them, run `inv provision "
+              f"--host {hosts}`, then `inv renew-client --name NAME` for each client that "
+              "`inv status` says the rollover waits for")  # fmt: skip
         return pushed
     moved = move_clients(store, [c.name for c in store.old_ca_clients()])
     return GroupResult(pushed.results + moved.results)

@@ -39,3 +39,16 @@ def test_server_finish_goes_on_once_every_host_serves_the_new_ca(switched, monke
     monkeypatch.setattr(rollover, "redeliver_bundles", lambda store: rollover.GroupResult([]))
     assert rollover.finish("server").results == []
     assert store.rollover_phase("server") is None
+
+
+def test_client_start_moves_no_client_when_an_api_host_missed_the_new_ca(
+    pki_store, monkeypatch, capsys
+):
+    pki_store.issue_client("bob")
+    failed = rollover.GroupResult([HostResult("api1", error="unreachable")])
+    monkeypatch.setattr(rollover, "push_trust", lambda store: failed)
+    monkeypatch.setattr(rollover, "move_clients", lambda *a: pytest.fail("moved clients"))
+    assert rollover.start("client") is failed
+    out = capsys.readouterr().out
+    assert "run `inv provision --host api1`, then `inv renew-client --name NAME`" in out
+    assert [c.name for c in pki_store.old_ca_clients()] == ["bob"]  # still valid, still trusted
