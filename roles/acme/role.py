@@ -86,9 +86,16 @@ def listen_address(address: str, port: int) -> str:
 def render_http_server(v: dict) -> bytes:
     """The port-80 server: challenges from the webroot, everything else to HTTPS."""
     port = int(v["https_port"])
+    if int(v["http_port"]) == port:
+        raise BadInput(
+            f"{v['inventory_hostname']}: http_port {port} is https_port too; the port-80 server "
+            "needs a port of its own (the ACME CA checks HTTP-01 on port 80)"
+        )
     return render(
         "nginx/acme-http.conf.j2",
         api_name=cert_name(v),
+        access_log=f"{v['nginx_log_dir']}/{cert_name(v)}.http.access.log",
+        error_log=f"{v['nginx_log_dir']}/{cert_name(v)}.http.error.log",
         http_port=int(v["http_port"]),
         listen=listen_address(v["https_listen"], int(v["http_port"])),
         server_names=domains(v),

@@ -153,6 +153,7 @@ def awkward_vars(backend: str, fallback=max) -> dict:
         capital = spec["type"] == "str" and "A-Z" in spec.get("pattern", "")
         letter = next(upper if capital else lower) if textual else "x"
         values[name] = awkward(spec, letter, fallback)
+    values["http_port"] -= 1  # the acme role refuses http_port and https_port on one port
     defaults = {k: v for r in ROLES for k, v in _defaults(r).items() if k not in values}
     v = {**defaults, **values, "backend": backend, "inventory_hostname": "awkward"}
     # As the engine gives it to nginx: with what tls and the backend export to it.
@@ -221,6 +222,8 @@ PLACES = {
     "acme_http": [
         '# Port {http_port} of the API "{api_name}": the ACME CA fetches its HTTP-01 challenges here',
         "    listen [{https_listen}]:{http_port};",
+        "    access_log {nginx_log_dir}/{api_name}.http.access.log;",
+        "    error_log {nginx_log_dir}/{api_name}.http.error.log;",
         "    server_name {server_name} {server_aliases[0]} {server_aliases[1]};",
         "        return 301 https://{server_name}:{https_port}$request_uri;",
     ],

@@ -353,3 +353,8 @@ def test_the_schema_takes_real_directories():
     for url in [acme.LETSENCRYPT, acme.LETSENCRYPT_STAGING, "https://127.0.0.1:14000/dir",
                 "https://vault.example.test:8200/v1/pki/acme/directory"]:  # fmt: skip
         assert schema.check_value(url, spec) == url
+
+
+def test_http_port_and_https_port_the_same_is_one_line():
+    with pytest.raises(BadInput, match=r"^acme1: http_port 8501 is https_port too; "):
+        acme.resources(acme_vars(http_port=8501), FACTS)
