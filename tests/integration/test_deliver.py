@@ -11,6 +11,7 @@ A PKI of this module's own (in a temporary directory); api1 is provisioned again
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 from contextlib import contextmanager
 
@@ -40,7 +41,11 @@ def world(lab_inventory, tmp_path_factory):
 
 
 def stat_bundle() -> dict[str, str]:
-    out = run_on(DEFAULT_LAB, "bob", f"cd {BUNDLE} && stat -c '%n %a %U:%G' . * && sha256sum *")
+    """The bundle directory's mode and owner ("."), then those of the files of its current
+    version (the paths bob uses are links to them; a --csr bundle is plain files), and their
+    sha256."""
+    out = run_on(DEFAULT_LAB, "bob", f"cd {BUNDLE} && stat -c '%n %a %U:%G' . && "
+                 "{ [ ! -L current ] || cd current; } && stat -c '%n %a %U:%G' * && sha256sum *")  # fmt: skip
     lines = out.splitlines()
     modes = {
         line.split()[0]: " ".join(line.split()[1:]) for line in lines if len(line.split()) == 3
@@ -51,19 +56,22 @@ def stat_bundle() -> dict[str, str]:
 
 def test_issue_client_delivers_the_bundle_to_bob(world):
     done = inv("issue-client", "--name", "bob")
-    assert (
-        "changed  bob  bundle bob  (/home/bob/.mtls/api/: 6 files written, sha256 checked"
-        in done.stdout
-    )
+    assert "changed  bob  bundle bob  (/home/bob/.mtls/api/: 7 files written in v-" in done.stdout
     found = stat_bundle()
     assert found["modes"]["."] == "700 bob:bob"
     assert found["modes"]["bob.key"] == "600 bob:bob"
     assert found["modes"]["bob.p12"] == "600 bob:bob"
     assert all(owner.endswith("bob:bob") for owner in found["modes"].values())
     dist = world / "dist" / "bob"
+    combined = (dist / "bob.crt").read_bytes() + (dist / "bob.key").read_bytes()
     assert found["hashes"] == {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dist.iterdir()
+        **{p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dist.iterdir()},
+        "bob.pem": hashlib.sha256(combined).hexdigest(),  # certificate and key, one open
     }
+    links = run_on(
+        DEFAULT_LAB, "bob", f"cd {BUNDLE} && for f in *; do echo $f $(readlink $f); done"
+    )
+    assert "bob.key current/bob.key" in links and "bob.crt current/bob.crt" in links
     answer = run_on(DEFAULT_LAB, "bob", CURL_WHOAMI)
     assert '"subject":{"CN":"bob"}' in answer and answer.endswith(" 200")
 
@@ -72,8 +80,8 @@ def test_delivering_again_changes_nothing(world):
     before = run_on(DEFAULT_LAB, "bob", f"stat -c '%i %Y' {BUNDLE}/*")
     done = inv("issue-client", "--name", "bob")
     assert (
-        "ok       bob  bundle bob  (unchanged in /home/bob/.mtls/api/: sha256 of 6 files match)"
-        in done.stdout
+        "ok       bob  bundle bob  (unchanged in /home/bob/.mtls/api/: current -> v-" in done.stdout
+        and "sha256 of 7 files match)" in done.stdout
     )
     assert run_on(DEFAULT_LAB, "bob", f"stat -c '%i %Y' {BUNDLE}/*") == before
 
@@ -86,8 +94,8 @@ def test_drift_on_bob_is_repaired(world):
     )
     done = inv("issue-client", "--name", "bob")
     assert re.search(
-        r"1 files written, sha256 checked \(directory mode 0755 -> 0700; "
-        r"bob.crt content differs \(sha256 \w+ -> \w+\); bob.key mode 0644 -> 0600\)",
+        r"1 files written in v-\w+-\w+/, sha256 checked; current -> v-\w+-\w+ \(directory mode "
+        r"0755 -> 0700; bob.crt content differs \(sha256 \w+ -> \w+\); bob.key mode 0644 -> 0600",
         done.stdout,
     ), done.stdout
     found = stat_bundle()
@@ -96,6 +104,53 @@ def test_drift_on_bob_is_repaired(world):
         DEFAULT_LAB, "bob", f"ls -A {BUNDLE} | grep -E 'mtls-tmp|^[.]mtls-' || true"
     )
     assert not temporaries.strip()  # no temporary left
+
+
+# --- a reader on bob while renewed bundles land ----------------------------------------------
+
+# Runs on bob as bob until ~/reader.stop exists: reads the key and the certificate through the
+# bundle's stable paths, as a client would, and compares their public keys. bob.pem is one open
+# (certificate + key); current/ is resolved once, then both files are read from that version.
+# Prints "<reads> <mismatches> <unreadable>".
+READER = r"""cd ~/.mtls/api || exit 1
+reads=0; bad=0; gone=0
+while [ ! -e ~/reader.stop ]; do
+  if cat bob.pem > ~/reader.pem 2>/dev/null; then
+    a=$(openssl x509 -in ~/reader.pem -noout -pubkey 2>/dev/null)
+    b=$(openssl pkey -in ~/reader.pem -pubout 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ] || bad=$((bad + 1))
+  else
+    gone=$((gone + 1))
+  fi
+  d=$(readlink -f current)
+  a=$(openssl x509 -in "$d/bob.crt" -noout -pubkey 2>/dev/null)
+  b=$(openssl pkey -in "$d/bob.key" -pubout 2>/dev/null)
+  [ -n "$a" ] && [ "$a" = "$b" ] || bad=$((bad + 1))
+  reads=$((reads + 1))
+done
+echo "$reads $bad $gone"
+"""
+
+
+def test_a_reader_never_pairs_a_new_certificate_with_an_old_key(world):
+    run_on(DEFAULT_LAB, "bob", "rm -f ~/reader.stop ~/reader.out")
+    with remote(DEFAULT_LAB, "bob") as bob:
+        bob.run(f"nohup sh -c {shlex.quote(READER)} </dev/null >~/reader.out 2>&1 &", check=True)
+        serials = set()
+        try:
+            for _ in range(10):
+                done = inv("renew-client", "--name", "bob")
+                serials.add(re.search(r"new serial (\w+)", done.stdout)[1])
+        finally:
+            bob.run("touch ~/reader.stop", check=True)
+        out = bob.run("for i in $(seq 50); do [ -s ~/reader.out ] && break; sleep 0.2; done; "
+                      "cat ~/reader.out", check=True).stdout.split()  # fmt: skip
+    reads, mismatches, unreadable = map(int, out)
+    assert len(serials) == 10
+    assert reads >= 20 and (mismatches, unreadable) == (0, 0), out
+    versions = run_on(DEFAULT_LAB, "bob", f"ls -d {BUNDLE}/v-* | wc -l").strip()
+    assert versions == "2"  # the current version and the one before it; older ones pruned
+    assert run_on(DEFAULT_LAB, "bob", CURL_WHOAMI).endswith(" 200")
 
 
 # --- another user on bob while bundles are written ---------------------------------------------
@@ -180,18 +235,21 @@ def test_no_other_user_opens_a_file_of_the_bundle_while_it_is_written(world):
     # backup, ...) that the next delivery must fix before it writes a key in it
     home = run_on(DEFAULT_LAB, "bob", "echo $HOME").strip()
     folder = f"{home}/{BUNDLE}"
-    loosen = f"rm -f {BUNDLE}/* && chmod 755 {home}/.mtls {BUNDLE}"
+    loosen = f"rm -rf {BUNDLE}/* && chmod 755 {home}/.mtls {BUNDLE}"
     run_on(DEFAULT_LAB, "bob", loosen)
     try:
         with watcher_as_nobody(folder) as findings, remote(DEFAULT_LAB, "bob") as bob:
             for _ in range(20):
                 bob.run(loosen, check=True)  # every file is written again, in a 0755 directory
                 done = inv("issue-client", "--name", "bob")
-                assert "6 files written, sha256 checked" in done.stdout
+                assert "7 files written in v-" in done.stdout
             found = findings()
     finally:
         run_on(DEFAULT_LAB, "bob", f"chmod 700 {home}/.mtls {BUNDLE}")
-    assert len(found["seen"]) >= 20 * 6  # it saw every temporary name (and the final ones)
+    # it saw the names appear (the version directory, the links and their temporary names);
+    # the files themselves are written inside the version directory, behind the 0700 one
+    assert {"current", ".current.new", "bob.key", ".bob.key.new", "bob.pem"} <= set(found["seen"])
+    assert any(name.startswith("v-") for name in found["seen"])
     assert found["opened"] == []
     modes = stat_bundle()["modes"]
     assert (modes["."], modes["bob.key"], modes["bob.p12.pass"]) == ("700 bob:bob",) + (
