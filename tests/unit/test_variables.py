@@ -125,7 +125,7 @@ def test_a_group_file_is_named_for_its_bad_value(inv):
 def test_a_nested_value_is_named_with_its_key(inv):
     host_vars(inv, "api1", "server_cert_files: {cert: /c.pem, crt: /x.pem}\n")
     with pytest.raises(
-        BadInput, match=r"api1: server_cert_files has no key 'crt' \(keys: cert, chain, key\)"
+        BadInput, match=r"api1: server_cert_files has no key 'crt' \(keys: cert, chain, key, ca\)"
     ):
         inventory.load(inv)
 
@@ -193,9 +193,11 @@ def test_the_lab_inventory_loads_without_a_warning(capsys, monkeypatch):
 
 
 def test_role_names_by_group_or_by_list():
-    # nginx (groups: [api]) after its dependencies: tls, and the backend its variable chooses.
+    # nginx (groups: [api]) after its dependencies: tls, acme (it acts only with server_cert
+    # acme), and the backend its variable chooses.
     assert variables.role_names({"group_names": ["api"], "backend": "python"}) == [
         "tls",
+        "acme",
         "backend_python",
         "nginx",
     ]
