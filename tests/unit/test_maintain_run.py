@@ -90,3 +90,25 @@ def test_an_acme_hosts_certificate_is_reported_never_renewed(pki_env, monkeypatc
     line = actions["server certificate of acme1"]
     assert line.status == "ok" and "renewed by certbot on the host" in line.text
     assert "acme1" not in pki_dates(store, [acme]).servers  # not ours to renew
+
+
+def test_a_renewal_keeps_the_organisation_and_email(pki_env):
+    from mtls_deploy.maintain.due import RENEW, Due
+    from mtls_deploy.maintain.run import _renew_one
+
+    store = new_store(pki_env)
+    store.issue_client("dave", org="Example, Inc.", email="dave@example.com")
+    old = store.client_material("dave").serial
+    renewed = _renew_one(store, Due("client", "dave", RENEW, "10s left"))
+    assert renewed[:2] == (old, store.client_material("dave").serial) and renewed[1] != old
+    cert = x509.load_pem_x509_certificate(store.client_material("dave").cert_pem)
+    org = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert (org, san.get_values_for_type(x509.RFC822Name)) == (
+        "Example, Inc.",
+        ["dave@example.com"],
+    )
+    assert store.superseded_serials("dave") == [old]  # valid until its successor is delivered
+    assert (pki_env.dist_dir / "dave" / "dave.crt").read_bytes() == store.client_material(
+        "dave"
+    ).cert_pem
