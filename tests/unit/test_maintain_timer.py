@@ -112,3 +112,11 @@ def test_systemd_is_chosen_where_it_runs(tmp_path):
     assert not timer.uses_systemd(tmp_path)
     (tmp_path / "run/systemd/system").mkdir(parents=True)
     assert timer.uses_systemd(tmp_path)
+
+
+def test_an_unknown_scheduler_is_one_line(tmp_path, secret_file):
+    from mtls_deploy.maintain_tasks import _install
+
+    with pytest.raises(BadInput, match=r"^--scheduler 'upstart': use systemd or cron$"):
+        _install("1d", str(tmp_path / "root"), "upstart")
+    assert not (tmp_path / "root").exists()
