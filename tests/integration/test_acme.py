@@ -312,3 +312,34 @@ def test_the_deploy_hook_reloads_only_a_configuration_nginx_t_accepts(world):
         sudo(world, API, "rm -f /etc/nginx/conf.d/zz-broken.conf")
     assert sudo(world, API, "systemctl is-active nginx").strip() == "active"
     assert sudo(world, API, "cat /run/nginx.pid").strip() == pid
+
+
+# --- switching server_cert: the site keeps serving ------------------------------------------------
+
+
+def test_switching_to_private_and_back_keeps_the_site_serving(world, acme_lab, tmp_path):
+    store = PkiStore.open()
+    trusted = tmp_path / "pebble-and-ours.pem"
+    trusted.write_bytes(acme_lab.roots_pem() + store.server_ca_pem())
+    ours = x509.load_pem_x509_certificate(store.server_ca_pem()).subject
+    orders = pebble_orders(acme_lab)
+    caller = Caller(Path(os.environ["MTLS_DEPLOY_DIST_DIR"]) / CONSUMER, trusted)
+    caller.start()
+    try:
+        set_api_vars(world, server_cert="private")
+        done = provision(world)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert served_certificate().issuer == ours
+        assert sudo(world, API, "systemctl is-active certbot.timer || true").strip() == "inactive"
+        assert "api-http.conf" not in sudo(world, API, "ls /etc/nginx/conf.d")
+
+        set_api_vars(world, server_cert="acme")
+        back = provision(world)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "Pebble Intermediate CA" in served_certificate().issuer.rfc4514_string()
+        assert pebble_orders(acme_lab) == orders  # the lineage still fits: no order
+    finally:
+        caller.stopping.set()
+        caller.join(10)
+        set_api_vars(world, server_cert="acme")
+    assert caller.requests >= 10 and caller.failures == [], (caller.requests, caller.failures)
