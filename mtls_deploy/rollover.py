@@ -4,10 +4,13 @@ The PKI's half (new CA, phases, a CRL per client CA) is ``pki/rollover.py``; thi
 and delivers, in the order that never locks anybody out:
 
 - client CA, start: both CAs and a CRL for each onto every API host (a tagged run: the tls
-  role's files tagged ``crl`` and ``client-ca``), then every client of the old CA re-issued
-  under the new one and delivered, then its old certificate revoked (into the old CA's CRL) and
-  the CRL pushed. Finish: refused while a valid certificate of the old CA remains (``--force``);
+  role's files tagged ``crl`` and ``client-ca``); only once all trust it, the new CA issues
+  (so no certificate of it meets a host that refuses it: ``inv maintain`` may renew a client
+  meanwhile); then every client of the old CA re-issued under the new one and delivered, then
+  its old certificate revoked (into the old CA's CRL) and the CRL pushed. Finish: refused while a valid certificate of the old CA remains (``--force``);
   the old CA and its CRL leave the hosts.
+- a start that stopped half-way (a host down) is taken up again by ``--finish``, which goes
+  on from where it stopped and ends the rollover only when nothing needs the old CA.
 - server CA, start: every consumer's ``api-ca.crt`` gets the new root (bundles re-delivered);
   only once all hold it, the new CA issues, and the API hosts are provisioned (the tls role's
   prepare renews a certificate "signed by another server CA"). Finish: refused until every API
@@ -41,9 +44,9 @@ def finish(ca: str, force: bool = False) -> GroupResult:
     from .pki.rollover import check_ca
 
     store = open_store(keep_superseded=True)
-    if store.rollover_phase(check_ca(ca)) in ("consumers", "starting") and ca == "server":
-        group = _start_server(store)  # the start did not reach every consumer: go on from there
-        if group.failed or store.rollover_phase("server") != "servers":
+    if store.rollover_phase(check_ca(ca)) in ("trusting", "consumers", "starting"):
+        group = (_start_client if ca == "client" else _start_server)(store)  # go on from there
+        if group.failed or store.rollover_phase(ca) not in ("overlap", "servers"):
             return group
     if ca == "server" and not force:
         _refuse_old_server_certificates(store)
@@ -58,11 +61,11 @@ def finish(ca: str, force: bool = False) -> GroupResult:
 def _start_client(store) -> GroupResult:
     pushed = push_trust(store)
     if pushed.failed:
-        hosts = ",".join(result.host for result in pushed.failed)
-        print(f"the new client CA is not on every API host: fix them, run `inv provision "
-              f"--host {hosts}`, then `inv renew-client --name NAME` for each client that "
-              "`inv status` says the rollover waits for")  # fmt: skip
+        print("the new client CA is not on every API host yet: fix them and run "
+              "`inv pki.rollover --ca client --finish` to go on")  # fmt: skip
         return pushed
+    store.switch_to_new_ca("client")
+    print("every API host trusts the new client CA: client certificates now come from it")
     moved = move_clients(store, [c.name for c in store.old_ca_clients()])
     return GroupResult(pushed.results + moved.results)
 
@@ -131,7 +134,7 @@ def _start_server(store) -> GroupResult:
         print("the new server root is not on every consumer yet: fix them and run "
               "`inv pki.rollover --ca server --finish` to go on")  # fmt: skip
         return delivered
-    store.switch_server_ca()
+    store.switch_to_new_ca("server")
     print("every consumer trusts the new server CA: server certificates now come from it")
     from .provision import provision_host
 

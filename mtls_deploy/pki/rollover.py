@@ -3,7 +3,9 @@ delivering is ``mtls_deploy/rollover.py``'s.
 
 The phase is read from the files, so there is no second record to disagree with them::
 
-    client CA:  client-ca.old.{crt,key}   the previous client CA, trusted until --finish
+    client CA:  client-ca.next.{crt,key}  the new client CA, trusted (with a CRL) but not
+                issuing yet: the API hosts first (phase ``trusting``)
+                client-ca.old.{crt,key}   the previous client CA, trusted until --finish
                 (phase ``overlap``: client-ca.{crt,key} is the new CA, which issues)
     server CA:  server-ca.next.{crt,key}  the new server CA, not issuing yet: consumers first
                 (phase ``consumers``: their api-ca.crt gets both roots)
@@ -33,6 +35,8 @@ from .settings import as_lifetime
 CAS = ("client", "server")
 RETIRED = "retired"
 WAITS = {
+    "trusting": "every API host to trust the new client CA "
+    "(`inv pki.rollover --ca client --finish` pushes it again, then switches)",
     "overlap": "`inv pki.rollover --ca client --finish`: no valid certificate of the old client "
     "CA is left",
     "consumers": "every consumer's api-ca.crt to hold the new server root "
@@ -68,14 +72,18 @@ class CaRollover:
     """The store's rollover methods (mixed into ``PkiStore``)."""
 
     def rollover_phase(self, ca: str) -> str | None:
-        """``overlap`` (client), ``consumers`` or ``servers`` (server), ``starting`` (a start
-        was interrupted: ``start_rollover`` completes it), or ``None``: no rollover."""
+        """``trusting`` or ``overlap`` (client), ``consumers`` or ``servers`` (server),
+        ``starting`` (a switch was interrupted: ``switch_to_new_ca`` completes it), or
+        ``None``: no rollover."""
         kind = f"{check_ca(ca)}-ca"
-        if self._exists(f"{kind}.next.crt") and (ca == "client" or self._exists(f"{kind}.old.crt")):
+        new, old = self._exists(f"{kind}.next.crt"), self._exists(f"{kind}.old.crt")
+        if new and old:
             return "starting"
-        if self._exists(f"{kind}.old.crt"):
+        if old:
             return "overlap" if ca == "client" else "servers"
-        return "consumers" if self._exists(f"{kind}.next.crt") else None
+        if new:
+            return "trusting" if ca == "client" else "consumers"
+        return None
 
     def rollover_waits_for(self, ca: str) -> str | None:
         """What the rollover of ``ca`` waits for, in words (``None``: no rollover)."""
@@ -86,11 +94,12 @@ class CaRollover:
         if old:
             names = ", ".join(client.name for client in old)
             return f"the old client CA's valid certificates to be renewed ({len(old)}): {names}"
-        return WAITS.get(phase, f"`inv pki.rollover --ca {ca} --start` to complete its start")
+        return WAITS.get(phase, f"`inv pki.rollover --ca {ca} --finish` to complete its switch")
 
     def client_ca_kinds(self) -> list[str]:
         """The trusted client CAs' file stems, the issuing one first."""
-        return ["client-ca", *(["client-ca.old"] if self._exists("client-ca.old.crt") else [])]
+        stems = ("client-ca.next", "client-ca.old")
+        return ["client-ca", *(stem for stem in stems if self._exists(f"{stem}.crt"))]
 
     def trusted_server_cas_pem(self) -> bytes:
         """What a consumer's ``api-ca.crt`` holds: the server CA, and during a rollover the other
@@ -99,37 +108,40 @@ class CaRollover:
         return b"".join(self._read_file(f"{s}.crt", "") for s in stems if self._exists(f"{s}.crt"))
 
     def start_rollover(self, ca: str, *, now: dt.datetime | None = None) -> str:
-        """Make a new CA of ``ca`` (``client``: it issues from now on, the old one stays trusted;
-        ``server``: it waits beside the old one until ``switch_server_ca``). Returns its subject.
+        """Make a new CA of ``ca`` beside the old one, trusted but not issuing until
+        ``switch_to_new_ca`` (client: once the API hosts trust it; its CRL joins the CRL file
+        now. Server: once the consumers hold its root). Returns its subject.
 
-        ``BadInput`` if a rollover of ``ca`` is in progress. The client CA's start re-signs the
-        CRL file (one CRL per CA) and re-issues the smoke test's certificates under the new CA.
+        ``BadInput`` if a rollover of ``ca`` is in progress.
         """
-        phase, now = self.rollover_phase(ca), now or utcnow()
-        if phase not in (None, "starting"):
+        if self.rollover_phase(ca) is not None:
             raise BadInput(
                 f"a {ca} CA rollover is already in progress: "
                 f"finish it with `inv pki.rollover --ca {ca} --finish`"
             )
+        now = now or utcnow()
         self._load_ca_key(f"{ca}-ca")  # the passphrase, checked before anything is written
         with self._transaction() as tx:
-            if phase is None:
-                self._make_next_ca(f"{ca}-ca", now)
+            self._make_next_ca(f"{ca}-ca", now)
             if ca == "client":
-                self._swap_in("client-ca")
-                self._write_crl(tx, now)
+                self._write_crl(tx, now)  # one CRL per trusted client CA
+        return self._ca_cert(f"{ca}-ca.next").subject.rfc4514_string()
+
+    def switch_to_new_ca(self, ca: str, *, now: dt.datetime | None = None) -> bool:
+        """``trusting`` -> ``overlap`` (client), ``consumers`` -> ``servers`` (server): the new
+        CA issues from now on, the old one stays trusted. Call it once the hosts trust the new
+        one. Client: the smoke test's certificates are made again under the new CA. Whether
+        anything changed."""
+        if self.rollover_phase(ca) not in ("trusting", "consumers", "starting"):
+            return False
+        now = now or utcnow()
+        self._load_ca_key(f"{ca}-ca")
+        with self._transaction() as tx:
+            self._swap_in(f"{ca}-ca")
+            if ca == "client":
+                self._write_crl(tx, now)  # the new CA's CRL first: the one ``crl()`` reads
         if ca == "client":
             self._issue_smoke_certificates(now)  # the old ones are of the old CA
-        new = self._ca_cert("client-ca" if ca == "client" else "server-ca.next")
-        return new.subject.rfc4514_string()
-
-    def switch_server_ca(self) -> bool:
-        """Phase ``consumers`` -> ``servers``: the new server CA issues from now on (call it
-        once every consumer holds its root). Whether anything changed."""
-        if self.rollover_phase("server") not in ("consumers", "starting"):
-            return False
-        with self._transaction():
-            self._swap_in("server-ca")
         return True
 
     def old_ca_clients(self, *, now: dt.datetime | None = None) -> list[OldClient]:

@@ -68,10 +68,11 @@ def world(tmp_path_factory):
 
 
 def from_consumer(world) -> str:
-    """ro-bob calls /whoami with the bundle it holds, verifying the server: the status code."""
+    """ro-bob calls /whoami with the bundle it holds, verifying the server: the status code
+    (or curl's error, which the failing assertion then shows)."""
     command = (f"{IN_BUNDLE}curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 "
                f"--resolve {RESOLVE} --cacert api-ca.crt --cert {CONSUMER}.crt "
-               f"--key {CONSUMER}.key {URL}")  # fmt: skip
+               f"--key {CONSUMER}.key {URL} 2>&1 || true")  # fmt: skip
     return run_on(world / "inventory", CONSUMER, command)
 
 
@@ -80,7 +81,10 @@ def from_here(bundle, name: str) -> str:
     command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
                "--resolve", RESOLVE, "--cacert", str(bundle / "api-ca.crt"),
                "--cert", str(bundle / f"{name}.crt"), "--key", str(bundle / f"{name}.key"), URL]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(command, capture_output=True, text=True)
+    return done.stdout + (
+        f" (curl exit {done.returncode}: {done.stderr})" if done.returncode else ""
+    )
 
 
 def on_api(world, file: str) -> bytes:

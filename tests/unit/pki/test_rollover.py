@@ -4,6 +4,7 @@ the server CA's phases (consumers first, then the switch), bad input, and the in
 column added to an index from before rollovers."""
 
 import datetime as dt
+import os
 import sqlite3
 
 import pytest
@@ -38,7 +39,7 @@ def listed(crl, serial: str) -> bool:
 
 @pytest.fixture
 def started(pki_env):
-    """A PKI with bob and a revoked carol, its client CA rollover started."""
+    """A PKI with bob and a revoked carol, its client CA rollover started and switched."""
     PkiStore(pki_env.pki_dir).init(name="Test API")
     store = PkiStore.open(pki_env.pki_dir, keep_superseded=True)
     store.issue_client("bob")
@@ -46,11 +47,26 @@ def started(pki_env):
     store.revoke_client("carol")
     store.old = store._ca_cert("client-ca")
     store.new_subject = store.start_rollover("client")
+    assert store.switch_to_new_ca("client")
     yield store
     store.close()
 
 
-def test_start_trusts_both_client_cas_the_new_one_first(started):
+def test_start_trusts_the_new_client_ca_before_it_issues(pki_store):
+    pki_store.issue_client("bob")
+    old = pki_store._ca_cert("client-ca").subject.rfc4514_string()
+    new = pki_store.start_rollover("client")
+    assert pki_store.rollover_phase("client") == "trusting"
+    found = [c.subject.rfc4514_string() for c in certs(pki_store.client_ca_pem())]
+    assert found == [old, new]
+    assert len(crls(pki_store.path / "crl.pem")) == 2  # a CRL for the new CA from the start
+    pki_store.issue_client("dave")
+    assert issuer(pki_store, "dave") == old  # not yet: the hosts may not trust the new one
+    assert "every API host to trust the new client CA" in pki_store.rollover_waits_for("client")
+    assert not pki_store.switch_to_new_ca("server")  # no server rollover: nothing to switch
+
+
+def test_after_the_switch_both_client_cas_are_trusted_the_new_one_first(started):
     found = certs(started.client_ca_pem())
     assert [c.subject.rfc4514_string() for c in found] == [
         started.new_subject,
@@ -139,7 +155,7 @@ def test_server_rollover_adds_the_root_first_then_switches_then_retires(pki_stor
     assert not pki_store.server_cert("api1", ["api1.test"], []).changed  # not yet
     with pytest.raises(UserError, match="consumer's api-ca.crt"):
         pki_store.finish_rollover("server")
-    assert pki_store.switch_server_ca()
+    assert pki_store.switch_to_new_ca("server")
     assert pki_store.rollover_phase("server") == "servers"
     issued = pki_store.server_cert("api1", ["api1.test"], [])
     assert issued.changed and "another server CA" in issued.reason
@@ -152,14 +168,18 @@ def test_server_rollover_adds_the_root_first_then_switches_then_retires(pki_stor
     ]
 
 
-def test_an_interrupted_client_start_is_completed_by_the_next(pki_store):
-    pki_store._load_ca_key("client-ca")
-    with pki_store._transaction():
-        pki_store._make_next_ca("client-ca", NOW)
+def test_an_interrupted_switch_is_completed_by_the_next(pki_store):
+    new = pki_store.start_rollover("client")
+    for ext in ("key", "crt"):  # killed after the old CA was linked aside
+        os.link(pki_store.path / f"client-ca.{ext}", pki_store.path / f"client-ca.old.{ext}")
+    os.replace(pki_store.path / "client-ca.next.key", pki_store.path / "client-ca.key")
     assert pki_store.rollover_phase("client") == "starting"
-    pki_store.start_rollover("client")
+    assert pki_store.switch_to_new_ca("client")
     assert pki_store.rollover_phase("client") == "overlap"
+    assert pki_store._ca_cert("client-ca").subject.rfc4514_string() == new
     assert not (pki_store.path / "client-ca.next.crt").exists()
+    pki_store.issue_client("bob")  # the new key matches the new certificate
+    assert issuer(pki_store, "bob") == new
 
 
 def make_it_old(index) -> None:
@@ -189,6 +209,7 @@ def test_an_index_from_before_rollovers_gets_its_ca_column(pki_store, pki_env):
     assert found == {"bob": client_ca, "dave": client_ca}
     assert servers == (0,)
     store.start_rollover("client")
+    store.switch_to_new_ca("client")
     assert [c.name for c in store.old_ca_clients()] == ["bob", "dave"]
 
 

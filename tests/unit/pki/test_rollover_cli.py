@@ -115,6 +115,7 @@ def test_status_shows_a_rollover_and_what_it_waits_for(pki_store):
     assert judge.rollover_checks(pki_snapshot(pki_store)) == []
     pki_store.issue_client("bob")
     pki_store.start_rollover("client")
+    pki_store.switch_to_new_ca("client")
     pki_store.start_rollover("server")
     rows = judge.rollover_checks(pki_snapshot(pki_store))
     assert [(r.kind, r.name, r.status) for r in rows] == [

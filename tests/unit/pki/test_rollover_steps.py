@@ -17,7 +17,7 @@ def subject(path) -> str:
 def switched(pki_store, monkeypatch):
     """A server CA rollover past its switch; one API host, api1, whose served issuer is set."""
     pki_store.start_rollover("server")
-    pki_store.switch_server_ca()
+    pki_store.switch_to_new_ca("server")
     served = {}
     monkeypatch.setattr(rollover, "_api_hosts", lambda: ["api1"])
     monkeypatch.setattr(rollover, "served_issuer", lambda h: HostResult(h, data=dict(served)))
@@ -50,5 +50,17 @@ def test_client_start_moves_no_client_when_an_api_host_missed_the_new_ca(
     monkeypatch.setattr(rollover, "move_clients", lambda *a: pytest.fail("moved clients"))
     assert rollover.start("client") is failed
     out = capsys.readouterr().out
-    assert "run `inv provision --host api1`, then `inv renew-client --name NAME`" in out
-    assert [c.name for c in pki_store.old_ca_clients()] == ["bob"]  # still valid, still trusted
+    assert "run `inv pki.rollover --ca client --finish` to go on" in out
+    assert pki_store.rollover_phase("client") == "trusting"  # the new CA does not issue yet
+    assert pki_store.client_status("bob") == "valid"
+
+
+def test_client_finish_goes_on_from_a_start_that_stopped(pki_store, monkeypatch):
+    pki_store.issue_client("bob")
+    pki_store.start_rollover("client")  # as if the push had failed: the new CA trusted, idle
+    done, moved = rollover.GroupResult([]), []
+    monkeypatch.setattr(rollover, "push_trust", lambda store: done)
+    monkeypatch.setattr(rollover, "move_clients", lambda store, names: moved.extend(names) or done)
+    with pytest.raises(UserError, match="still has valid client certificates: bob"):
+        rollover.finish("client")  # switched and moved; bob's move is faked, so it stays valid
+    assert moved == ["bob"] and pki_store.rollover_phase("client") == "overlap"
