@@ -218,3 +218,12 @@ def test_without_any_request_the_pki_says_revoked(monkeypatch, tmp_path):
     assert f"fix:   {REISSUE}" in "\n".join(said)
     with pytest.raises(BadInput, match="unknown client 'carol'"):
         run.diagnose_name("carol", [], store, said.append)
+
+
+def test_the_smoke_tests_own_certificate_gets_no_fix_that_would_be_refused():
+    from mtls_deploy.doctor.causes import cause_for_code
+
+    expired = cause_for_code(10)
+    assert expired.fix_for("bob") == "inv renew-client --name bob"
+    assert "renew-client" not in expired.fix_for("smoke:expired")
+    assert "meant to be refused" in expired.fix_for("smoke:expired")
