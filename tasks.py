@@ -10,7 +10,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 from invoke import Collection
 
 from mtls_deploy import maintain_tasks, pki_tasks
-from mtls_deploy.cli import at_least, print_json, raise_on_failure, split_names, task
+from mtls_deploy.cli import at_least, name_tasks, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ def hosts_run(c, command, host=None, group=None, sudo=False):
 
 # --- lab -------------------------------------------------------------------------------------
 
-LAB_HOSTS_HELP = {"hosts": "lab hosts, comma-separated (default: every host in the inventory)"}
+LAB_HOSTS_HELP = {"host": "lab hosts, comma-separated (default: every host in the inventory)"}
 
 
 def lab_hosts(names):
@@ -98,7 +98,7 @@ def lab_hosts(names):
         "server_cert: acme hosts' names to their https_listen; trust Pebble's root on the hosts",
     }
 )
-def lab_up(c, hosts=None, with_acme=False):
+def lab_up(c, host=None, with_acme=False):
     """Boot the lab hosts, building the Debian 12 base on first use; idempotent.
 
     Ex: inv lab.up  |  inv lab.up --with-acme (directory https://127.0.0.1:14000/dir)
@@ -109,7 +109,7 @@ def lab_up(c, hosts=None, with_acme=False):
     from mtls_deploy.project import project_path
 
     state = project_path(".lab")  # where the inventory's lab key and known_hosts are
-    selected = load().select(split_names(hosts))
+    selected = load().select(split_names(host))
     if with_acme:
         acme_records(selected)  # a bad https_listen or name: one line, before anything starts
     for name, outcome in lab.up(lab.hosts_from_inventory(selected), state, print).items():
@@ -119,30 +119,29 @@ def lab_up(c, hosts=None, with_acme=False):
 
 
 @task(help=LAB_HOSTS_HELP)
-def lab_down(c, hosts=None):
-    """Stop the lab's containers and, without --hosts, Pebble and its DNS: nothing left running.
+def lab_down(c, host=None):
+    """Stop the lab's containers and, without --host, Pebble and its DNS: nothing left running.
 
-    Ex: inv lab.down  |  inv lab.down --hosts bob
+    Ex: inv lab.down  |  inv lab.down --host bob
     """
     from mtls_deploy import lab
     from mtls_deploy.lab.acme import AcmeLab
     from mtls_deploy.project import project_path
 
-    for name, outcome in lab.down(lab_hosts(split_names(hosts))).items():
+    for name, outcome in lab.down(lab_hosts(split_names(host))).items():
         print(f"{name}: {outcome}")
-    if not hosts:
+    if not host:
         print(f"acme: {AcmeLab(project_path('.lab')).down()}")
 
 
 @task(help=LAB_HOSTS_HELP)
-def lab_status(c, hosts=None):
-    """Show each lab host: running/stopped/absent, nspawn pid, SSH address; and Pebble when it
-    runs. Ex: inv lab.status"""
+def lab_status(c, host=None):
+    """Show each lab host's state, nspawn pid and SSH address, and Pebble's when it runs."""
     from mtls_deploy import lab
     from mtls_deploy.lab.acme import AcmeLab
     from mtls_deploy.project import project_path
 
-    statuses = lab.status(lab_hosts(split_names(hosts)))
+    statuses = lab.status(lab_hosts(split_names(host)))
     print(f"{'host':<12} {'state':<8} {'pid':>7}  ssh")
     for s in statuses:
         print(f"{s.name:<12} {s.state:<8} {s.pid or '-':>7}  {s.address}:{s.ssh_port}")
@@ -152,13 +151,13 @@ def lab_status(c, hosts=None):
 
 
 @task(help=LAB_HOSTS_HELP)
-def lab_reset(c, hosts=None):
-    """Throw hosts away, boot fresh copies of the base: new VPSes. Ex: inv lab.reset --hosts api1"""
+def lab_reset(c, host=None):
+    """Throw hosts away, boot fresh copies of the base: new VPSes. Ex: inv lab.reset --host api1"""
     from mtls_deploy import lab
     from mtls_deploy.project import project_path
 
     state = project_path(".lab")
-    for name, outcome in lab.reset(lab_hosts(split_names(hosts)), state, print).items():
+    for name, outcome in lab.reset(lab_hosts(split_names(host)), state, print).items():
         print(f"{name}: reset, {outcome}")
 
 
@@ -322,8 +321,10 @@ def revoke_client(c, name=None, names_file=None, reason="unspecified", push=True
     }
 )
 def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
-    """A new key and certificate for a client, delivered; only then is the old one revoked as
-    superseded and the CRL pushed to every API host. Ex: inv renew-client --name bob
+    """Renew a client: a new key and certificate, delivered; then the old one is revoked.
+
+    Revoked as superseded only once the new bundle is delivered; the CRL is pushed to every API
+    host. Ex: inv renew-client --name bob
     """
     from mtls_deploy import clients
 
@@ -491,3 +492,4 @@ ns.add_task(smoke_test)
 ns.add_task(status)
 ns.add_task(doctor)
 ns.add_task(maintain_tasks.maintain)
+name_tasks(ns)  # "error: pki.show needs --name"

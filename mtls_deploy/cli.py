@@ -1,6 +1,7 @@
 """Glue between Invoke tasks and the engine: user errors become one line and an exit status."""
 
 import functools
+import inspect
 import json
 import sys
 
@@ -30,12 +31,40 @@ class WholeNumberArgument(Argument):
             ) from None
 
 
+# Every argument is a flag: a required one made positional (Invoke's default) swallows the next
+# word, so `inv renew-client --help` ran the task with the name "--help". No short flag is
+# made up either: Invoke gave -d to --days, --diff or --deliver by task, and -h (its help) to --host.
+FLAG_STYLE = {"positional": [], "auto_shortflags": False}
+
+
 class CheckedTask(Task):
-    """An Invoke ``Task`` whose integer flags are ``WholeNumberArgument``s."""
+    """An Invoke ``Task`` whose integer flags are ``WholeNumberArgument``s and whose required
+    flags, when missing, end the run in one line naming the flag (exit 2)."""
+
+    called_as = ""  # the name in the namespace ("pki.show"), set by ``name_tasks``
 
     def get_arguments(self, ignore_unknown_help=None) -> list[Argument]:
         """Invoke's arguments for this task, integer ones swapped for checked ones."""
         return [_checked(a) for a in super().get_arguments(ignore_unknown_help)]
+
+    def __call__(self, *args, **kwargs):
+        """Run the task once every flag it requires was given."""
+        if missing := [name for name in self.required_flags() if kwargs.get(name) is None]:
+            flags = " and ".join(f"--{name.strip('_').replace('_', '-')}" for name in missing)
+            name = self.called_as or self.name.replace("_", "-")
+            raise Exit(f"error: {name} needs {flags}", code=BadInput.exit_code)
+        return super().__call__(*args, **kwargs)
+
+    def required_flags(self) -> list[str]:
+        """The task's parameters without a default (the context ``c`` aside)."""
+        parameters = list(inspect.signature(self.body).parameters.values())[1:]
+        return [p.name for p in parameters if p.default is inspect.Parameter.empty]
+
+
+def name_tasks(collection) -> None:
+    """Tell each task of ``collection`` its name there, for its error lines."""
+    for name in collection.task_names:
+        collection[name].called_as = name
 
 
 def _checked(argument: Argument) -> Argument:
@@ -54,7 +83,8 @@ def _checked(argument: Argument) -> Argument:
 
 def task(*args, **kwargs):
     """Like ``invoke.task``, but a ``UserError`` prints one line and exits non-zero, and so does
-    a bad value for an integer flag (``CheckedTask``).
+    a bad value for an integer flag or a missing required flag (``CheckedTask``); every argument
+    is a flag (``--name bob``, never a bare word) and none has a short form (``FLAG_STYLE``).
 
     Example::
 
@@ -74,7 +104,7 @@ def task(*args, **kwargs):
             except OSError as error:  # the last net: a file problem no check foresaw
                 raise Exit(f"error: {_describe(error)}", code=1) from None
 
-        return invoke_task(run, klass=CheckedTask, **kwargs)
+        return invoke_task(run, klass=CheckedTask, **{**FLAG_STYLE, **kwargs})
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])

@@ -161,8 +161,10 @@ def export_p12(c, name, out=None, p12_legacy=False):
     }
 )
 def pki_rollover(c, ca, start=False, finish=False, force=False):
-    """Replace a CA with overlap: --start (new CA trusted beside the old, clients re-issued or
-    consumers given the new root), then --finish. Ex: inv pki.rollover --ca client --start
+    """Replace a CA with overlap: --start, then --finish once nothing needs the old one.
+
+    --start: the new CA trusted beside the old, clients re-issued or consumers given the new
+    root. Ex: inv pki.rollover --ca client --start
     """
     from .cli import raise_on_failure
     from .errors import BadInput

@@ -385,7 +385,7 @@ def install_ca_files(host: str, files: dict[str, bytes | None]) -> None:
         raise BadInput(f"lab host name {host!r}: use lowercase letters, digits and '-'")
     pid = container_init(paths_for(host))
     if pid is None:
-        raise UserError(f"{host}: not running: run `inv lab.up --hosts {host}` first")
+        raise UserError(f"{host}: not running: run `inv lab.up --host {host}` first")
     enter = ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid"]
     done = subprocess.run([*enter, "sh", "-c", trust_script(files)], capture_output=True, text=True)
     if done.returncode != 0:

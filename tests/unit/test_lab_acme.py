@@ -271,7 +271,7 @@ def test_the_trust_script_writes_and_removes_only_the_labs_files_and_rebuilds_th
 def test_trust_on_a_host_that_is_not_running_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("MTLS_DEPLOY_LAB_ROOT", str(tmp_path / "lab"))
     acme = AcmeLab(tmp_path)
-    with pytest.raises(UserError, match=r"^ghost: not running: run `inv lab.up --hosts ghost`"):
+    with pytest.raises(UserError, match=r"^ghost: not running: run `inv lab.up --host ghost`"):
         acme.trust("ghost", roots=False, directory=False)
     with pytest.raises(BadInput, match="lab host name '../x'"):
         acme.untrust("../x")
