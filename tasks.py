@@ -256,6 +256,7 @@ def pki_list(c, json=False, all=False):
 
 
 @task(
+    one_of=("name", "names_file"),
     help={
         "name": "client name (a-z 0-9 . _ -)",
         "names_file": "bulk: a file with one client name a line",
@@ -266,7 +267,7 @@ def pki_list(c, json=False, all=False):
         "deliver": "deliver each bundle to its consumer host over SSH (default; --no-deliver)",
         "csr": "make the key on the consumer host; only the CSR and certificate travel",
         **P12_HELP,
-    }
+    },
 )
 def issue_client(
     c,
@@ -294,13 +295,14 @@ def issue_client(
 
 
 @task(
+    one_of=("name", "names_file"),
     help={
         "name": "client name",
         "names_file": "bulk: a file with one client name a line (one CRL, one push)",
         "reason": "key_compromise, superseded, cessation_of_operation, "
         "affiliation_changed or unspecified (default)",
         "push": "push the CRL to every host of group api (default; --no-push to skip)",
-    }
+    },
 )
 def revoke_client(c, name=None, names_file=None, reason="unspecified", push=True):
     """Revoke clients' certificates, re-sign the CRL once and push it to every API host.

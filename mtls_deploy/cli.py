@@ -42,23 +42,38 @@ class CheckedTask(Task):
     flags, when missing, end the run in one line naming the flag (exit 2)."""
 
     called_as = ""  # the name in the namespace ("pki.show"), set by ``name_tasks``
+    one_of: tuple[str, ...] = ()  # flags of which one is needed ("name", "names_file")
 
     def get_arguments(self, ignore_unknown_help=None) -> list[Argument]:
-        """Invoke's arguments for this task, integer ones swapped for checked ones."""
-        return [_checked(a) for a in super().get_arguments(ignore_unknown_help)]
+        """Invoke's arguments for this task, integer ones swapped for checked ones, required
+        ones marked so in ``--help``."""
+        arguments = [_checked(a) for a in super().get_arguments(ignore_unknown_help)]
+        required = self.required_flags()
+        for argument in arguments:
+            if argument.name in required:
+                argument.help = f"{argument.help or ''} (required)".lstrip()
+        return arguments
 
     def __call__(self, *args, **kwargs):
         """Run the task once every flag it requires was given."""
-        if missing := [name for name in self.required_flags() if kwargs.get(name) is None]:
-            flags = " and ".join(f"--{name.strip('_').replace('_', '-')}" for name in missing)
-            name = self.called_as or self.name.replace("_", "-")
+        name = self.called_as or self.name.replace("_", "-")
+        if missing := [flag for flag in self.required_flags() if kwargs.get(flag) is None]:
+            flags = " and ".join(map(_flag, missing))
             raise Exit(f"error: {name} needs {flags}", code=BadInput.exit_code)
+        if self.one_of and all(kwargs.get(flag) is None for flag in self.one_of):
+            first, *others = map(_flag, self.one_of)
+            alternatives = " or ".join(others)
+            raise Exit(f"error: {name} needs {first} (or {alternatives})", code=BadInput.exit_code)
         return super().__call__(*args, **kwargs)
 
     def required_flags(self) -> list[str]:
         """The task's parameters without a default (the context ``c`` aside)."""
         parameters = list(inspect.signature(self.body).parameters.values())[1:]
         return [p.name for p in parameters if p.default is inspect.Parameter.empty]
+
+
+def _flag(parameter: str) -> str:
+    return "--" + parameter.strip("_").replace("_", "-")  # from_ -> --from
 
 
 def name_tasks(collection) -> None:
@@ -81,10 +96,11 @@ def _checked(argument: Argument) -> Argument:
     )
 
 
-def task(*args, **kwargs):
+def task(*args, one_of: tuple[str, ...] = (), **kwargs):
     """Like ``invoke.task``, but a ``UserError`` prints one line and exits non-zero, and so does
     a bad value for an integer flag or a missing required flag (``CheckedTask``); every argument
     is a flag (``--name bob``, never a bare word) and none has a short form (``FLAG_STYLE``).
+    ``one_of``: flags of which one must be given (``one_of=("name", "names_file")``).
 
     Example::
 
@@ -104,7 +120,9 @@ def task(*args, **kwargs):
             except OSError as error:  # the last net: a file problem no check foresaw
                 raise Exit(f"error: {_describe(error)}", code=1) from None
 
-        return invoke_task(run, klass=CheckedTask, **{**FLAG_STYLE, **kwargs})
+        checked = invoke_task(run, klass=CheckedTask, **{**FLAG_STYLE, **kwargs})
+        checked.one_of = one_of
+        return checked
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])

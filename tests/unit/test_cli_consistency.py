@@ -131,3 +131,15 @@ def test_the_old_missing_argument_wording_is_gone(inv):
     assert (code, err) == (2, "error: renew-client needs --name\n")
     code, _, err = inv("pki.rollover", "--start")
     assert (code, err) == (2, "error: pki.rollover needs --ca\n")
+
+
+@pytest.mark.parametrize("name", ["issue-client", "revoke-client"])
+def test_neither_name_nor_names_file_is_one_line_naming_both(inv, name):
+    code, out, err = inv(name)
+    assert (code, out, err) == (2, "", f"error: {name} needs --name (or --names-file)\n")
+
+
+@pytest.mark.parametrize("name", [n for n in TASK_NAMES if required_flags(n)])
+def test_help_marks_required_flags(inv, name):
+    _, out, _ = inv(name, "--help")
+    assert out.count("(required)") == len(required_flags(name)), out
