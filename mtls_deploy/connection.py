@@ -6,14 +6,16 @@ each (script on stdin, so a batch of checks is one round trip); privileged comma
 """
 
 import base64
+import getpass
 import hashlib
 import shlex
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import UserError
+from . import ssh_config
+from .errors import BadInput, UserError
 from .project import project_path
 
 DEFAULT_KNOWN_HOSTS = "inventory/known_hosts"  # in the project directory (project.py)
@@ -41,22 +43,30 @@ class SshTarget:
     become: bool
     timeout: float
 
+    jump: "SshTarget | None" = None  # the hop this host is reached through (ProxyJump)
+    jump_for: str | None = None  # set on a hop: the inventory host it leads to
+
     @classmethod
     def from_vars(cls, name: str, v: dict) -> "SshTarget":
-        """Build from ``ansible_host/ansible_port/ansible_user/ansible_ssh_private_key_file``."""
+        """Build from ``ansible_host/ansible_port/ansible_user/ansible_ssh_private_key_file``,
+        then the user's SSH config for what they leave unset (``ssh_config``), as Ansible does;
+        a ProxyJump from ``ansible_ssh_common_args`` or the config makes the ``jump`` chain."""
+        config = ssh_config.lookup(str(v.get("ansible_host", name)))
         key = v.get("ansible_ssh_private_key_file")
-        return cls(
+        target = cls(
             host=name,
-            address=v.get("ansible_host", name),
-            port=v.get("ansible_port", 22),
-            user=v.get("ansible_user") or "root",
-            key_file=Path(key).expanduser() if key else None,
+            address=config.address,
+            port=v.get("ansible_port") or config.port or 22,
+            user=v.get("ansible_user") or config.user or "root",
+            key_file=Path(key).expanduser() if key else config.key_file,
             known_hosts=Path(
                 v.get("ssh_known_hosts_file") or project_path(DEFAULT_KNOWN_HOSTS)
             ).expanduser(),
             become=bool(v.get("ansible_become", False)),
-            timeout=v.get("ssh_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            timeout=v.get("ssh_connect_timeout") or config.timeout or DEFAULT_CONNECT_TIMEOUT,
         )
+        spec = ssh_config.jump_from_common_args(v.get("ansible_ssh_common_args"), name)
+        return replace(target, jump=jump_chain(spec or config.proxy_jump, target))
 
     @property
     def known_hosts_name(self) -> str:
@@ -76,6 +86,40 @@ class CommandResult:
     def ok(self) -> bool:
         """Whether the command exited 0."""
         return self.exit_status == 0
+
+
+def jump_chain(spec: str | None, target: SshTarget, depth: int = 0) -> SshTarget | None:
+    """The last hop of a ProxyJump ``spec`` (each hop holding the one before it in ``jump``),
+    or None. A hop is looked up in the SSH config too; its own ProxyJump there leads further."""
+    if not spec:
+        return None
+    if depth > ssh_config.MAX_HOPS:
+        raise BadInput(
+            f"{target.host}: ProxyJump loops (more than {ssh_config.MAX_HOPS} hops); fix the SSH config"
+        )
+    before = None
+    for number, hop in enumerate(ssh_config.parse_jumps(spec, target.host)):
+        config = ssh_config.lookup(hop.host)
+        chain = before if number else jump_chain(config.proxy_jump, target, depth + 1)
+        before = _hop_target(target, hop, config, chain)
+    return before
+
+
+def _hop_target(target: SshTarget, hop, config, before: SshTarget | None) -> SshTarget:
+    """A jump host: its user, port and key from the hop or the config; with no IdentityFile of
+    its own, the target's key (then the agent); its key checked in the target's known_hosts."""
+    return SshTarget(
+        host=f"{target.jump_for or target.host}: jump host {hop.host}",
+        address=config.address,
+        port=hop.port or config.port or 22,
+        user=hop.user or config.user or getpass.getuser(),
+        key_file=config.key_file or target.key_file,
+        known_hosts=target.known_hosts,
+        become=False,
+        timeout=config.timeout or target.timeout,
+        jump=before,
+        jump_for=target.jump_for or target.host,
+    )
 
 
 def known_hosts_name(address: str, port: int) -> str:
@@ -102,6 +146,7 @@ class Remote:
         self.target = target
         self.channels = 0
         self._connection = None
+        self._hops: list = []  # the jump hosts' connections, nearest first
 
     def __enter__(self) -> "Remote":
         self.open()
@@ -113,13 +158,14 @@ class Remote:
     def open(self) -> None:
         """Connect and authenticate, or raise one ``ConnectError`` line saying why and what to do."""
         if self._connection is None:
-            self._connection = _connect(self.target)
+            *self._hops, self._connection = open_chain(self.target)
 
     def close(self) -> None:
         """Close the connection (a later ``run`` opens a new one)."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        for connection in [self._connection, *reversed(self._hops)]:
+            if connection is not None:
+                connection.close()
+        self._connection, self._hops = None, []
 
     def run(
         self,
@@ -208,22 +254,56 @@ def _drain(channel, out: bytearray, err: bytearray) -> bool:
     return bool(chunk)
 
 
-def _connect(target: SshTarget):
-    """Open a Fabric Connection that trusts only the keys in ``target.known_hosts``."""
+def open_chain(target: SshTarget) -> list:
+    """Open the jump hosts' connections, then the target's through the last of them (a
+    ``direct-tcpip`` channel as its socket), each with our host-key policy; nearest hop first.
+
+    Not Fabric's gateway: the one it builds from a ProxyJump adds unknown keys automatically.
+    """
+    if target.jump is None:
+        return [_connect(target)]
+    hops = open_chain(target.jump)
+    try:
+        return [*hops, _connect(target, sock=_forwarded(target, hops[-1]))]
+    except BaseException:
+        for hop in reversed(hops):
+            hop.close()
+        raise
+
+
+def _forwarded(target: SshTarget, hop):
+    """A channel from the jump host to the target's sshd, or one ``ConnectError`` line."""
+    try:
+        return hop.client.get_transport().open_channel(
+            "direct-tcpip", (target.address, target.port), ("", 0), timeout=target.timeout
+        )
+    except Exception as error:  # ChannelException (refused, prohibited), timeouts, EOF
+        raise ConnectError(
+            f"{target.host}: the jump host {target.jump.address}:{target.jump.port} cannot reach "
+            f"{target.address}:{target.port} ({error or type(error).__name__}); check ansible_host "
+            "and ansible_port, and that the jump host allows TCP forwarding"
+        ) from None
+
+
+def _connect(target: SshTarget, sock=None):
+    """Open a Fabric Connection that trusts only the keys in ``target.known_hosts`` (over
+    ``sock`` when a jump host forwards it)."""
     from fabric import Config, Connection
 
     _check_files(target)
     config = Config(lazy=True, runtime_ssh_path=None)
-    config.load_ssh_configs = False  # the user's ~/.ssh/config must not change what we do
+    config.load_ssh_configs = False  # the SSH config is read once, by ssh_config, not by Fabric
     connection = Connection(
         host=target.address,
         port=target.port,
         user=target.user,
         config=config,
+        gateway=False,  # never Fabric's own: see open_chain
         connect_timeout=int(target.timeout),
         connect_kwargs={
             # no key file: no key_filename at all (Fabric cannot merge a None into its list)
             **({"key_filename": str(target.key_file)} if target.key_file else {}),
+            **({"sock": sock} if sock is not None else {}),
             "allow_agent": target.key_file is None,
             "look_for_keys": target.key_file is None,
             "banner_timeout": target.timeout,
@@ -264,8 +344,15 @@ class _RefuseUnknown:
     def missing_host_key(self, client, hostname, key):
         raise ConnectError(
             f"{self.target.host}: unknown host key for {hostname} "
-            f"({key.get_name()} {fingerprint(key)}); if that is right, run "
-            f"`inv hosts.trust --host {self.target.host}`"
+            f"({key.get_name()} {fingerprint(key)}); if that is right, {self.fix()}"
+        )
+
+    def fix(self) -> str:
+        if self.target.jump_for is None:
+            return f"run `inv hosts.trust --host {self.target.host}`"
+        return (  # a jump host is not in the inventory: hosts.trust cannot name it
+            f"add it to {self.target.known_hosts} (`ssh-keyscan -p {self.target.port} "
+            f"{self.target.address}` prints its line); nothing was written"
         )
 
 
@@ -284,10 +371,10 @@ def describe_connect_error(target: SshTarget, error: Exception) -> str:
             f"band, then run `inv hosts.trust --host {target.host} --replace`"
         )
     if isinstance(error, paramiko.AuthenticationException):
-        return (
-            f"{target.host}: authentication refused for {where}; check ansible_user and "
-            "ansible_ssh_private_key_file"
-        )
+        settings = "ansible_user and ansible_ssh_private_key_file"
+        if target.jump_for:
+            settings = "the jump host's user (user@host in ProxyJump, or User) and IdentityFile"
+        return f"{target.host}: authentication refused for {where}; check {settings}"
     if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
         return f"{target.host}: cannot reach {where}: connection refused; is the host up and sshd running?"
     if isinstance(error, socket.timeout | TimeoutError):

@@ -8,6 +8,8 @@ from . import role_loader, schema
 from .errors import BadInput
 
 CLIENT_NAME = r"[a-z0-9][a-z0-9._-]{0,63}"  # as pki.CLIENT_NAME
+# No shell metacharacters ($ ` ; | & < > \ ( ) newline): options, values and quotes only
+SSH_ARGS = r"""[A-Za-z0-9 _.,:@%=/+~'"\[\]-]{0,1000}"""
 BUNDLE_NAME = r"(?!\.\.?(/|\Z))([A-Za-z0-9._+-]|\{api_name\}){1,255}"
 
 # Variables read outside any role (connection, lab, PKI, delivery, smoke test), in the format
@@ -23,6 +25,14 @@ ENGINE_VARIABLES = {
     },
     "ansible_become": {"type": "bool", "description": "run root's commands through sudo"},
     "ansible_ssh_private_key_file": {"type": "local_path", "description": "SSH private key"},
+    "ansible_ssh_common_args": {
+        "type": "str",
+        "pattern": SSH_ARGS,
+        "format": "ssh options on one line as Ansible users write them (-o ProxyJump=bastion, "
+        "-J user@host:22), of letters, digits, spaces, quotes and -_.,:@%=/+~[]",
+        "description": "ssh arguments as Ansible's: only -o ProxyJump=HOST / -J HOST is read "
+        "(a warning names the rest)",
+    },
     "ssh_known_hosts_file": {"type": "local_path", "description": "the recorded host keys"},
     "ssh_connect_timeout": {
         "type": "float",
