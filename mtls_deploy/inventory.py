@@ -4,6 +4,10 @@ Precedence, lowest first (Ansible's order for the sources we read):
 role defaults < group ``all`` < other groups (shallow first, then by name) < host < command line.
 Within one group or host, vars written inline in ``hosts.yml`` sit below ``group_vars/`` and
 ``host_vars/`` files. Dicts are replaced, never deep-merged, as in Ansible.
+
+Host ranges (``api[01:20]``) and host patterns (``api:!api3``) are Ansible's
+(``host_patterns.py``). What we do not read is refused in one line: a vault-encrypted file, a
+Jinja expression in a value, a dynamic inventory (a script or an inventory plugin's YAML).
 """
 
 import os
@@ -13,11 +17,16 @@ from pathlib import Path
 
 from .errors import BadInput, UserError
 from .files import parse_yaml
+from .host_patterns import evaluate, expand_range, natural_key
 from .project import is_relative, project_path
 from .variables import check_inventory
 
 DEFAULT_INVENTORY = Path("inventory")
 PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved from the project
+VAULT_HEADER = "$ANSIBLE_VAULT;"
+TEMPLATE_MARKS = ("{{", "{%")
+YAML_SUFFIXES = (".yml", ".yaml")
+TO_STATIC = "ansible-inventory -i {path} --list --yaml --export > inventory/hosts.yml"
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential|hmac", re.IGNORECASE)
 
 
@@ -71,16 +80,22 @@ class Inventory:
         return self.hosts[name]
 
     def select(self, hosts: list[str] | None = None, group: str | None = None) -> list[Host]:
-        """Hosts named in ``hosts`` and/or members of ``group``; every host when both are empty.
+        """Hosts matched by the patterns in ``hosts`` and/or by ``group`` (also a pattern), as
+        Ansible's ``--limit`` reads them; every host when both are empty. An unknown plain name
+        or a pattern matching no host is one clear error.
 
-        Example: ``inventory.select(["api1"])``, ``inventory.select(group="api")``.
+        Example: ``inventory.select(["api1"])``, ``inventory.select(["api*:!api3"])``,
+        ``inventory.select(group="api")``.
         """
-        names = list(hosts or [])
-        if group:
-            names += [n for n in self.group_members(group) if n not in names]
         if not hosts and not group:
-            names = sorted(self.hosts)
-        return [self.host(n) for n in names]
+            return list(self.hosts.values())
+        names = self._matching(hosts, "host") if hosts else []
+        if group:
+            names += [n for n in self._matching([group], "group") if n not in names]
+        return [self.hosts[n] for n in names]
+
+    def _matching(self, patterns: list[str], kind: str) -> list[str]:
+        return evaluate(patterns, list(self.hosts), self.groups, kind)
 
     def group_members(self, group: str) -> list[str]:
         """Host names in ``group``, or one clear error listing the known groups."""
@@ -115,6 +130,7 @@ def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inve
     """
     root = inventory_dir(path)
     hosts_file = _hosts_file(root)
+    refuse_dynamic(root)
     tree = read_yaml(hosts_file) or {}
     if not isinstance(tree, dict) or "all" not in tree:
         raise BadInput(f"{hosts_file}: the top level must be the group 'all' (Ansible YAML format)")
@@ -122,11 +138,19 @@ def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inve
     _walk_group("all", tree["all"] or {}, depth=0, parents=(), groups=groups, source=hosts_file)
     defaults = role_defaults()
     hosts = {}
-    for name in sorted({h for g in groups.values() for h in g.hosts}):
+    for name in sorted({h for g in groups.values() for h in g.hosts}, key=natural_key):
         hosts[name] = _build_host(name, root, groups, defaults, extra_vars or {})
     check_inventory(hosts.values())
-    members = {g.name: sorted(g.all_hosts(groups)) for g in groups.values()}
-    return Inventory(path=root, hosts=hosts, groups=members)
+    members = {g.name: sorted(g.all_hosts(groups), key=natural_key) for g in groups.values()}
+    return Inventory(path=root, hosts=hosts, groups=_with_ungrouped(members))
+
+
+def _with_ungrouped(members: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``members`` with Ansible's implicit group ``ungrouped`` (hosts of no group but ``all``)
+    when it has any host, so patterns can name it as in Ansible."""
+    grouped = {n for g, names in members.items() if g not in ("all", "ungrouped") for n in names}
+    ungrouped = [n for n in members.get("all", []) if n not in grouped]
+    return {**members, "ungrouped": ungrouped} if ungrouped else members
 
 
 def role_defaults() -> list[Layer]:
@@ -147,13 +171,85 @@ def read_yaml(path: Path):
     import yaml
 
     try:
-        return parse_yaml(path.read_text())
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if text.lstrip().startswith(VAULT_HEADER):
+        raise BadInput(_vault_refusal(str(path)))
+    try:
+        return parse_yaml(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
+        if "!vault" in str(error.problem):
+            raise BadInput(_vault_refusal(where, "holds a value encrypted")) from None
         raise BadInput(f"{where}: YAML syntax error: {error.problem or error.context}") from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _vault_refusal(where: str, what: str = "is encrypted") -> str:
+    return (
+        f"{where} {what} with ansible-vault: decrypt it (ansible-vault decrypt) or move the "
+        "secret to an environment variable; mtls-deploy does not read vault files"
+    )
+
+
+def refuse_dynamic(root: Path) -> None:
+    """One line for a dynamic inventory in ``root``: a script (executable, ``.py``, ``.sh``) or
+    an inventory plugin's YAML (``plugin:``); mtls-deploy reads static YAML only."""
+    for path in _inventory_sources(root):
+        if path.suffix in (".py", ".sh") or (
+            path.suffix not in YAML_SUFFIXES and os.access(path, os.X_OK)
+        ):
+            raise BadInput(
+                f"{path} is a dynamic inventory script; mtls-deploy reads only static YAML "
+                f"(hosts.yml, group_vars/, host_vars/): write its hosts out with "
+                + TO_STATIC.format(path=path)
+            )
+        if path.suffix in YAML_SUFFIXES and _plugin_of(path):
+            raise BadInput(
+                f"{path} configures the inventory plugin {_plugin_of(path)!r}; mtls-deploy reads "
+                "only static YAML: write its hosts out with " + TO_STATIC.format(path=path)
+            )
+
+
+def _inventory_sources(root: Path) -> list[Path]:
+    """Files Ansible would read as inventory sources: all of ``root`` but the vars folders and
+    hidden files."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in ("group_vars", "host_vars") and d[0] != ".")
+        found += [Path(folder) / f for f in sorted(files) if f[0] != "."]
+    return found
+
+
+def _plugin_of(path: Path) -> str | None:
+    """The ``plugin:`` a YAML file names at its top level (cheap for files that name none)."""
+    if "plugin" not in path.read_text(errors="replace"):
+        return None
+    tree = read_yaml(path)
+    return str(tree["plugin"]) if isinstance(tree, dict) and "plugin" in tree else None
+
+
+def refuse_templates(values: dict, source: str) -> dict:
+    """``values``, or one line naming the file and the variable holding a Jinja expression:
+    Ansible would evaluate it, mtls-deploy does not."""
+    for name, value in values.items():
+        if _has_template(value):
+            raise BadInput(
+                f"{source}: {name} holds a Jinja expression ({{{{ ... }}}}); mtls-deploy does "
+                "not evaluate templates in the inventory: write the value itself"
+            )
+    return values
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return any(mark in value for mark in TEMPLATE_MARKS)
+    if isinstance(value, dict):
+        return any(_has_template(k) or _has_template(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_template(item) for item in value)
+    return False
 
 
 @dataclass
@@ -188,9 +284,12 @@ def _walk_group(name, body, depth, parents, groups, source):
         raise BadInput(f"{source}: group {name!r} must be a mapping, not {type(body).__name__}")
     group = groups.setdefault(name, _Group(name, depth, parents))
     group.depth = max(group.depth, depth)
-    group.vars.update(_mapping(body.get("vars"), f"{source}: vars of group {name!r}"))
+    where = f"{source} (group {name})"
+    group.vars.update(refuse_templates(_mapping(body.get("vars"), f"{where}: vars"), where))
     for host, host_vars in _mapping(body.get("hosts"), f"{source}: hosts of {name!r}").items():
-        group.hosts[str(host)] = _mapping(host_vars, f"{source}: host {host!r}")
+        values = refuse_templates(_mapping(host_vars, f"{source}: host {host!r}"), where)
+        for expanded in expand_range(str(host)):
+            group.hosts[expanded] = dict(values)  # each host's own: checks normalise in place
     children = _mapping(body.get("children"), f"{source}: children of {name!r}")
     for child, child_body in children.items():
         group.children.append(child)
@@ -250,7 +349,7 @@ def _vars_files(folder: Path, name: str) -> list[Layer]:
     layers = []
     for path in candidates:
         if path.is_file():
-            values = _mapping(read_yaml(path), str(path))
+            values = refuse_templates(_mapping(read_yaml(path), str(path)), str(path))
             layers.append(Layer(str(path), values))
     return layers
 

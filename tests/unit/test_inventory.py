@@ -210,3 +210,194 @@ def test_the_inventory_is_the_project_directorys(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "docs" / "a")
     assert inventory.inventory_dir() == tmp_path / "inventory"
     assert list(inventory.load().hosts) == ["api7"]
+
+
+# --- Ansible parity: ranges, patterns, what we refuse -----------------------------------------
+
+RANGED = """
+all:
+  hosts:
+    lone: {ansible_python_interpreter: /usr/bin/python3, ansible_ssh_pipelining: true}
+  children:
+    api:
+      vars: {https_port: 8443}
+      hosts:
+        api[01:12].example.test: {ansible_user: deploy}
+        edge[a:c]:
+    db:
+      hosts:
+        db[1:10:4]-n[1:2]:
+"""
+
+
+@pytest.fixture
+def ranged(tmp_path):
+    return write(
+        tmp_path / "ranged",
+        {"hosts.yml": RANGED, "host_vars/api03.example.test.yml": "https_port: 9443\n"},
+    )
+
+
+def test_host_ranges_expand_as_in_ansible(ranged):
+    loaded = inventory.load(ranged)
+    assert loaded.groups["api"][:2] == ["api01.example.test", "api02.example.test"]
+    assert len(loaded.groups["api"]) == 15 and loaded.groups["api"][-3:] == [
+        "edgea",
+        "edgeb",
+        "edgec",
+    ]
+    assert loaded.groups["db"] == ["db1-n1", "db1-n2", "db5-n1", "db5-n2", "db9-n1", "db9-n2"]
+    assert "api[01:12].example.test" not in loaded.hosts
+
+
+def test_inline_vars_and_host_vars_apply_to_each_expanded_host(ranged):
+    loaded = inventory.load(ranged)
+    api = [loaded.host(f"api{n:02}.example.test") for n in (1, 3, 12)]
+    assert all(h.vars["ansible_user"] == "deploy" for h in api)
+    assert [h.vars["https_port"] for h in api] == [8443, 9443, 8443]
+    assert api[1].source_of("https_port").endswith("host_vars/api03.example.test.yml")
+
+
+def test_hosts_are_in_natural_order(ranged):
+    write(ranged, {"hosts.yml": "all:\n  hosts:\n    n[1:10]:\n"})
+    assert list(inventory.load(ranged).hosts)[:3] == ["n1", "n2", "n3"]
+
+
+def test_ungrouped_is_ansibles_implicit_group(ranged):
+    loaded = inventory.load(ranged)
+    assert loaded.groups["ungrouped"] == ["lone"]
+    assert [h.name for h in loaded.select(["ungrouped"])] == ["lone"]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "group", "expected"),
+    [
+        (["api0*"], None, [f"api0{n}.example.test" for n in range(1, 10)]),
+        (["~api1[0-9]"], None, ["api10.example.test", "api11.example.test", "api12.example.test"]),
+        (["db:!db5*"], None, ["db1-n1", "db1-n2", "db9-n1", "db9-n2"]),
+        (["edge*:lone"], None, ["edgea", "edgeb", "edgec", "lone"]),
+        (["api", "&edge*"], None, ["edgea", "edgeb", "edgec"]),
+        (["lone"], "db[0]", ["lone", "db1-n1"]),
+        (None, "all:!api:!db", ["lone"]),
+    ],
+)
+def test_select_reads_ansible_host_patterns(ranged, hosts, group, expected):
+    assert [h.name for h in inventory.load(ranged).select(hosts, group)] == expected
+
+
+def test_select_without_a_pattern_is_every_host(ranged):
+    assert len(inventory.load(ranged).select()) == 22
+
+
+def test_a_pattern_matching_nothing_is_one_line(ranged):
+    with pytest.raises(BadInput, match=r"^no host matches 'api:&db'; known hosts: api01"):
+        inventory.load(ranged).select(["api:&db"])
+
+
+def test_an_unknown_name_in_a_pattern_is_todays_error(ranged):
+    with pytest.raises(BadInput, match=r"^unknown host 'api13' in pattern 'api:api13'; known"):
+        inventory.load(ranged).select(["api:api13"])
+
+
+def test_a_bad_range_in_the_inventory_is_one_line(ranged):
+    write(ranged, {"hosts.yml": "all:\n  hosts:\n    api[01:100]:\n"})
+    with pytest.raises(BadInput, match=r"^host range 'api\[01:100\]': a zero-padded range"):
+        inventory.load(ranged)
+
+
+def test_ansible_variables_we_do_not_read_pass_quietly(ranged, capsys):
+    lone = inventory.load(ranged).host("lone")
+    assert lone.vars["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert capsys.readouterr().err == ""
+
+
+def test_ssh_common_args_pass_through_the_schema(ranged):
+    write(ranged, {"host_vars/lone.yml": "ansible_ssh_common_args: '-o ProxyJump=deploy@b:22'\n"})
+    lone = inventory.load(ranged).host("lone")
+    assert lone.vars["ansible_ssh_common_args"] == "-o ProxyJump=deploy@b:22"
+    write(
+        ranged,
+        {"host_vars/lone.yml": """ansible_ssh_common_args: '-o ProxyCommand="ssh -W %h:%p b"'\n"""},
+    )
+    assert "ProxyCommand" in inventory.load(ranged).host("lone").vars["ansible_ssh_common_args"]
+
+
+@pytest.mark.parametrize("value", ["-o ProxyCommand=$(reboot)", "-J b; reboot", "-J `id`"])
+def test_ssh_common_args_with_shell_characters_are_refused(ranged, value):
+    write(ranged, {"host_vars/lone.yml": f"ansible_ssh_common_args: '{value}'\n"})
+    with pytest.raises(BadInput, match=r"^lone: ansible_ssh_common_args .*host_vars/lone.yml"):
+        inventory.load(ranged)
+
+
+VAULTED = "$ANSIBLE_VAULT;1.1;AES256\n61626364\n"
+
+
+@pytest.mark.parametrize("name", ["group_vars/all.yml", "host_vars/lone.yml", "hosts.yml"])
+def test_a_vault_encrypted_file_is_refused_in_one_line(ranged, name):
+    write(ranged, {name: VAULTED})
+    with pytest.raises(BadInput) as caught:
+        inventory.load(ranged)
+    assert str(caught.value) == (
+        f"{ranged / name} is encrypted with ansible-vault: decrypt it (ansible-vault decrypt) or "
+        "move the secret to an environment variable; mtls-deploy does not read vault files"
+    )
+
+
+def test_a_vault_encrypted_value_is_refused_in_one_line(ranged):
+    write(
+        ranged,
+        {"host_vars/lone.yml": "db_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n"},
+    )
+    with pytest.raises(BadInput, match=r"host_vars/lone.yml:1 holds a value encrypted with "
+                       r"ansible-vault: decrypt it"):  # fmt: skip
+        inventory.load(ranged)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("group_vars/api.yml", "api_name: '{{ inventory_hostname }}'\n", "group_vars/api.yml"),
+        ("host_vars/lone.yml", "roles: ['{% if x %}tls{% endif %}']\n", "host_vars/lone.yml"),
+        (
+            "hosts.yml",
+            "all:\n  vars: {https_port: '{{ p }}'}\n  hosts: {a:}\n",
+            r"hosts.yml \(group all\)",
+        ),
+        ("hosts.yml", "all:\n  hosts: {a: {smtp: {host: '{{h}}'}}}\n", r"hosts.yml \(group all\)"),
+    ],
+)
+def test_a_jinja_expression_is_refused_naming_file_and_variable(ranged, name, text, where):
+    write(ranged, {name: text})
+    variable = (
+        text.split(":")[0] if name != "hosts.yml" else ("https_port" if "vars" in text else "smtp")
+    )
+    with pytest.raises(
+        BadInput, match=rf"{where}: {variable} holds a Jinja expression .*write the value itself$"
+    ):
+        inventory.load(ranged)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "mode", "words"),
+    [
+        ("ec2.py", "print('{}')\n", 0o644, "is a dynamic inventory script"),
+        ("cloud.sh", "echo '{}'\n", 0o644, "is a dynamic inventory script"),
+        ("inventory-script", "#!/bin/sh\necho '{}'\n", 0o755, "is a dynamic inventory script"),
+        ("aws_ec2.yml", "plugin: amazon.aws.aws_ec2\nregions: [eu-west-1]\n", 0o644,
+         "configures the inventory plugin 'amazon.aws.aws_ec2'"),
+        ("hosts.yml", "plugin: constructed\n", 0o644, "configures the inventory plugin 'constructed'"),
+    ],
+)  # fmt: skip
+def test_a_dynamic_inventory_is_refused_in_one_line(ranged, name, text, mode, words):
+    write(ranged, {name: text})
+    (ranged / name).chmod(mode)
+    with pytest.raises(BadInput) as caught:
+        inventory.load(ranged)
+    message = str(caught.value)
+    assert message.startswith(f"{ranged / name} {words}") and "\n" not in message
+    assert message.endswith("--list --yaml --export > inventory/hosts.yml")
+
+
+def test_an_executable_yaml_file_is_still_yaml(ranged):
+    (ranged / "hosts.yml").chmod(0o755)  # some file systems mark everything executable
+    assert "lone" in inventory.load(ranged).hosts

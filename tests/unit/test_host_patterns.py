@@ -1,0 +1,139 @@
+"""Ansible's host ranges and host patterns (``mtls_deploy.host_patterns``), case by case as the
+Ansible documentation states them (intro_inventory, intro_patterns)."""
+
+import pytest
+
+from mtls_deploy.errors import BadInput
+from mtls_deploy.host_patterns import evaluate, expand_range, natural_key, split_pattern
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("api1", ["api1"]),
+        ("api[1:3]", ["api1", "api2", "api3"]),
+        ("api[01:03].example.com", ["api01.example.com", "api02.example.com", "api03.example.com"]),
+        ("web[a:c]", ["weba", "webb", "webc"]),
+        ("db[1:10:3]", ["db1", "db4", "db7", "db10"]),
+        ("db[01:10:4]", ["db01", "db05", "db09"]),
+        ("n[x:B]", ["nx", "ny", "nz", "nA", "nB"]),
+        ("r[1:2]-s[a:b]", ["r1-sa", "r1-sb", "r2-sa", "r2-sb"]),
+        ("h[:2]", ["h0", "h1", "h2"]),
+    ],
+)
+def test_ranges_expand_as_ansible_expands_them(name, expected):
+    assert expand_range(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("api[1]", r"a range is \[begin:end\] or \[begin:end:step\]"),
+        ("api[1:]", r"a range is \[begin:end\]"),
+        ("api[01:100]", "a zero-padded range needs begin and end of one width"),
+        ("api[3:1]", "must not come after its end"),
+        ("api[c:a]", "must not come after its end"),
+        ("api[1:3:0]", "step must be 1 or more"),
+        ("api[1:x3]", "'x3' is neither a number nor a single letter"),
+    ],
+)
+def test_a_bad_range_is_one_line_naming_it(name, why):
+    with pytest.raises(BadInput, match=rf"^host range '{name[:3]}\[.*: .*{why}"):
+        expand_range(name)
+
+
+HOSTS = ["api1", "api2", "api3", "api10", "web1", "db1", "lone"]
+GROUPS = {
+    "all": HOSTS,
+    "api": ["api1", "api2", "api3", "api10"],
+    "web": ["web1", "api1"],
+    "db": ["db1"],
+    "backend": ["web1", "api1", "db1"],
+    "ungrouped": ["lone"],
+}
+
+
+def select(*patterns, kind="host"):
+    return evaluate(list(patterns), HOSTS, GROUPS, kind)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("api2", ["api2"]),
+        ("all", HOSTS),
+        ("*", HOSTS),
+        ("db", ["db1"]),
+        ("api*", ["api1", "api2", "api3", "api10"]),
+        ("*1", ["api1", "web1", "db1"]),
+        ("~api[0-9]+", ["api1", "api2", "api3", "api10"]),
+        ("~(web|db)", ["web1", "api1", "db1"]),  # groups' members first, then matching hosts
+        ("~api1", ["api1", "api10"]),  # matched at the start only, as Ansible's re.match
+        ("api:db", ["api1", "api2", "api3", "api10", "db1"]),
+        ("api,db", ["api1", "api2", "api3", "api10", "db1"]),
+        ("api:!api3", ["api1", "api2", "api10"]),
+        ("api,!api3", ["api1", "api2", "api10"]),
+        ("!api3:api", ["api1", "api2", "api10"]),  # exclusions apply last, wherever written
+        ("api:&web", ["api1"]),
+        ("&web:api", ["api1"]),
+        ("api:db:&backend:!web", ["db1"]),
+        ("!api", ["web1", "db1", "lone"]),  # only exclusions: from all
+        ("ungrouped", ["lone"]),
+        ("api[0]", ["api1"]),  # Ansible's subscripts: by position in the group
+        ("api[1:2]", ["api2", "api3"]),
+        ("api[-1]", ["api10"]),
+        ("api[2:]", ["api3", "api10"]),
+        ("api1:api1", ["api1"]),  # each host once
+    ],
+)
+def test_patterns_select_as_ansible_limit_does(pattern, expected):
+    assert select(pattern) == expected
+
+
+def test_each_command_line_name_is_a_pattern_of_its_own():
+    """``--host 'api:!api3,db'`` arrives as ["api:!api3", "db"] (the CLI splits on commas)."""
+    assert select("api:!api3", "db") == ["api1", "api2", "api10", "db1"]
+    assert select("api", "!api3") == ["api1", "api2", "api10"]
+
+
+def test_split_pattern_keeps_brackets_whole():
+    assert split_pattern("api[1:2]:!web") == ["api[1:2]", "!web"]
+    assert split_pattern(" a , b ") == ["a", "b"]
+
+
+def test_an_unknown_name_is_todays_one_line_error():
+    with pytest.raises(BadInput, match=r"^unknown host 'api9'; known hosts: api1, api2, api3, "):
+        select("api9")
+    with pytest.raises(BadInput, match=r"^unknown group 'webs'; known groups: all, api, backend"):
+        select("webs", kind="group")
+
+
+def test_an_unknown_name_inside_a_pattern_names_the_pattern():
+    with pytest.raises(BadInput, match=r"^unknown host 'apx' in pattern 'api:!apx'; known hosts"):
+        select("api:!apx")
+
+
+@pytest.mark.parametrize("pattern", ["zz*", "~zz", "api:&db", "api:!api", "db[5]"])
+def test_a_pattern_matching_nothing_is_one_line(pattern):
+    with pytest.raises(BadInput, match=r"^no host matches") as caught:
+        select(pattern)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_regex_is_one_line():
+    with pytest.raises(BadInput, match=r"^host pattern '~api\(' is not a valid regular expression"):
+        select("~api(")
+
+
+def test_an_empty_pattern_is_one_line():
+    with pytest.raises(BadInput, match="^empty host pattern"):
+        select(" , ")
+
+
+def test_natural_order():
+    assert sorted(["api10", "api2", "api1", "bob"], key=natural_key) == [
+        "api1",
+        "api2",
+        "api10",
+        "bob",
+    ]
