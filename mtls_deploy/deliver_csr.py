@@ -150,11 +150,12 @@ def install_key_resource(folder: str, name: str, temporary_key: str, spki: str) 
 
 def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) -> DeliveryReport:
     """``inv issue-client --csr``: for each name, a key made on its one consumer host, the CSR
-    signed here, the certificate and server CA pushed back. One name at a time (one PKI lock)."""
+    signed here, the certificate and ``api_ca_files`` pushed back. One name at a time (one PKI lock)."""
     from . import inventory
 
     store.check_client_days(options.days)  # before any consumer makes a key
     loaded = loaded or inventory.load()
+    public = api_ca_files(store, loaded)
     results, targets = [], {}
     for name in names:
         hosts = consumer_hosts(loaded, name)
@@ -163,24 +164,39 @@ def issue_with_csr(store, names: list[str], options: CsrOptions, loaded=None) ->
             raise BadInput(
                 f"{name}: --csr needs exactly one consumer host for {name} (found: {found})"
             )
-        results.append(_csr_on_host(store, hosts[0], name, options))
+        results.append(_csr_on_host(store, hosts[0], name, options, public))
         targets[name] = [hosts[0].name]
     return DeliveryReport(GroupResult(results), [], targets=targets)
 
 
-def _csr_on_host(store, host, name: str, options: CsrOptions) -> HostResult:
+def api_ca_files(store, loaded) -> list[BundleFile]:
+    """``api-ca.crt`` as the other bundles have it (``deliver.bundle_api_ca``): the roots of
+    the APIs' server certificates; none when they are all from public CAs."""
+    from .deliver import bundle_api_ca
+    from .pki.bundle import OUR_SERVER_CA
+
+    found = bundle_api_ca(store, loaded)
+    if found is None:
+        return []
+    pem = store.trusted_server_cas_pem() if found == OUR_SERVER_CA else found
+    return [BundleFile("api-ca.crt", pem)]
+
+
+def _csr_on_host(store, host, name: str, options: CsrOptions, public: list) -> HostResult:
     folder = session_path(bundle_dir(host.vars))
     try:
         with Remote(SshTarget.from_vars(host.name, host.vars)) as remote:
-            step = _csr_step(store, remote, folder, name, options)
+            step = _csr_step(store, remote, folder, name, options, public)
     except UserError as error:
         step = Step("bundle", name, "failed", str(error))
     return HostResult(host.name, [step])
 
 
-def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions) -> Step:
+def _csr_step(
+    store, remote: Remote, folder: str, name: str, options: CsrOptions, public: list
+) -> Step:
     """Read the consumer (its key's SPKI too), refuse an unsafe folder, then keep what is
-    there or make a new key, sign and deliver."""
+    there or make a new key, sign and deliver (with ``public``: ``api_ca_files``)."""
     wanted = bundle_resources(folder, [BundleFile(f"{name}.{x}", b"") for x in ("key", "crt")])
     consumer = read_consumer(remote, folder, wanted, remote_spki_command(f"{folder}/{name}.key"))
     if consumer.facts.path(f"{folder}/{name}.key").kind == "link":  # a versioned bundle
@@ -198,11 +214,10 @@ def _csr_step(store, remote: Remote, folder: str, name: str, options: CsrOptions
         parse_spki(consumer.output),
         options.reissue,
     )
-    public = BundleFile("api-ca.crt", store.trusted_server_cas_pem())
     if decision == "new":
         return _sign_and_push(store, remote, consumer, folder, name, options, public)
     changed, reason = deliver_files(
-        remote, folder, [BundleFile(f"{name}.crt", material.cert_pem), public]
+        remote, folder, [BundleFile(f"{name}.crt", material.cert_pem), *public]
     )
     return Step(
         "bundle", name, "changed" if changed else "ok", reason + "; key made on the consumer"
@@ -226,7 +241,7 @@ def _sign_and_push(
     folder: str,
     name: str,
     options: CsrOptions,
-    public: BundleFile,
+    public: list,
 ) -> Step:
     """Make the key there (the CSR comes back), sign it here only then, and deliver the
     certificate with the key installed once it matches."""
@@ -245,7 +260,7 @@ def _sign_and_push(
     _, reason = deliver_files(
         remote,
         folder,
-        [BundleFile(f"{name}.crt", cert_pem), public],
+        [BundleFile(f"{name}.crt", cert_pem), *public],
         before=(install,),
         leftover=temporary_key,
     )

@@ -225,6 +225,21 @@ def with_exports(roles: list[Role], v: dict, facts) -> dict[str, dict]:
     return variables
 
 
+def host_exports(v: dict) -> dict:
+    """Every export of the host's roles merged, dependencies first, so a later role's value wins
+    (no facts: paths, not versions): what a role depending on all of them would receive.
+
+    Example: ``host_exports(host.vars)["tls_certificate"]`` -> the file the site serves
+    """
+    from .facts import HostFacts
+
+    merged: dict = {}
+    for role in host_roles(v):
+        received = {**v, **merged}
+        merged.update(role.call("exports", received, HostFacts(), default={}))
+    return merged
+
+
 def exports_for(v: dict, role: str) -> dict:
     """What ``role`` exports for a host with variables ``v`` (no facts: paths, not versions).
 

@@ -8,6 +8,9 @@
    of our CA at two thirds of its life), then a run restricted to the resources tagged ``crl``
    and ``server-cert`` (the CRL file, the server certificate and key; nginx -t, reload): not a
    whole provision. A host that is down fails alone; the others proceed.
+4. Another CA's server certificates (``server_cert: acme``, ``files``) are read on their hosts
+   (``inv status``'s script, one round trip) and reported with their time left: never renewed
+   here (certbot.timer renews an ACME one on the host).
 
 Nothing here asks for input: the CA passphrase comes from ``MTLS_DEPLOY_CA_PASSPHRASE_FILE``
 (or ``MTLS_DEPLOY_CA_PASSPHRASE``), and only when something must be signed.
@@ -33,38 +36,58 @@ def maintain(loaded, store, now: dt.datetime | None = None) -> list[Action]:
     Example: ``maintain(inventory.load(), clients.open_store(keep_superseded=True))``."""
     now = now or dt.datetime.now(dt.UTC)
     api_hosts = loaded.select([], API_GROUP) if loaded.groups.get(API_GROUP) else []
-    dues = decide(pki_dates(store, api_hosts), store.settings, now)
+    public = {h.name: _kind(h) for h in api_hosts if _kind(h) != PRIVATE}
+    served, unread = served_spans([h for h in api_hosts if h.name in public])
+    dues = decide(pki_dates(store, api_hosts, served), store.settings, now)
     actions = [refresh_crl(store, d) for d in dues if d.kind == "crl"]
     actions += renew_clients(store, loaded, [d for d in dues if d.kind == "client"])
     actions += push_to_hosts(api_hosts)
-    actions += [reported(d) for d in dues if d.kind in ("foreign", "ca")]
-    return actions + [_acme(h) for h in api_hosts if _kind(h) == "acme"]
-
-
-def _acme(host) -> Action:
-    """An ACME host's certificate: certbot renews it on the host; a line, nothing done."""
-    text = "acme: renewed by certbot on the host (certbot.timer), not by us; inv status shows it"
-    return Action(f"server certificate of {host.name}", OK, text)
+    actions += [reported(d, public.get(d.name)) for d in dues if d.kind in ("foreign", "ca")]
+    return actions + unread
 
 
 # --- the dates ------------------------------------------------------------------------------
 
 
-def pki_dates(store, api_hosts: list) -> PkiDates:
-    """The dates ``decide`` needs, read from the PKI (and a ``files`` host's certificate)."""
+def pki_dates(store, api_hosts: list, served: dict[str, Span] | None = None) -> PkiDates:
+    """The dates ``decide`` needs, read from the PKI; ``served``: the ``acme`` and ``files``
+    hosts' certificates as read from the hosts (``served_spans``)."""
     servers = {h.name: _server_span(store, h.name) for h in api_hosts if _kind(h) == PRIVATE}
-    foreign = {h.name: _files_span(h) for h in api_hosts if _kind(h) == "files"}
     return PkiDates(
         crl=_crl_span(store),
         servers={name: span for name, span in servers.items() if span},
         clients=client_spans(store),
         cas=ca_spans(store),
-        foreign={name: span for name, span in foreign.items() if span},
+        foreign=dict(served or {}),
     )
 
 
 def _kind(host) -> str:
     return host.vars.get("server_cert") or PRIVATE
+
+
+def served_spans(hosts: list) -> tuple[dict[str, Span], list[Action]]:
+    """The dates of the certificate each host's site serves (another CA's: acme, files), read
+    on the host in parallel (``inv status``'s script, one round trip each); a host that could
+    not be read is a critical line instead."""
+    spans, failed = {}, []
+    for result in run_on_hosts(hosts, _read_served).results:
+        if result.error:
+            text = f"cannot read it on the host: {result.error.removeprefix(result.host + ': ')}"
+            failed.append(Action(f"server certificate of {result.host}", CRITICAL, text))
+        else:
+            spans[result.host] = result.data["span"]
+    return spans, failed
+
+
+def _read_served(host) -> HostResult:
+    from ..status.gather import read_served_certificate
+
+    pem = read_served_certificate(host)
+    try:
+        return HostResult(host.name, data={"span": _cert_span(pem or b"")})
+    except ValueError:
+        return HostResult(host.name, error="missing or not a PEM certificate")
 
 
 def _crl_span(store) -> Span | None:
@@ -83,14 +106,6 @@ def _cert_span(pem: bytes) -> Span:
 def _server_span(store, host: str) -> Span | None:
     path = Path(store.path) / "servers" / host / f"{host}.crt"
     return _cert_span(path.read_bytes()) if path.is_file() else None  # none: prepare issues it
-
-
-def _files_span(host) -> Span | None:
-    cert = (host.vars.get("server_cert_files") or {}).get("cert")
-    try:
-        return _cert_span(Path(cert).expanduser().read_bytes()) if cert else None
-    except (OSError, ValueError):
-        return None  # provision and status say what is wrong with it
 
 
 def client_spans(store) -> dict[str, Span]:
@@ -127,10 +142,18 @@ def refresh_crl(store, due: Due) -> Action:
     return Action("crl.pem", CHANGED, f"re-signed ({due.why}); pushed to the API hosts below")
 
 
-def reported(due: Due) -> Action:
-    """A CA or another CA's server certificate: a line, a warning near its end, no change."""
+RENEWED_BY = {
+    "acme": "acme: certbot.timer renews it on the host",
+    "files": "files: replace server_cert_files and provision",
+}
+
+
+def reported(due: Due, kind: str | None = None) -> Action:
+    """A CA or another CA's server certificate (``kind``: acme, files): a line with its time
+    left, a warning near its end, no change."""
     subject = f"{'server certificate of ' if due.kind == 'foreign' else ''}{due.name}"
-    return Action(subject, WARNING if due.what == WARN else OK, due.why)
+    why = f"{due.why} ({RENEWED_BY[kind]})" if kind in RENEWED_BY else due.why
+    return Action(subject, WARNING if due.what == WARN else OK, why)
 
 
 def push_to_hosts(api_hosts: list) -> list[Action]:

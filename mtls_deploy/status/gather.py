@@ -1,8 +1,8 @@
 """Reading what ``inv status`` judges: the PKI on the control machine, and every host live over
 SSH, in parallel, one script (one round trip) per host:
 
-- an API host (as root): its server certificate, client CA bundle and CRL (the paths the tls
-  role exports), the engine's manifest (which units each of the host's roles runs) and every
+- an API host (as root): its server certificate, client CA bundle and CRL (the paths its roles
+  export, merged as the site receives them: an ACME lineage's, not the tls role's), the engine's manifest (which units each of the host's roles runs) and every
   unit's active state; then, on a connection of its own, ``provision --check`` (the engine's
   check mode: it signs, issues and writes nothing) for the drift;
 - a consumer (as its login user, no sudo): each of its clients' certificates and ``api-ca.crt``
@@ -107,15 +107,30 @@ def wanted_units(manifest: dict, role_names: list[str], states: dict[str, str]) 
 
 
 def tls_paths(v: dict) -> dict[str, str]:
-    """Where the tls role puts the server certificate, client CA and CRL on this host."""
-    from ..role_loader import exports_for
+    """Where the site's server certificate, client CA and CRL are on this host: the roles'
+    exports merged as the site receives them (an ACME lineage overrides the tls role's path)."""
+    from ..role_loader import host_exports
 
-    exported = exports_for(v, "tls")
+    exported = host_exports(v)
     return {
         "server-cert": exported["tls_certificate"],
         "client-ca": exported["tls_client_ca"],
         "crl": exported["tls_crl"],
     }
+
+
+def server_cert_kind(v: dict) -> str:
+    """``private`` (our PKI's), ``acme`` or ``files`` (another CA's)."""
+    return v.get("server_cert") or "private"
+
+
+def read_served_certificate(host) -> bytes | None:
+    """The server certificate the site serves on ``host``, read as root in one round trip."""
+    path = tls_paths(host.vars)["server-cert"]
+    script = f"{FILE_FUNCTION}\nmtls_file server-cert {shlex.quote(path)}\nexit 0\n"
+    with Remote(SshTarget.from_vars(host.name, host.vars)) as remote:
+        output = remote.run_script(script, sudo=True, timeout=60)
+    return parse_output(output.stdout)[0].get("server-cert")
 
 
 def read_api_host(host) -> HostResult:
@@ -132,7 +147,8 @@ def read_api_host(host) -> HostResult:
     manifest = manifest_module.read(HostFacts(manifest=manifest_text))
     roles = [role.name for role in host_roles(host.vars)]
     units = wanted_units(manifest, roles, unit_states(unit_lines))
-    data = {"files": files, "units": units, "roles": roles, "drift": drift(host)}
+    data = {"files": files, "units": units, "roles": roles, "drift": drift(host),
+            "server_cert": server_cert_kind(host.vars)}  # fmt: skip
     return HostResult(host.name, data=data)
 
 

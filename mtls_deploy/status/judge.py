@@ -46,9 +46,10 @@ def api_host_checks(host: str, result, pki: dict, now, warn_before) -> list[Chec
         return [unreachable_check(host, result.error)]
     files = result.data["files"]
     found = [fingerprint(c) for c in certificates(files.get("client-ca"))]
+    kind = result.data.get("server_cert", "private")
     return [
         Check("host", "ssh", OK, "reachable", host),
-        server_check(host, files.get("server-cert"), pki, now, warn_before),
+        server_check(host, files.get("server-cert"), pki, now, warn_before, kind),
         bundle_check(host, found if files.get("client-ca") else None, pki["client_ca"]),
         crl_check(host, crl_facts(files.get("crl")), pki["crl"], now, warn_before),
         services_check(host, result.data["units"]),
@@ -56,12 +57,16 @@ def api_host_checks(host: str, result, pki: dict, now, warn_before) -> list[Chec
     ]
 
 
-def server_check(host: str, pem: bytes | None, pki: dict, now, warn_before) -> Check:
-    """The server certificate nginx sends, against the one the PKI issued for ``host``."""
+def server_check(host: str, pem: bytes | None, pki: dict, now, warn_before,
+                 kind: str = "private") -> Check:  # fmt: skip
+    """The server certificate the site sends: ours (``private``) against the one the PKI issued
+    for ``host``; another CA's (``acme``, ``files``) by its issuer and dates only."""
     chain = certificates(pem)
     if not chain:
         return Check("server-cert", "server.crt", CRITICAL, "missing or unreadable", host)
     facts = cert_facts(chain[0])
+    if kind != "private":
+        return public_server_check(host, facts, now, warn_before, kind)
     expected = pki["servers"].get(host)
     if expected is None:
         facts["note"] = f"{facts['issuer']} (not from the PKI: server_cert files?)"
@@ -74,19 +79,45 @@ def server_check(host: str, pem: bytes | None, pki: dict, now, warn_before) -> C
     return certificate_check("server-cert", facts["subject"], host, facts, now, warn_before, renew)
 
 
+RENEWED_BY = {
+    "acme": "renewed by certbot on the host",
+    "files": "replace server_cert_files and provision to renew",
+}
+
+
+def public_server_check(host: str, facts: dict, now, warn_before, kind: str) -> Check:
+    """Another CA's certificate (``acme``, ``files``): its issuer and days left; not ours to
+    renew or to compare with our PKI (warning within ``warn_before``, critical once expired)."""
+    facts = {**facts, "server_cert": kind}
+    facts["note"] = f"issuer {facts['issuer']} (server_cert {kind}: {RENEWED_BY.get(kind, '')})"
+    return certificate_check("server-cert", facts["subject"], host, facts, now, warn_before)
+
+
 def consumer_checks(host: str, result, pki: dict) -> list[Check]:
-    """A consumer's rows: reachable, and its ``api-ca.crt`` the PKI's server CA."""
+    """A consumer's rows: reachable, and its ``api-ca.crt`` the roots the APIs' server
+    certificates need (``pki['api_trust']``, our server CA by default; None: public CAs, the
+    consumer's system store verifies them and no api-ca.crt is needed)."""
     if result.error:
         return [unreachable_check(host, result.error)]
     found = [fingerprint(c) for c in certificates(result.data["api_ca"])]
-    if not found:
-        status, detail = CRITICAL, "api-ca.crt missing in " + result.data["folder"]
-    elif pki["server_ca"] in found:
-        status, detail = OK, "the PKI's server CA"
-    else:
-        status, detail = CRITICAL, "not the PKI's server CA: re-deliver the bundle"
+    status, detail = api_ca_verdict(found, pki.get("api_trust", [pki["server_ca"]]), pki,
+                                    result.data["folder"])  # fmt: skip
     return [Check("host", "ssh", OK, "reachable", host),
             Check("api-ca", "api-ca.crt", status, detail, host)]  # fmt: skip
+
+
+def api_ca_verdict(found: list[str], wanted: list[str] | None, pki: dict, folder: str):
+    """(status, detail) of a bundle's ``api-ca.crt`` fingerprints against the wanted roots."""
+    if wanted is None:
+        return OK, "none needed: the APIs' server certificates are from public CAs"
+    ours = wanted == [pki["server_ca"]]
+    if not found:
+        return CRITICAL, "api-ca.crt missing in " + folder
+    if all(w in found for w in wanted):
+        return OK, "the PKI's server CA" if ours else "the APIs' CAs"
+    if ours:
+        return CRITICAL, "not the PKI's server CA: re-deliver the bundle"
+    return CRITICAL, "not the APIs' CAs (acme_ca_bundle, server_cert_files.ca): re-deliver"
 
 
 def client_checks(pki: dict, readings: dict, where: dict, now, warn_before, renew_before) -> list:

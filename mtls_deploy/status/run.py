@@ -85,6 +85,15 @@ def pki_snapshot(store) -> dict:
     }
 
 
+def api_trust_fingerprints(loaded, store) -> list[str] | None:
+    """The roots the consumers' ``api-ca.crt`` must hold (``deliver.api_trust``), as
+    fingerprints; None when every API's server certificate is from a public CA."""
+    from ..deliver import api_trust
+
+    roots = api_trust(loaded, store.server_ca_pem())
+    return None if roots is None else [fingerprint(c) for c in certificates(roots)]
+
+
 def latest(store, kind: str, describe) -> dict:
     """{name: describe(record)} of the newest index row of each ``kind`` name."""
     found = {}
@@ -137,7 +146,7 @@ def run_status(names: list[str], marks: Thresholds | None = None, loaded=None, s
     store = store or _open_store()
     marks = marks or thresholds(loaded)
     now = now or dt.datetime.now(dt.UTC)
-    pki = pki_snapshot(store)
+    pki = {**pki_snapshot(store), "api_trust": api_trust_fingerprints(loaded, store)}
     readings = read_hosts(api_hosts, consumers)
     checks = [c for h in api_hosts for c in api_host_checks(h.name, readings[h.name], pki, now,
                                                               marks.warn_before)]  # fmt: skip

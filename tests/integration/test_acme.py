@@ -12,6 +12,7 @@ consumer without sudo). Pebble: the session's ``acme_lab`` (conftest.py).
 """
 
 import http.client
+import json
 import os
 import re
 import shlex
@@ -343,3 +344,33 @@ def test_switching_to_private_and_back_keeps_the_site_serving(world, acme_lab, t
         caller.join(10)
         set_api_vars(world, server_cert="acme")
     assert caller.requests >= 10 and caller.failures == [], (caller.requests, caller.failures)
+
+
+# --- status, maintain and issue-client --csr follow the ACME certificate -----------------------
+
+
+def test_status_maintain_and_csr_bundles_follow_the_acme_certificate(world, acme_lab):
+    env = inventory_env(world)
+    set_api_vars(world, acme_ca_bundle=None)  # the consumers' system store: no api-ca.crt
+    done = provision(world)  # a fresh world's first order, else no order (the lineage fits)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sudo(world, CONSUMER, "rm -f .mtls/api/api-ca.crt .mtls/api/current/api-ca.crt", root=False)
+    csr = inv("issue-client", "--name", CONSUMER, "--csr", "--reissue", check=False, env=env)
+    assert csr.returncode == 0, csr.stdout + csr.stderr
+    listing = sudo(world, CONSUMER, "ls -R .mtls/api", root=False)
+    assert f"{CONSUMER}.key" in listing and "api-ca.crt" not in listing, listing
+
+    lineage, orders = lineage_state(world), pebble_orders(acme_lab)
+    kept = inv("maintain", check=False, env=env)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    line = next(x for x in kept.stdout.splitlines() if f"server certificate of {API}:" in x)
+    assert re.search(r"ok +server certificate of acme1: \d+d( \d+h)? left", line), line
+    assert "certbot.timer renews it on the host" in line
+    assert lineage_state(world) == lineage and pebble_orders(acme_lab) == orders  # renews nothing
+
+    status = inv("status", "--json", check=False, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)["checks"]
+    served = next(r for r in rows if r["kind"] == "server-cert" and r["host"] == API)
+    assert "Pebble Intermediate CA" in served["detail"] and served["days_left"] > 30, served
+    assert "PKI" not in served["detail"]

@@ -453,7 +453,7 @@ def test_csr_in_a_linked_bundle_dir_makes_no_key_and_signs_nothing(tmp_path, pki
     target = linked_bundle_dir(tmp_path / "home")
     remote = LocalRemote(tmp_path / "home")
     with pytest.raises(UserError, match=r"\.mtls/api is a link, not a directory"):
-        deliver_csr._csr_step(pki_store, remote, ".mtls/api", "bob", deliver_csr.CsrOptions())
+        deliver_csr._csr_step(pki_store, remote, ".mtls/api", "bob", deliver_csr.CsrOptions(), [])
     assert pki_store.client_status("bob") is None  # no row in the index
     assert list(target.iterdir()) == [] and target.stat().st_mode & 0o777 == 0o755
     assert len(remote.scripts) == 1  # the facts, nothing else
@@ -463,8 +463,9 @@ def test_csr_in_a_linked_bundle_dir_makes_no_key_and_signs_nothing(tmp_path, pki
 def test_csr_makes_the_key_there_and_delivers_the_certificate(tmp_path, pki_store):
     home = tmp_path / "home"
     home.mkdir()
+    public = deliver_csr.api_ca_files(pki_store, inventory_of(host("bob")))  # our server CA
     step = deliver_csr._csr_step(
-        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions()
+        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions(), public
     )
     assert step.status == "changed" and "key made on the consumer, never left it" in step.reason
     folder = home / ".mtls/api"
@@ -472,7 +473,7 @@ def test_csr_makes_the_key_there_and_delivers_the_certificate(tmp_path, pki_stor
     assert (folder / "bob.key").stat().st_mode & 0o777 == 0o600
     assert (folder / "bob.crt").read_bytes() == pki_store.client_material("bob").cert_pem
     again = deliver_csr._csr_step(
-        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions()
+        pki_store, LocalRemote(home), ".mtls/api", "bob", deliver_csr.CsrOptions(), public
     )
     assert again.status == "ok" and "unchanged in" in again.reason
 
@@ -535,3 +536,39 @@ def test_an_unreadable_acme_ca_bundle_is_one_line(tmp_path):
     loaded = inventory_of(api("a1", server_cert="acme", acme_ca_bundle=str(tmp_path / "gone")))
     with pytest.raises(UserError, match=r"^a1: cannot read .*gone .*No such file"):
         deliver.api_trust(loaded, OURS)
+
+
+class TrustStore:
+    """What ``issue_with_csr`` asks a store before any consumer is touched."""
+
+    def trusted_server_cas_pem(self):
+        return OURS
+
+    def check_client_days(self, days):
+        return None
+
+
+def csr_api_ca(monkeypatch, loaded) -> list:
+    """The files ``issue-client --csr`` would ship beside the certificate (no SSH: the
+    consumer step is replaced by one that records them)."""
+    shipped = []
+
+    def on_host(store, consumer, name, options, public):
+        shipped.extend(public)
+        return deliver_csr.HostResult(consumer.name, [])
+
+    monkeypatch.setattr(deliver_csr, "_csr_on_host", on_host)
+    deliver_csr.issue_with_csr(TrustStore(), ["bob"], deliver_csr.CsrOptions(), loaded)
+    return shipped
+
+
+def test_csr_bundles_follow_the_server_certificate(monkeypatch, tmp_path):
+    public = inventory_of(api("a1", server_cert="acme"), host("bob"))
+    assert csr_api_ca(monkeypatch, public) == []  # a public CA: no api-ca.crt
+    ours = inventory_of(api("a1", server_cert="private"), host("bob"))
+    assert csr_api_ca(monkeypatch, ours) == [BundleFile("api-ca.crt", OURS)]
+    bundle = tmp_path / "pebble.pem"
+    bundle.write_bytes(b"PEBBLE ROOT\n")
+    private_acme = inventory_of(api("a1", server_cert="acme", acme_ca_bundle=str(bundle)),
+                                host("bob"))  # fmt: skip
+    assert csr_api_ca(monkeypatch, private_acme) == [BundleFile("api-ca.crt", b"PEBBLE ROOT\n")]

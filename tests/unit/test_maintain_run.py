@@ -4,6 +4,7 @@ reads from the store, what it signs, and the exit codes of inv maintain through 
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from mtls_deploy.inventory import Inventory
@@ -79,17 +80,64 @@ def test_maintain_main_without_a_pki_is_unknown(tmp_path, monkeypatch, capsys):
     assert out.startswith("maintain: UNKNOWN - ") and out.count("\n") == 1
 
 
-def test_an_acme_hosts_certificate_is_reported_never_renewed(pki_env, monkeypatch):
+def served_pem(days_left: int) -> bytes:
+    """A certificate from another CA (an ACME CA's name) ending in ``days_left`` days."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, now = ec.generate_private_key(ec.SECP256R1()), dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Pebble Intermediate CA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(now - 60 * DAY)
+        .not_valid_after(now + dt.timedelta(days=days_left, hours=1)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+DAY = dt.timedelta(days=1)
+
+
+def public_hosts_inventory():
     from mtls_deploy.inventory import Host, Layer
 
-    store = new_store(pki_env)
     acme = Host("acme1", ("all", "api"), [Layer("test", {"server_cert": "acme"})])
-    loaded = Inventory(Path("inventory"), {"acme1": acme}, {"all": ["acme1"], "api": ["acme1"]})
+    files = Host("files1", ("all", "api"), [Layer("test", {"server_cert": "files"})])
+    hosts = {"acme1": acme, "files1": files}
+    return Inventory(Path("inventory"), hosts, {"all": list(hosts), "api": list(hosts)}), acme
+
+
+@pytest.mark.parametrize(("days_left", "status"), [(80, "ok"), (3, "warning")])
+def test_acme_and_files_certificates_are_reported_with_their_days_left_never_renewed(
+    pki_env, monkeypatch, days_left, status
+):
+    store = new_store(pki_env)
+    loaded, acme = public_hosts_inventory()
+    read = []
     monkeypatch.setattr("mtls_deploy.maintain.run.push_to_hosts", lambda hosts: [])  # no SSH here
+    monkeypatch.setattr("mtls_deploy.status.gather.read_served_certificate",
+                        lambda host: read.append(host.name) or served_pem(days_left))  # fmt: skip
+    settings = SETTINGS.__class__.from_values({"warn_before": "30d"})
+    store = PkiStore.open(pki_env.pki_dir, settings=settings, keep_superseded=True)
+    actions = {a.subject: a for a in maintain(loaded, store)}
+    assert sorted(read) == ["acme1", "files1"]  # read on the hosts, once each
+    for host, how in (("acme1", "certbot.timer renews it on the host"),
+                      ("files1", "replace server_cert_files")):  # fmt: skip
+        line = actions[f"server certificate of {host}"]
+        assert line.status == status and line.text.startswith(f"{days_left}d "), line.text
+        assert how in line.text and "renewed by its own CA, not by us" in line.text
+    assert pki_dates(store, [acme]).servers == {}  # not ours to renew
+
+
+def test_a_public_certificate_that_cannot_be_read_is_a_critical_line(pki_env, monkeypatch):
+    store = new_store(pki_env)
+    loaded, _ = public_hosts_inventory()
+    monkeypatch.setattr("mtls_deploy.maintain.run.push_to_hosts", lambda hosts: [])
+    monkeypatch.setattr("mtls_deploy.status.gather.read_served_certificate", lambda host: None)
     actions = {a.subject: a for a in maintain(loaded, store)}
     line = actions["server certificate of acme1"]
-    assert line.status == "ok" and "renewed by certbot on the host" in line.text
-    assert "acme1" not in pki_dates(store, [acme]).servers  # not ours to renew
+    assert line.status == "critical" and "missing or not a PEM certificate" in line.text
+    assert recap.exit_code(list(actions.values())) == 2
 
 
 def test_a_renewal_keeps_the_organisation_and_email(pki_env):

@@ -9,6 +9,7 @@ import io
 import pytest
 from cryptography import x509
 
+from mtls_deploy.inventory import role_defaults
 from mtls_deploy.pki.store import PkiStore
 from mtls_deploy.runner import HostResult
 from mtls_deploy.status import gather, judge, table, verdicts
@@ -316,6 +317,8 @@ class FakeHost:
     vars: dict
 
 
+# what an inventory host carries below its own variables: every role's defaults.yml
+DEFAULTS = {k: v for layer in role_defaults() for k, v in layer.values.items()}
 MANIFEST = b'{"format": 1, "roles": {"nginx": {"units": ["nginx"]}}}'
 
 
@@ -326,8 +329,8 @@ def test_one_script_per_host(monkeypatch, pki):
     CountingRemote.sent = []
     monkeypatch.setattr(gather, "Remote", lambda target: CountingRemote(target, output))
     monkeypatch.setattr(gather, "drift", lambda host: {"changed": []})  # its own round trip
-    api = FakeHost("api1", {"tls_dir": "/etc/nginx/mtls", "roles": ["nginx"], "backend": "php",
-                            "server_name": "api1.example.test"})  # fmt: skip
+    api = FakeHost("api1", {**DEFAULTS, "tls_dir": "/etc/nginx/mtls", "roles": ["nginx"],
+                            "backend": "php", "server_name": "api1.example.test"})  # fmt: skip
     bob = FakeHost("bob", {})
     readings = gather.read_hosts([api], [bob])
     assert sorted(CountingRemote.sent) == [("api1", True), ("bob", False)]
