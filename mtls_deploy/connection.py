@@ -264,15 +264,16 @@ def open_chain(target: SshTarget) -> list:
         return [_connect(target)]
     hops = open_chain(target.jump)
     try:
-        return [*hops, _connect(target, sock=_forwarded(target, hops[-1]))]
+        return [*hops, _connect(target, sock=forwarded_channel(target, hops[-1]))]
     except BaseException:
         for hop in reversed(hops):
             hop.close()
         raise
 
 
-def _forwarded(target: SshTarget, hop):
-    """A channel from the jump host to the target's sshd, or one ``ConnectError`` line."""
+def forwarded_channel(target: SshTarget, hop):
+    """A channel from the open jump host connection ``hop`` to the target's sshd, or one
+    ``ConnectError`` line."""
     try:
         return hop.client.get_transport().open_channel(
             "direct-tcpip", (target.address, target.port), ("", 0), timeout=target.timeout

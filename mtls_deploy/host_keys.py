@@ -9,7 +9,9 @@ from .connection import (
     SshTarget,
     describe_connect_error,
     fingerprint,
+    forwarded_channel,
     known_hosts_name,
+    open_chain,
 )
 from .errors import BadInput, UserError
 
@@ -130,25 +132,34 @@ def _changed(target: SshTarget, known: list, offered) -> str:
 
 
 def fetch_host_key(target: SshTarget, prefer: tuple[str, ...] = ()):
-    """The host key the server offers, without logging in (for ``inv hosts.trust``).
+    """The host key the server offers, without logging in (for ``inv hosts.trust``); through
+    its jump hosts (ProxyJump) if it has any, logged in to with their keys checked strictly.
 
     ``prefer``: key types to ask for first (those already recorded, as ssh and paramiko do),
     so a host with several keys shows the one we know rather than look changed.
     """
     import paramiko
 
-    transport = None
+    transport, hops = None, []
     try:
-        sock = socket.create_connection((target.address, target.port), timeout=target.timeout)
-        transport = paramiko.Transport(sock)
+        hops = open_chain(target.jump) if target.jump else []  # their keys checked strictly
+        transport = paramiko.Transport(_socket_to(target, hops))
         _prefer_key_types(transport.get_security_options(), prefer)
         transport.start_client(timeout=target.timeout)
         return transport.get_remote_server_key()
     except Exception as error:
         raise ConnectError(describe_connect_error(target, error)) from None
     finally:
-        if transport is not None:
-            transport.close()
+        for opened in [transport, *reversed(hops)]:
+            if opened is not None:
+                opened.close()
+
+
+def _socket_to(target: SshTarget, hops: list):
+    """A TCP connection to the target's sshd, or a channel through the last jump host."""
+    if hops:
+        return forwarded_channel(target, hops[-1])
+    return socket.create_connection((target.address, target.port), timeout=target.timeout)
 
 
 def _prefer_key_types(options, prefer: tuple[str, ...]) -> None:

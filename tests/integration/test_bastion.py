@@ -3,13 +3,16 @@ proven by the bastion's own sshd log (the API host is reachable directly on loop
 working run alone would prove nothing); an unknown host key at either hop is refused; a host
 alias in an SSH config connects. Ports of its own: SSH 2251 (bastion), 2252 and HTTPS 8453."""
 
+import os
 import re
+import signal
 import subprocess
 
 import pytest
 
 from mtls_deploy import lab
 from mtls_deploy.connection import ConnectError, Remote, SshTarget
+from mtls_deploy.host_keys import trust_host
 from mtls_deploy.lab.procfs import container_init
 
 from .conftest import ROOT, ApiHost, lab_world, needs_lab
@@ -117,6 +120,43 @@ def test_ssh_config_alias_and_proxy_jump_connect(world, tmp_path, monkeypatch):
         with Remote(target) as remote:
             assert remote.run("id -un; hostname").stdout.split() == ["deploy", "jumped"]
         assert (forwardings() > before) == (alias == "jumped-via")
+
+
+def test_hosts_trust_records_the_jumped_hosts_key_through_the_bastion(world, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(_without(LAB_KNOWN_HOSTS.read_text(), "[127.0.0.1]:2252"))
+    logged = forwardings()
+    line = trust_host(jumped_target(world, known))
+    assert line.startswith("trusted (first use): jumped [127.0.0.1]:2252 ssh-ed25519 SHA256:")
+    assert forwardings() > logged  # fetched through the bastion, as the connections go
+    recorded = [x for x in known.read_text().splitlines() if x.startswith("[127.0.0.1]:2252 ")]
+    assert len(recorded) == 1 and recorded[0] in LAB_KNOWN_HOSTS.read_text().splitlines()
+
+
+@pytest.fixture
+def agent_with_lab_key(tmp_path, monkeypatch):
+    """An ssh-agent of this test's own holding the lab key, in SSH_AUTH_SOCK; killed after."""
+    sock = tmp_path / "agent.sock"
+    started = subprocess.run(
+        ["ssh-agent", "-a", str(sock)], capture_output=True, text=True, check=True
+    ).stdout
+    pid = int(re.search(r"SSH_AGENT_PID=(\d+)", started).group(1))
+    try:
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", str(LAB_KEY)], capture_output=True, check=True)
+        yield
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_a_key_from_ssh_agent_works_at_both_hops(world, agent_with_lab_key):
+    v = world.host("jumped", ansible_ssh_common_args=JUMP).vars
+    target = SshTarget.from_vars("jumped", {k: x for k, x in v.items() if "private_key" not in k})
+    assert (target.key_file, target.jump.key_file) == (None, None)
+    logged = forwardings()
+    with Remote(target) as remote:
+        assert remote.run("hostname").stdout.strip() == "jumped"
+    assert forwardings() > logged
 
 
 def _without(text: str, name: str) -> str:
