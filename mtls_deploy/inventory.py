@@ -1,9 +1,10 @@
 """Ansible-format YAML inventory: hosts, groups, and variables layered with provenance.
 
-Precedence, lowest first (Ansible's order for the sources we read):
-role defaults < group ``all`` < other groups (shallow first, then by name) < host < command line.
-Within one group or host, vars written inline in ``hosts.yml`` sit below ``group_vars/`` and
-``host_vars/`` files. Dicts are replaced, never deep-merged, as in Ansible.
+Precedence, lowest first (Ansible's order for the sources we read, its default
+``VARIABLE_PRECEDENCE``): role defaults < groups' vars written in ``hosts.yml`` < ``group_vars/``
+files < the host's vars in ``hosts.yml`` < ``host_vars/`` files < command line; among groups,
+``all`` first, then the shallow before the deep, then by name. So ``group_vars/all.yml`` beats
+``vars:`` written for any group in ``hosts.yml``. Dicts are replaced, never deep-merged.
 
 Host ranges (``api[01:20]``) and host patterns (``api:!api3``) are Ansible's
 (``host_patterns.py``). What we do not read is refused in one line: a vault-encrypted file, a
@@ -315,6 +316,7 @@ def _build_host(name, root, groups, defaults, extra_vars) -> Host:
     for group in member_of:
         if group.vars:
             layers.append(Layer(f"{_hosts_file(root)} (group {group.name})", group.vars))
+    for group in member_of:
         layers += _vars_files(root / "group_vars", group.name)
     inline = [g.hosts[name] for g in member_of if name in g.hosts and g.hosts[name]]
     for values in inline:

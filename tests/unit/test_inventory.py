@@ -401,3 +401,12 @@ def test_a_dynamic_inventory_is_refused_in_one_line(ranged, name, text, mode, wo
 def test_an_executable_yaml_file_is_still_yaml(ranged):
     (ranged / "hosts.yml").chmod(0o755)  # some file systems mark everything executable
     assert "lone" in inventory.load(ranged).hosts
+
+
+def test_group_vars_files_beat_every_group_written_in_hosts_yml(inv):
+    """Ansible's VARIABLE_PRECEDENCE: all inventory-file group vars, then the group_vars files:
+    group_vars/all.yml beats ``vars:`` of group api in hosts.yml (the parity test found it)."""
+    write(inv, {"group_vars/all.yml": "https_port: 7443\n"})
+    api1 = inventory.load(inv).host("api1")
+    assert api1.vars["https_port"] == 7443
+    assert api1.source_of("https_port").endswith("group_vars/all.yml")
