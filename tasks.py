@@ -58,7 +58,8 @@ def hosts_trust(c, host, replace=False, fingerprint=None):
     from mtls_deploy.inventory import load
 
     loaded = load()
-    targets = [SshTarget.from_vars(name, loaded.host(name).vars) for name in split_names(host)]
+    names = split_names(host)  # host patterns (api*, api:!api3); none trusts none
+    targets = [SshTarget.from_vars(h.name, h.vars) for h in (loaded.select(names) if names else [])]
     for line in trust_targets(targets, replace=replace, fingerprint=fingerprint):
         print(line, flush=True)
 

@@ -96,7 +96,8 @@ class Inventory:
         return [self.hosts[n] for n in names]
 
     def _matching(self, patterns: list[str], kind: str) -> list[str]:
-        return evaluate(patterns, list(self.hosts), self.groups, kind)
+        groups = {"ungrouped": [], **self.groups}  # Ansible's implicit group, even when empty
+        return evaluate(patterns, list(self.hosts), groups, kind)
 
     def group_members(self, group: str) -> list[str]:
         """Host names in ``group``, or one clear error listing the known groups."""

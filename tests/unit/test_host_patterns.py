@@ -137,3 +137,50 @@ def test_natural_order():
         "api10",
         "bob",
     ]
+
+
+# --- through the command line -------------------------------------------------------------------
+
+CLI_HOSTS = "all:\n  children:\n    api:\n      hosts:\n        api[1:3]: {ansible_port: 2299}\n"
+
+
+@pytest.fixture
+def inv(tmp_path, monkeypatch, capsys):
+    """``inv(*argv)`` -> (exit code, stderr) of one command line, through Invoke's Program."""
+    from pathlib import Path
+
+    from invoke import Collection, Program
+    from invoke.loader import FilesystemLoader
+
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "hosts.yml").write_text(CLI_HOSTS)
+    monkeypatch.setenv("MTLS_DEPLOY_INVENTORY", str(tmp_path / "inventory"))
+    root = Path(__file__).resolve().parents[2]
+    module, _ = FilesystemLoader(start=str(root)).load("tasks")
+    program = Program(namespace=Collection.from_module(module), binary="inv")
+
+    def run(*argv: str) -> tuple[int, str]:
+        try:
+            program.run(["inv", *argv])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        return code, capsys.readouterr().err
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["provision", "--host", "zz*"], "error: no host matches 'zz*'; known hosts: api1, api2, api3"),
+        (["provision", "--host", "api:&ungrouped"], "error: no host matches 'api:&ungrouped'"),
+        (["provision", "--group", "api:!api[1-3]"], "error: no host matches 'api:!api[1-3]'"),
+        (["provision", "--host", "api:!api9"], "error: unknown host 'api9' in pattern 'api:!api9'"),
+        (["hosts.trust", "--host", "api,nope"], "error: unknown host 'nope' in pattern 'api,nope'"),
+        (["hosts.run", "--host", "~api(", "--command", "id"], "error: host pattern '~api('"),
+    ],
+)  # fmt: skip
+def test_a_pattern_on_the_command_line_is_one_line_and_exit_2(inv, argv, line):
+    code, err = inv(*argv)
+    assert code == 2 and err.startswith(line) and err.count("\n") == 1, err
