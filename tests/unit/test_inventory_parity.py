@@ -99,7 +99,11 @@ print(json.dumps({p: [h.name for h in manager.get_hosts(p)] for p in json.loads(
 
 def ansible_venv(fallback: Path) -> Path:
     """The cached virtualenv with ansible-core, built (under a lock) if missing."""
-    cache = CACHE if os.access(CACHE, os.W_OK) else fallback
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cache = CACHE if os.access(CACHE, os.W_OK) else fallback
+    except OSError:  # not root: a cache of the test run's own
+        cache = fallback
     cache.mkdir(parents=True, exist_ok=True)
     venv = cache / VENV_NAME
     with open(cache / f"{VENV_NAME}.lock", "w") as lock:
