@@ -22,10 +22,19 @@ RANGE = re.compile(r"\[([^\]]*)\]")
 SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|(-?[0-9]+):(-?[0-9]*))\]$")
 TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")  # a ':'-separated term; [x:y] stays whole
 GLOB_CHARS = ("*", "?", "[")
+HOST_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])+):([0-9]{1,5})")  # api[1:3]:2222
 NUMBERED = re.compile(r"(\d+)")
 
 
 # --- ranges ----------------------------------------------------------------------------------
+
+
+def split_port(name: str) -> tuple[str, int | None]:
+    """``("api1", 2222)`` for an inventory's ``api1:2222`` (Ansible's YAML plugin reads the port
+    as ``ansible_port``); ``(name, None)`` without one. Example: ``split_port("db[1:2]:5")``
+    -> ``("db[1:2]", 5)``"""
+    found = HOST_PORT.fullmatch(name)
+    return (found.group(1), int(found.group(2))) if found else (name, None)
 
 
 def expand_range(name: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import BadInput, UserError
 from .files import parse_yaml
-from .host_patterns import evaluate, expand_range, natural_key
+from .host_patterns import evaluate, expand_range, natural_key, split_port
 from .project import is_relative, project_path
 from .variables import check_inventory
 
@@ -290,7 +290,9 @@ def _walk_group(name, body, depth, parents, groups, source):
     group.vars.update(refuse_templates(_mapping(body.get("vars"), f"{where}: vars"), where))
     for host, host_vars in _mapping(body.get("hosts"), f"{source}: hosts of {name!r}").items():
         values = refuse_templates(_mapping(host_vars, f"{source}: host {host!r}"), where)
-        for expanded in expand_range(str(host)):
+        ranged, port = split_port(str(host))
+        values = {"ansible_port": port, **values} if port is not None else values
+        for expanded in expand_range(ranged):
             group.hosts[expanded] = dict(values)  # each host's own: checks normalise in place
     children = _mapping(body.get("children"), f"{source}: children of {name!r}")
     for child, child_body in children.items():

@@ -4,7 +4,13 @@ Ansible documentation states them (intro_inventory, intro_patterns)."""
 import pytest
 
 from mtls_deploy.errors import BadInput
-from mtls_deploy.host_patterns import evaluate, expand_range, natural_key, split_pattern
+from mtls_deploy.host_patterns import (
+    evaluate,
+    expand_range,
+    natural_key,
+    split_pattern,
+    split_port,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +46,20 @@ def test_ranges_expand_as_ansible_expands_them(name, expected):
 def test_a_bad_range_is_one_line_naming_it(name, why):
     with pytest.raises(BadInput, match=rf"^host range '{name[:3]}\[.*: .*{why}"):
         expand_range(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("api1:2222", ("api1", 2222)),
+        ("api[1:3]:22", ("api[1:3]", 22)),
+        ("api[1:3]", ("api[1:3]", None)),
+        ("api1.example.test", ("api1.example.test", None)),
+        ("a:b", ("a:b", None)),
+    ],
+)
+def test_a_port_after_the_name_is_split_off_as_ansible_does(name, expected):
+    assert split_port(name) == expected
 
 
 HOSTS = ["api1", "api2", "api3", "api10", "web1", "db1", "lone"]

@@ -258,6 +258,14 @@ def test_inline_vars_and_host_vars_apply_to_each_expanded_host(ranged):
     assert api[1].source_of("https_port").endswith("host_vars/api03.example.test.yml")
 
 
+def test_a_port_after_a_host_name_is_its_ansible_port(ranged):
+    write(
+        ranged, {"hosts.yml": "all:\n  hosts:\n    n[1:2]:2201:\n    m:2202: {ansible_port: 22}\n"}
+    )
+    loaded = inventory.load(ranged)
+    assert [loaded.host(n).vars["ansible_port"] for n in ("n1", "n2", "m")] == [2201, 2201, 22]
+
+
 def test_hosts_are_in_natural_order(ranged):
     write(ranged, {"hosts.yml": "all:\n  hosts:\n    n[1:10]:\n"})
     assert list(inventory.load(ranged).hosts)[:3] == ["n1", "n2", "n3"]

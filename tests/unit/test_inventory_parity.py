@@ -42,6 +42,7 @@ FILES = {
           hosts:
             lone.example.test:
               ansible_python_interpreter: /usr/bin/python3
+            web.example.test:2201:
           children:
             api:
               vars: {https_port: 8443, backend: php}
@@ -238,7 +239,10 @@ pytestmark = pytest.mark.required
 def test_the_same_groups_with_the_same_hosts(ansible_list, inv_json):
     groups = {g: set(hosts) for g, hosts in inv_json("inventory").items()}
     assert groups == ansible_members(ansible_list)
-    assert len(groups["api"]) == 15 and groups["ungrouped"] == {"lone.example.test"}
+    assert len(groups["api"]) == 15 and groups["ungrouped"] == {
+        "lone.example.test",
+        "web.example.test",
+    }
 
 
 def test_the_same_variables_for_every_host(ansible_list, inv_json):
@@ -256,6 +260,7 @@ def test_precedence_cases_worth_naming(ansible_list):
     assert hostvars["eub.example.test"]["https_port"] == 9443  # group_vars/api_eu/ (deeper)
     assert hostvars["api01.example.test"]["backend"] == "python"  # group_vars/all beats hosts.yml
     assert hostvars["db4-n2"]["ansible_port"] == 2223
+    assert hostvars["web.example.test"]["ansible_port"] == 2201  # host:port in hosts.yml
     assert hostvars["eub.example.test"]["datacenter"] == "eu-b"
 
 
