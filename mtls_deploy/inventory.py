@@ -99,13 +99,6 @@ class Inventory:
         groups = {"ungrouped": [], **self.groups}  # Ansible's implicit group, even when empty
         return evaluate(patterns, list(self.hosts), groups, kind)
 
-    def group_members(self, group: str) -> list[str]:
-        """Host names in ``group``, or one clear error listing the known groups."""
-        if group not in self.groups:
-            known = ", ".join(sorted(self.groups))
-            raise BadInput(f"unknown group {group!r}; known groups: {known}")
-        return self.groups[group]
-
 
 def inventory_dir(path: str | Path | None = None) -> Path:
     """The inventory to read: ``path``, else ``$MTLS_DEPLOY_INVENTORY``, else the project
