@@ -27,7 +27,6 @@ PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 TEMPLATE_MARKS = ("{{", "{%")
 YAML_SUFFIXES = (".yml", ".yaml")
-TO_STATIC = "ansible-inventory -i {path} --list --yaml --export > inventory/hosts.yml"
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential|hmac", re.IGNORECASE)
 
 
@@ -125,7 +124,7 @@ def load(path: str | Path | None = None, extra_vars: dict | None = None) -> Inve
     """
     root = inventory_dir(path)
     hosts_file = _hosts_file(root)
-    refuse_dynamic(root)
+    refuse_unread(root, hosts_file)
     tree = read_yaml(hosts_file) or {}
     if not isinstance(tree, dict) or "all" not in tree:
         raise BadInput(f"{hosts_file}: the top level must be the group 'all' (Ansible YAML format)")
@@ -188,23 +187,28 @@ def _vault_refusal(where: str, what: str = "is encrypted") -> str:
     )
 
 
-def refuse_dynamic(root: Path) -> None:
-    """One line for a dynamic inventory in ``root``: a script (executable, ``.py``, ``.sh``) or
-    an inventory plugin's YAML (``plugin:``); mtls-deploy reads static YAML only."""
+def refuse_unread(root: Path, hosts_file: Path) -> None:
+    """One line for an inventory source in ``root`` that mtls-deploy would not read, where
+    Ansible would: a script (executable, ``.py``, ``.sh``), an inventory plugin's YAML
+    (``plugin:``), or a second inventory file beside ``hosts.yml`` (YAML, INI, JSON, TOML)."""
     for path in _inventory_sources(root):
         if path.suffix in (".py", ".sh") or (
             path.suffix not in YAML_SUFFIXES and os.access(path, os.X_OK)
         ):
-            raise BadInput(
-                f"{path} is a dynamic inventory script; mtls-deploy reads only static YAML "
-                f"(hosts.yml, group_vars/, host_vars/): write its hosts out with "
-                + TO_STATIC.format(path=path)
-            )
-        if path.suffix in YAML_SUFFIXES and _plugin_of(path):
-            raise BadInput(
-                f"{path} configures the inventory plugin {_plugin_of(path)!r}; mtls-deploy reads "
-                "only static YAML: write its hosts out with " + TO_STATIC.format(path=path)
-            )
+            raise BadInput(_unread(path, "is a dynamic inventory script"))
+        plugin = _plugin_of(path) if path.suffix in YAML_SUFFIXES else None
+        if plugin:
+            raise BadInput(_unread(path, f"configures the inventory plugin {plugin!r}"))
+        if path != hosts_file and path.suffix in (*YAML_SUFFIXES, ".ini", ".json", ".toml"):
+            raise BadInput(_unread(path, f"is a second inventory file beside {hosts_file.name}"))
+
+
+def _unread(path: Path, what: str) -> str:
+    return (
+        f"{path} {what}; mtls-deploy reads one static YAML inventory (hosts.yml, group_vars/, "
+        f"host_vars/): print its hosts with `ansible-inventory -i {path} --list --yaml --export` "
+        "and put them in hosts.yml"
+    )
 
 
 def _inventory_sources(root: Path) -> list[Path]:

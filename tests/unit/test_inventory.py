@@ -394,6 +394,9 @@ def test_a_jinja_expression_is_refused_naming_file_and_variable(ranged, name, te
         ("aws_ec2.yml", "plugin: amazon.aws.aws_ec2\nregions: [eu-west-1]\n", 0o644,
          "configures the inventory plugin 'amazon.aws.aws_ec2'"),
         ("hosts.yml", "plugin: constructed\n", 0o644, "configures the inventory plugin 'constructed'"),
+        ("prod.yml", "all:\n  hosts: {p1:}\n", 0o644, "is a second inventory file beside hosts.yml"),
+        ("hosts.ini", "[api]\np1\n", 0o644, "is a second inventory file beside hosts.yml"),
+        ("more/hosts.yaml", "all: {}\n", 0o644, "is a second inventory file beside hosts.yml"),
     ],
 )  # fmt: skip
 def test_a_dynamic_inventory_is_refused_in_one_line(ranged, name, text, mode, words):
@@ -403,7 +406,16 @@ def test_a_dynamic_inventory_is_refused_in_one_line(ranged, name, text, mode, wo
         inventory.load(ranged)
     message = str(caught.value)
     assert message.startswith(f"{ranged / name} {words}") and "\n" not in message
-    assert message.endswith("--list --yaml --export > inventory/hosts.yml")
+    assert message.endswith(
+        f"mtls-deploy reads one static YAML inventory (hosts.yml, group_vars/, host_vars/): "
+        f"print its hosts with `ansible-inventory -i {ranged / name} --list --yaml --export` "
+        "and put them in hosts.yml"
+    )
+
+
+def test_other_files_and_hidden_ones_are_left_alone(ranged):
+    write(ranged, {"README.md": "# notes\n", ".hidden/x.yml": "all: {}\n", "group_vars/x.yml": ""})
+    assert "lone" in inventory.load(ranged).hosts
 
 
 def test_an_executable_yaml_file_is_still_yaml(ranged):
