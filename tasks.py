@@ -66,7 +66,7 @@ def hosts_trust(c, host, replace=False, fingerprint=None):
 
 @task(
     help={
-        "host": "hosts, comma-separated (default: all)",
+        "host": "hosts or Ansible patterns: api1,bob or 'api*' or 'api:!api3' (default: all)",
         "group": "a group of hosts",
         "command": "the shell command to run",
         "sudo": "run it as root",
@@ -339,7 +339,7 @@ def renew_client(c, name, p12=True, p12_legacy=False, deliver=True):
 
 @task(
     help={
-        "host": "hosts, comma-separated",
+        "host": "hosts or Ansible patterns: api1,api2 or 'api*' or 'api:!api3'",
         "group": "a group of hosts (default: api)",
         "check": "change nothing; report what would change",
         "diff": "show file diffs",
@@ -370,7 +370,7 @@ def provision(
 
 @task(
     help={
-        "host": "API hosts, comma-separated (default: group api)",
+        "host": "API hosts or Ansible patterns (default: group api)",
         "from": "consumer hosts to curl from, comma-separated (default: group consumers)",
         "json": "print one JSON document",
     }
@@ -396,7 +396,7 @@ def smoke_test(c, host=None, from_=None, json=False):
 
 @task(
     help={
-        "host": "hosts, comma-separated (default: every API and consumer host)",
+        "host": "hosts or Ansible patterns (default: every API and consumer host)",
         "json": "print one JSON document (its shape: mtls_deploy/status/__init__.py)",
         "html": "write the status as one self-contained HTML page (a timeline) to FILE",
         "warn_before": "warn this long before an end, e.g. 30d, 12h (default: the PKI's warn_before)",
@@ -421,7 +421,7 @@ def status(c, host=None, json=False, html=None, warn_before=None):
         "name": "the client refused: read its recent requests in the API hosts' logs",
         "cert": "a client certificate file to check (chain, dates, EKU, revoked) and try live",
         "key": "with --cert: its key (checked against it; needed for the live try)",
-        "host": "API hosts, comma-separated (default: group api)",
+        "host": "API hosts or Ansible patterns (default: group api)",
     }
 )
 def doctor(c, name=None, cert=None, key=None, host=None):
@@ -443,7 +443,7 @@ def doctor(c, name=None, cert=None, key=None, host=None):
 @task(
     help={
         "only": "benchmarks, comma-separated: provision-noop, fleet, provision-fresh, "
-        "mtls-handshakes, api-throughput, pki-bulk (default: all)",
+        "mtls-handshakes, api-throughput, pki-bulk (default: all of these), soak (~7 min)",
         "quick": "a short variant of each, written to bench/results/quick.tmp/",
         "results": "directory for the JSON files (default bench/results/)",
     }
