@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mtls_deploy import lab
 
-from . import api_throughput, fleet, mtls_handshakes, provision_fresh, provision_noop
+from . import api_throughput, fleet, mtls_handshakes, provision_fresh, provision_noop, soak
 from .common import (
     QUICK_RESULTS_DIR,
     REPO,
@@ -32,7 +32,8 @@ WORLD_BENCHMARKS = {  # in the order they run: the no-op ones first, before fres
     "mtls-handshakes": mtls_handshakes,
     "api-throughput": api_throughput,
 }
-BENCHMARKS = [*WORLD_BENCHMARKS, "pki-bulk"]
+BENCHMARKS = [*WORLD_BENCHMARKS, "pki-bulk", "soak"]  # soak: its own lab world, ~7 min
+ON_REQUEST = ("soak",)  # ~7 minutes of lab time: run only when named (--only soak)
 PKI_BULK = REPO / "bench" / "pki_bulk.py"
 
 
@@ -85,7 +86,7 @@ def select(only: list[str]) -> list[str]:
         from mtls_deploy.errors import BadInput
 
         raise BadInput(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")
-    return [n for n in BENCHMARKS if not only or n in only]
+    return [n for n in BENCHMARKS if n in only or not only and n not in ON_REQUEST]
 
 
 def hosts_needed(names: list[str], quick: bool) -> list[str]:
@@ -106,6 +107,8 @@ def run_one(name: str, world, quick: bool, results_dir: Path, extra: dict) -> Pa
     print(f"\n=== {name}{' (quick)' if quick else ''} ===", flush=True)
     if name == "pki-bulk":
         return run_pki_bulk(quick, results_dir)
+    if name == "soak":  # the same test as in the suite (no quick form: time is what it proves)
+        return soak.run_soak(results_dir)
     report = WORLD_BENCHMARKS[name].run(world, quick)
     report["versions"] = versions(**extra)
     report["machine"] = machine()
