@@ -5,7 +5,8 @@ After one converging run, 10 whole ``inv provision --host fleet1 --json`` proces
 SSH channels each run opened (``ssh_channels`` in the JSON). Then a few in-process runs of
 ``provision_host`` under ``SshTrace`` split a run into Python start-up and imports, the SSH
 connection and each round trip, and count the network turns (the times the client waited
-for the host). Goal: median at most 1.0 s; stretch 0.5 s.
+for the host). Goal: median at most 1.0 s; stretch 0.5 s; and the architecture issue's target of
+at most 0.45 s, reported beside them (start-up must stay cheap while the code grows).
 """
 
 import time
@@ -20,6 +21,7 @@ NAME = "provision-noop"
 HOST = "fleet1"
 HOSTS = [HOST]
 GOAL_S, STRETCH_S = 1.0, 0.5
+ARCHITECTURE_TARGET_S = 0.45  # issue "Architecture": imports only what a task uses
 
 
 def run(world, quick: bool) -> dict:
@@ -28,7 +30,11 @@ def run(world, quick: bool) -> dict:
     runs = [whole_run(world) for _ in range(3 if quick else 10)]
     traces = [traced_run(world) for _ in range(2 if quick else 5)]
     figures = summarise(runs, traces)
-    goals = [goal("median wall clock, s", figures["wall_s"]["median"], GOAL_S, stretch=STRETCH_S)]
+    median = figures["wall_s"]["median"]
+    goals = [
+        goal("median wall clock, s", median, GOAL_S, stretch=STRETCH_S),
+        goal("median wall clock, s (architecture target)", median, ARCHITECTURE_TARGET_S),
+    ]
     show(figures, goals)
     return {"quick": quick, "host": HOST, "figures": figures, "goals": goals,
             "runs": runs, "traces": traces}  # fmt: skip
