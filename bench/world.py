@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtls_deploy import inventory, lab
-from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.connection import Remote, SshTarget
+from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.pki.store import PkiStore
 
 from .common import REPO, ProcessRun, run_process

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from mtls_deploy import inventory, lab
-from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.connection import Remote, SshTarget
 from mtls_deploy.operations import install_without_starting
+from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.pki.store import PkiStore
 from mtls_deploy.provision import RunOptions, provision_host
 from mtls_deploy.runner import HostResult

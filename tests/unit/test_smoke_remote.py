@@ -137,5 +137,6 @@ def test_an_api_of_a_private_acme_ca_is_verified_with_its_roots(tmp_path):
     private = ApiTarget(*list(API.__dict__.values())[:7], ca_file="api-ca-1.crt")
     request = next(c.request for c in plan_cases([private], [BOB]) if c.number == 8)
     done = run_script(tmp_path, script_for([request], {"api-ca-1.crt": b"PEBBLE"}))
+    assert done.returncode == 0, done.stderr
     log = (tmp_path / "log").read_text().splitlines()
     assert log[log.index("--cacert") + 1].endswith("/api-ca-1.crt")
