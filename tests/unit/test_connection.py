@@ -1,38 +1,13 @@
 """Connecting without a host (mtls_deploy/connection.py): what a refused or failed connection says."""
 
-import base64
 from pathlib import Path
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mtls_deploy import connection
 from mtls_deploy.connection import ConnectError, SshTarget
-
-NAME = "[127.0.0.1]:2201"
-
-
-def new_key() -> paramiko.PKey:
-    """A fresh ed25519 public key, as paramiko reads it from a server or a known_hosts line."""
-    public = ed25519.Ed25519PrivateKey.generate().public_key()
-    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    kind, data = line.decode().split()
-    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
-
-
-def line(names: str, key) -> str:
-    return f"{names} {key.get_name()} {key.get_base64()}"
-
-
-def target(known_hosts: Path, host="api1", port=2201) -> SshTarget:
-    return SshTarget(host, "127.0.0.1", port, "deploy", None, known_hosts, True, 1)
-
-
-def hashed(name: str) -> str:
-    return paramiko.HostKeys.hash_host(name)
-
+from tests.unit.ssh_keys import NAME, new_key, target
 
 # --- connecting: refused before any connection, one line each ---------------------------------
 

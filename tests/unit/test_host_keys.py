@@ -1,17 +1,13 @@
 """Host keys without a host (mtls_deploy/host_keys.py): what the known_hosts file says, what
 hosts.trust decides, what it writes."""
 
-import base64
 import socket
-from pathlib import Path
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mtls_deploy import host_keys
-from mtls_deploy.connection import ConnectError, SshTarget, fingerprint, known_hosts_name
+from mtls_deploy.connection import ConnectError, fingerprint, known_hosts_name
 from mtls_deploy.errors import BadInput
 from mtls_deploy.host_keys import (
     HostKeyRefused,
@@ -22,29 +18,7 @@ from mtls_deploy.host_keys import (
     record_host_key,
     replace_known_host,
 )
-
-NAME = "[127.0.0.1]:2201"
-
-
-def new_key() -> paramiko.PKey:
-    """A fresh ed25519 public key, as paramiko reads it from a server or a known_hosts line."""
-    public = ed25519.Ed25519PrivateKey.generate().public_key()
-    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    kind, data = line.decode().split()
-    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
-
-
-def line(names: str, key) -> str:
-    return f"{names} {key.get_name()} {key.get_base64()}"
-
-
-def target(known_hosts: Path, host="api1", port=2201) -> SshTarget:
-    return SshTarget(host, "127.0.0.1", port, "deploy", None, known_hosts, True, 1)
-
-
-def hashed(name: str) -> str:
-    return paramiko.HostKeys.hash_host(name)
-
+from tests.unit.ssh_keys import NAME, hashed, line, new_key, target
 
 # --- the decision ----------------------------------------------------------------------------
 
