@@ -86,3 +86,11 @@ def pki_spawn(pki_env):
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+@pytest.fixture(scope="module")
+def client_ca():
+    """A throwaway client CA (certificate, key) for the smoke test's unit tests."""
+    from tests.unit.smoke_world import make_client_ca
+
+    return make_client_ca()

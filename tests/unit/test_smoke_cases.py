@@ -1,23 +1,11 @@
 """The smoke test's case table (mtls_deploy/smoke/cases.py): every case once, from where, and what
 it expects. Pure."""
 
-import datetime as dt
-
 import pytest
 
-from mtls_deploy.smoke import ApiTarget, Client, ConsumerHost, Expect
+from mtls_deploy.smoke import Client, ConsumerHost, Expect
 from mtls_deploy.smoke.cases import plan_cases
-
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-API = ApiTarget(
-    "api1", "api1.lab.test", 8441, "127.0.0.1", "127.0.0.1", "on", "/etc/nginx/mtls/crl.pem"
-)
-BOB = ConsumerHost("bob", ".mtls/api", (Client("bob", "valid", "0A1B"),))
-
-
-def by_row(cases):
-    return [(c.number, c.source, c.target, c.expected) for c in cases]
-
+from tests.unit.smoke_world import API, BOB, by_row
 
 # --- the case table -----------------------------------------------------------------------------
 

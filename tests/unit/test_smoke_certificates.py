@@ -8,29 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mtls_deploy.pki import profile as pki
-from mtls_deploy.smoke import ApiTarget, Client, ConsumerHost
 from mtls_deploy.smoke.certificates import certificate_files, foreign_certificate
-
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-API = ApiTarget(
-    "api1", "api1.lab.test", 8441, "127.0.0.1", "127.0.0.1", "on", "/etc/nginx/mtls/crl.pem"
-)
-BOB = ConsumerHost("bob", ".mtls/api", (Client("bob", "valid", "0A1B"),))
-
-
-def by_row(cases):
-    return [(c.number, c.source, c.target, c.expected) for c in cases]
-
-
-@pytest.fixture(scope="module")
-def client_ca():
-    key = pki.generate_key("ec")
-    return pki.make_ca(key, "Test client CA", NOW - dt.timedelta(days=30)), key
-
-
-def crl_pem(ca, days=180, now=NOW, revoked=()) -> bytes:
-    crl = pki.sign_crl(*ca, revoked, 1, now, days)
-    return crl.public_bytes(serialization.Encoding.PEM)
+from tests.unit.smoke_world import NOW
 
 
 def test_the_foreign_certificate_is_not_ours(client_ca):

@@ -2,34 +2,14 @@
 here with sh and a stand-in curl that records its arguments."""
 
 import base64
-import datetime as dt
-import json
 import os
 import subprocess
 from pathlib import Path
 
-from mtls_deploy.smoke import ApiTarget, Client, ConsumerHost, CurlResult
+from mtls_deploy.smoke import ApiTarget, CurlResult
 from mtls_deploy.smoke.cases import plan_cases
 from mtls_deploy.smoke.remote import parse_results, script_for
-
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-API = ApiTarget(
-    "api1", "api1.lab.test", 8441, "127.0.0.1", "127.0.0.1", "on", "/etc/nginx/mtls/crl.pem"
-)
-BOB = ConsumerHost("bob", ".mtls/api", (Client("bob", "valid", "0A1B"),))
-
-
-def by_row(cases):
-    return [(c.number, c.source, c.target, c.expected) for c in cases]
-
-
-WHOAMI = json.dumps({"verified": "SUCCESS", "subject": {"CN": "bob"}, "serial": "0a1b"})
-REVOKED = json.dumps({"error": "client certificate rejected", "reason": "certificate revoked"})
-NO_CERT = json.dumps(
-    {"error": "client certificate required", "reason": "no client certificate was sent"}
-)
-TLS_ALERT = "curl: (35) OpenSSL/3.0.20: error:0A00042E:SSL routines::tlsv1 alert protocol version"
-
+from tests.unit.smoke_world import API, BOB, TLS_ALERT, WHOAMI
 
 # --- parsing the script's output --------------------------------------------------------------
 

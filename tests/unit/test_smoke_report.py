@@ -1,24 +1,12 @@
 """The smoke test's report (mtls_deploy/smoke/report.py): the table and the JSON say the same."""
 
-import datetime as dt
 import io
 import json
 
-from mtls_deploy.smoke import ApiTarget, Client, ConsumerHost
 from mtls_deploy.smoke.cases import plan_cases
 from mtls_deploy.smoke.report import SmokeReport, print_report, rows, table_lines
 from mtls_deploy.smoke.run import CRL_PUSH_NOTE
-
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-API = ApiTarget(
-    "api1", "api1.lab.test", 8441, "127.0.0.1", "127.0.0.1", "on", "/etc/nginx/mtls/crl.pem"
-)
-BOB = ConsumerHost("bob", ".mtls/api", (Client("bob", "valid", "0A1B"),))
-
-
-def by_row(cases):
-    return [(c.number, c.source, c.target, c.expected) for c in cases]
-
+from tests.unit.smoke_world import API, BOB
 
 # --- output ------------------------------------------------------------------------------------
 

@@ -2,14 +2,13 @@
 host that cannot be reached. Pure."""
 
 import datetime as dt
-import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mtls_deploy.pki import profile as pki
 from mtls_deploy.runner import HostResult
-from mtls_deploy.smoke import ApiTarget, Case, Client, ConsumerHost, CurlResult, Expect
+from mtls_deploy.smoke import ApiTarget, Case, CurlResult, Expect
 from mtls_deploy.smoke.cases import plan_cases
 from mtls_deploy.smoke.report import SmokeReport, rows, table_lines
 from mtls_deploy.smoke.verdicts import (
@@ -20,26 +19,9 @@ from mtls_deploy.smoke.verdicts import (
     same_serial,
     settle_cases,
 )
-
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-API = ApiTarget(
-    "api1", "api1.lab.test", 8441, "127.0.0.1", "127.0.0.1", "on", "/etc/nginx/mtls/crl.pem"
-)
-BOB = ConsumerHost("bob", ".mtls/api", (Client("bob", "valid", "0A1B"),))
-
-
-def by_row(cases):
-    return [(c.number, c.source, c.target, c.expected) for c in cases]
-
+from tests.unit.smoke_world import API, BOB, NO_CERT, NOW, REVOKED, TLS_ALERT, WHOAMI, crl_pem
 
 # --- judging curl results -----------------------------------------------------------------------
-
-WHOAMI = json.dumps({"verified": "SUCCESS", "subject": {"CN": "bob"}, "serial": "0a1b"})
-REVOKED = json.dumps({"error": "client certificate rejected", "reason": "certificate revoked"})
-NO_CERT = json.dumps(
-    {"error": "client certificate required", "reason": "no client certificate was sent"}
-)
-TLS_ALERT = "curl: (35) OpenSSL/3.0.20: error:0A00042E:SSL routines::tlsv1 alert protocol version"
 
 
 @pytest.mark.parametrize(
@@ -87,17 +69,6 @@ def test_a_missing_bundle_fails_only_while_the_index_says_valid():
         Expect("rejected", 400, words=("revoked",)),
     )
     assert judge_missing(revoked).result == "skip"
-
-
-@pytest.fixture(scope="module")
-def client_ca():
-    key = pki.generate_key("ec")
-    return pki.make_ca(key, "Test client CA", NOW - dt.timedelta(days=30)), key
-
-
-def crl_pem(ca, days=180, now=NOW, revoked=()) -> bytes:
-    crl = pki.sign_crl(*ca, revoked, 1, now, days)
-    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def test_judge_crl(client_ca):
