@@ -94,3 +94,29 @@ def client_ca():
     from tests.unit.smoke_world import make_client_ca
 
     return make_client_ca()
+
+
+@pytest.fixture(scope="module")
+def inv_program():
+    """``inv`` itself: Invoke's ``Program`` over the namespace of tasks.py, loaded as inv does."""
+    from invoke import Collection, Program
+    from invoke.loader import FilesystemLoader
+
+    module, _ = FilesystemLoader(start=str(Path(__file__).resolve().parents[2])).load("tasks")
+    return Program(namespace=Collection.from_module(module), binary="inv")
+
+
+@pytest.fixture
+def inv(inv_program, capsys):
+    """``inv(*argv)`` -> ``(exit code, stdout, stderr)`` of one command line, in process."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            inv_program.run(["inv", *argv])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from invoke import Collection, Program
+from invoke import Collection
 from invoke.loader import FilesystemLoader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,23 +41,6 @@ def flag_names(name: str) -> dict[str, list[str]]:
         next(n for n in a.names if len(n) > 1): [n for n in a.names if len(n) == 1]
         for a in arguments
     }
-
-
-@pytest.fixture
-def inv(capsys):
-    """``inv(*argv)`` -> ``(exit code, stdout, stderr)`` of one command line."""
-    program = Program(namespace=NAMESPACE, binary="inv")
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            program.run(["inv", *argv])
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_the_walk_sees_every_task():

@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-from invoke import Collection, Program
-from invoke.loader import FilesystemLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD_NAMES = {
@@ -29,29 +27,6 @@ BAD_NAMES = {
     "nul": "bob\x00",
 }
 ONE_LINE_NAMES = {k: v for k, v in BAD_NAMES.items() if v.strip() and "\n" not in v}
-
-
-@pytest.fixture(scope="module")
-def inv_program() -> Program:
-    """``inv`` itself: Invoke's ``Program`` over the namespace of tasks.py, loaded as inv does."""
-    module, _ = FilesystemLoader(start=str(ROOT)).load("tasks")
-    return Program(namespace=Collection.from_module(module), binary="inv")
-
-
-@pytest.fixture
-def inv(inv_program, capsys):
-    """``inv(*argv)`` -> ``(exit code, stdout, stderr)`` of one command line."""
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            inv_program.run(["inv", *argv])
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def all_files(root: Path) -> set[str]:

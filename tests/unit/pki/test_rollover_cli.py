@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from invoke import Collection, Program
-from invoke.loader import FilesystemLoader
 
 from mtls_deploy import role_loader
 from mtls_deploy.facts import HostFacts
@@ -25,27 +23,6 @@ V = {
     "server_cert": "private",
     "crl_refresh_fraction": 0.33,
 }
-
-
-@pytest.fixture(scope="module")
-def inv_program() -> Program:
-    module, _ = FilesystemLoader(start=str(ROOT)).load("tasks")
-    return Program(namespace=Collection.from_module(module), binary="inv")
-
-
-@pytest.fixture
-def inv(inv_program, capsys):
-    """``inv(*argv)`` -> ``(exit code, stdout, stderr)``."""
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            inv_program.run(["inv", *argv])
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        return code, *capsys.readouterr()
-
-    return run
 
 
 def files(root: Path) -> dict[str, bytes]:
