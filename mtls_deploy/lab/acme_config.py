@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import BadInput
+from ..pki.profile import key_usage
 
 LOOPBACK = "127.0.0.1"
 ACME_PORT = 14000
@@ -139,7 +140,7 @@ def make_listener_ca(now: datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Ce
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mtls-deploy lab ACME listener CA")])
     builder = _builder(name, name, key.public_key(), now, LISTENER_CA_DAYS)
     builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-    builder = builder.add_extension(_usage(cert_sign=True), critical=True)
+    builder = builder.add_extension(key_usage(cert_sign=True), critical=True)
     builder = builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
     )
@@ -155,7 +156,7 @@ def make_listener_cert(
     names = [x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]
     builder = _builder(subject, ca_cert.subject, key.public_key(), now, LISTENER_DAYS)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-    builder = builder.add_extension(_usage(cert_sign=False), critical=True)
+    builder = builder.add_extension(key_usage(cert_sign=False), critical=True)
     builder = builder.add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
     )
@@ -187,20 +188,6 @@ def _builder(subject, issuer, public_key, now: datetime, days: int) -> x509.Cert
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-
-
-def _usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
     )
 
 

@@ -202,7 +202,7 @@ def make_ca(
     builder = _builder(name, name, key.public_key(), serial, not_before, not_after)
     builder = (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     return builder.sign(key, hashes.SHA256())
@@ -329,7 +329,7 @@ def _leaf_extensions(builder, ca_cert, public_key):
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(encipherment=key_type_of(public_key) == "rsa"), critical=True)
+        .add_extension(key_usage(encipherment=key_type_of(public_key) == "rsa"), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
@@ -356,7 +356,8 @@ def _name(common_name: str, org: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _key_usage(cert_sign=False, encipherment=False) -> x509.KeyUsage:
+def key_usage(cert_sign=False, encipherment=False) -> x509.KeyUsage:
+    """keyCertSign + cRLSign for a CA; digitalSignature (+ keyEncipherment for RSA) for a leaf."""
     return x509.KeyUsage(
         digital_signature=not cert_sign,
         content_commitment=False,
