@@ -213,6 +213,32 @@ def write_inventory(folder: Path, hosts: list[ApiHost]) -> Path:
     return folder
 
 
+def write_api_consumer_inventory(
+    folder: Path, api: ApiHost, consumer: str, consumer_port: int,
+    all_vars: dict | None = None, more_api_hosts: str = "",
+) -> Path:  # fmt: skip
+    """An inventory of one lab API host (user deploy, sudo) and one consumer (user bob) that
+    use the lab's key and known_hosts; ``all_vars`` go into group_vars/all.yml (lifetimes),
+    ``more_api_hosts`` are further lines of the api group's hosts."""
+    (folder / "group_vars").mkdir(parents=True)
+    (folder / "hosts.yml").write_text(
+        "all:\n"
+        "  vars: {ansible_host: 127.0.0.1, lab: true, https_listen: 127.0.0.1}\n"
+        "  children:\n"
+        "    api:\n      vars: {ansible_user: deploy, ansible_become: true}\n      hosts:\n"
+        f"        {api.name}: {{ansible_port: {api.ssh_port}, https_port: {api.https_port}, "
+        f"server_name: {api.server_name}}}\n" + more_api_hosts +
+        "    consumers:\n      hosts:\n"
+        f"        {consumer}: {{ansible_port: {consumer_port}, ansible_user: bob}}\n"
+    )  # fmt: skip
+    (folder / "group_vars" / "all.yml").write_text(
+        f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
+        f"ssh_known_hosts_file: {ROOT}/.lab/known_hosts\n"
+        + "".join(f"{name}: {value}\n" for name, value in (all_vars or {}).items())
+    )
+    return folder
+
+
 def make_pki_with_client(name: str) -> None:
     """A PKI called ``name`` in the current ``pki_environment``, with client 'alice' of
     'Example, Inc.' and her bundle in ``dist/alice``."""

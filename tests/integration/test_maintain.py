@@ -22,7 +22,16 @@ from mtls_deploy import inventory, lab
 from mtls_deploy.pki.settings import PkiSettings
 from mtls_deploy.pki.store import PkiStore
 
-from .conftest import ROOT, ApiHost, inv, needs_lab, pki_environment, provision_cleanly, run_on
+from .conftest import (
+    ROOT,
+    ApiHost,
+    inv,
+    needs_lab,
+    pki_environment,
+    provision_cleanly,
+    run_on,
+    write_api_consumer_inventory,
+)
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
@@ -36,26 +45,13 @@ BUNDLE = ".mtls/api"
 
 
 def write_world_inventory(folder, gone: bool = False):
-    """mt-api in group api (and mt-gone, down, with ``gone``), mt-bob in group consumers."""
-    (folder / "group_vars").mkdir(parents=True)
+    """mt-api in group api (and mt-gone, a host that is down, with ``gone``), mt-bob in group
+    consumers, the compressed lifetimes in group_vars/all."""
     extra = (f"        mt-gone: {{ansible_port: {GONE_PORT}, https_port: 8499, "
              "server_name: mt-gone.lab.test}\n")  # fmt: skip
-    (folder / "hosts.yml").write_text(
-        "all:\n"
-        "  vars: {ansible_host: 127.0.0.1, lab: true, https_listen: 127.0.0.1}\n"
-        "  children:\n"
-        "    api:\n      vars: {ansible_user: deploy, ansible_become: true}\n      hosts:\n"
-        f"        {API.name}: {{ansible_port: {API.ssh_port}, https_port: {API.https_port}, "
-        f"server_name: {API.server_name}}}\n" + (extra if gone else "") +
-        "    consumers:\n      hosts:\n"
-        f"        {CONSUMER}: {{ansible_port: {CONSUMER_PORT}, ansible_user: bob}}\n"
-    )  # fmt: skip
-    (folder / "group_vars" / "all.yml").write_text(
-        f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
-        f"ssh_known_hosts_file: {ROOT}/.lab/known_hosts\n"
-        + "".join(f"{name}: {value}\n" for name, value in LIFETIMES.items())
+    return write_api_consumer_inventory(
+        folder, API, CONSUMER, CONSUMER_PORT, LIFETIMES, extra if gone else ""
     )
-    return folder
 
 
 @pytest.fixture(scope="module")

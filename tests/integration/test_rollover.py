@@ -17,7 +17,15 @@ from cryptography import x509
 from mtls_deploy import inventory, lab
 from mtls_deploy.pki.store import PkiStore
 
-from .conftest import ROOT, ApiHost, inv, needs_lab, pki_environment, provision_cleanly, run_on
+from .conftest import (
+    ApiHost,
+    inv,
+    needs_lab,
+    pki_environment,
+    provision_cleanly,
+    run_on,
+    write_api_consumer_inventory,
+)
 
 pytestmark = needs_lab
 
@@ -31,21 +39,7 @@ IN_BUNDLE = "cd .mtls/api && { [ -d current ] && cd current || true; } && "
 
 def write_world_inventory(folder):
     """ro-api in group api, ro-bob in group consumers, the lab's key and known_hosts."""
-    (folder / "group_vars").mkdir(parents=True)
-    (folder / "hosts.yml").write_text(
-        "all:\n"
-        "  vars: {ansible_host: 127.0.0.1, lab: true, https_listen: 127.0.0.1}\n"
-        "  children:\n"
-        "    api:\n      hosts:\n"
-        f"        {API.name}: {{ansible_port: {API.ssh_port}, https_port: {API.https_port}, "
-        f"server_name: {API.server_name}, ansible_user: deploy, ansible_become: true}}\n"
-        "    consumers:\n      hosts:\n"
-        f"        {CONSUMER}: {{ansible_port: {CONSUMER_PORT}, ansible_user: bob}}\n"
-    )
-    (folder / "group_vars" / "all.yml").write_text(
-        f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
-        f"ssh_known_hosts_file: {ROOT}/.lab/known_hosts\n"
-    )
+    return write_api_consumer_inventory(folder, API, CONSUMER, CONSUMER_PORT)
 
 
 @pytest.fixture(scope="module")

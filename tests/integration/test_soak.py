@@ -26,7 +26,16 @@ from mtls_deploy import inventory, lab
 from mtls_deploy.pki.settings import PkiSettings
 from mtls_deploy.pki.store import PkiStore
 
-from .conftest import ROOT, ApiHost, inv, needs_lab, pki_environment, provision_cleanly, run_on
+from .conftest import (
+    ROOT,
+    ApiHost,
+    inv,
+    needs_lab,
+    pki_environment,
+    provision_cleanly,
+    run_on,
+    write_api_consumer_inventory,
+)
 
 pytestmark = [*needs_lab, pytest.mark.slow]
 
@@ -91,24 +100,8 @@ for _ in range(int(seconds / period) + 1):
 
 
 def write_world_inventory(folder: Path) -> Path:
-    """sk-api in group api, sk-bob in group consumers, the lifetimes in group_vars/all."""
-    (folder / "group_vars").mkdir(parents=True)
-    (folder / "hosts.yml").write_text(
-        "all:\n"
-        "  vars: {ansible_host: 127.0.0.1, lab: true, https_listen: 127.0.0.1}\n"
-        "  children:\n"
-        "    api:\n      vars: {ansible_user: deploy, ansible_become: true}\n      hosts:\n"
-        f"        {API.name}: {{ansible_port: {API.ssh_port}, https_port: {API.https_port}, "
-        f"server_name: {API.server_name}}}\n"
-        "    consumers:\n      hosts:\n"
-        f"        {CONSUMER}: {{ansible_port: {CONSUMER_PORT}, ansible_user: bob}}\n"
-    )  # fmt: skip
-    (folder / "group_vars" / "all.yml").write_text(
-        f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
-        f"ssh_known_hosts_file: {ROOT}/.lab/known_hosts\n"
-        + "".join(f"{name}: {value}\n" for name, value in LIFETIMES.items())
-    )
-    return folder
+    """sk-api in group api, sk-bob in group consumers, the compressed lifetimes."""
+    return write_api_consumer_inventory(folder, API, CONSUMER, CONSUMER_PORT, LIFETIMES)
 
 
 @pytest.fixture(scope="module")
