@@ -37,15 +37,12 @@ MOZILLA_CIPHERS = ":".join(
 )
 CURVES = "X25519:prime256v1:secp384r1"
 CURVES_PQ = "X25519MLKEM768:" + CURVES  # OpenSSL 3.5 and later
-# What the roles this one depends on export to it (role_loader.with_exports).
-EXPORTED = (
-    "tls_certificate",
-    "tls_certificate_key",
-    "tls_client_ca",
-    "tls_crl",
-    "fastcgi_socket",
-    "front_controller",
-)
+# What the roles this one depends on export to it (role_loader.with_exports): tls its paths,
+# the backend the template of its locations (``nginx_locations``) and what that template reads
+# (a FastCGI socket and front controller, a proxy's socket, a document root).
+EXPORTED = ("tls_certificate", "tls_certificate_key", "tls_client_ca", "tls_crl")
+BACKEND_EXPORTS = ("nginx_locations", "fastcgi_", "front_controller", "document_root", "proxy_")
+FASTCGI_LOCATIONS = "nginx/locations/fastcgi.conf.j2"
 
 
 def tls_profile(facts: HostFacts) -> dict:
@@ -97,7 +94,15 @@ def site_context(v: dict, facts: HostFacts) -> dict:
         "access_log": f"{log_dir}/{name}.access.log",
         "error_log": f"{log_dir}/{name}.error.log",
         **{k: v[k] for k in EXPORTED},
+        **backend_exports(v),
         **tls_profile(facts),
+    }
+
+
+def backend_exports(v: dict) -> dict:
+    """What the backend exported for its locations; FastCGI's template unless it names one."""
+    return {"nginx_locations": FASTCGI_LOCATIONS} | {
+        k: value for k, value in v.items() if k.startswith(BACKEND_EXPORTS)
     }
 
 
