@@ -18,11 +18,28 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Under pytest-xdist (``-n 2 --dist loadgroup``, scripts/test.sh), the lab modules that share
+# lab hosts or a session's world run in one worker, one after the other: the default lab (api1,
+# bob, the project's PKI), the toolbox host and Pebble; the security lab; the bench's fleet. Every
+# other lab module is a group of its own (its own hosts and ports), so two run side by side.
+SHARED_LAB = {
+    "default-lab": ("test_connection", "test_deliver", "test_lab", "test_lab_acme", "test_acme",
+                    "test_site_in_lab", "test_smoke", "test_awkward_values", "test_policy_rc"),
+    "security-lab": ("test_tls_quality", "test_hardening"),
+    "fleet": ("test_bench_quick", "test_soak"),
+}  # fmt: skip
+GROUP_OF = {module: group for group, modules in SHARED_LAB.items() for module in modules}
+
+
 def pytest_collection_modifyitems(items):
-    """Every ``lab`` test is ``required``, also one with skip marks of its own (test_lab.py)."""
+    """Every ``lab`` test is ``required``, also one with skip marks of its own (test_lab.py);
+    every integration test is in the xdist group of its lab hosts."""
     for item in items:
         if item.get_closest_marker("lab") and not item.get_closest_marker("required"):
             item.add_marker(pytest.mark.required)
+        if "integration" in item.path.parts:
+            module = item.path.stem
+            item.add_marker(pytest.mark.xdist_group(GROUP_OF.get(module, module)))
 
 
 @pytest.hookimpl(hookwrapper=True)
