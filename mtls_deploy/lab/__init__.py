@@ -1,6 +1,7 @@
-"""The lab: throwaway Debian 12 "VPSes" on this machine, booted as systemd-nspawn containers.
+"""The lab: throwaway Debian 12 or 13 "VPSes" on this machine, booted as systemd-nspawn containers.
 
-Each lab host boots real systemd and OpenSSH from its own copy of a cached Debian base. The
+Each lab host boots real systemd and OpenSSH from an overlay of a cached Debian base (one per
+release, ``lab_release: trixie`` in the host's inventory vars for Debian 13). The
 containers share this machine's network namespace, so each host's sshd listens on its own
 loopback address and port. The lab makes its own SSH key pair and known_hosts in the state
 directory (``.lab/``): after ``up``, plain ``ssh`` and the inventory work without edits::
@@ -12,7 +13,8 @@ Needs root, ``systemd-nspawn`` and ``debootstrap``. The base lives in ``/var/cac
 (``MTLS_DEPLOY_LAB_CACHE``), the hosts in ``/var/lib/mtls-deploy/lab`` (``MTLS_DEPLOY_LAB_ROOT``).
 
 Modules: ``spec`` (a host, its places, the checks), ``keys`` (the lab's key pair and known_hosts),
-``base`` (the Debian base), ``root`` (each host's root and its configuration), ``containers``
+``base`` (the Debian bases), ``root`` (each host's overlay and its configuration), ``limits``
+(the kernel's inotify limits), ``containers``
 (boot and stop), ``procfs`` (pid files and /proc), ``verbs`` (up, down, status, reset);
 ``acme`` and ``acme_config`` (the lab's ACME CA: Pebble and its DNS on loopback, ``inv lab.up
 --with-acme``), ``services`` (long-lived processes the lab owns besides its containers).

@@ -8,46 +8,53 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from .spec import Progress, cache_dir
+from .spec import RELEASES, Progress, cache_dir
 
-SUITE = "bookworm"
+DEFAULT_RELEASE = "bookworm"
 BASE_PACKAGES = (  # curl, openssl, ca-certificates: as on a Debian cloud image (smoke test, --csr)
     "systemd,systemd-sysv,dbus,openssh-server,sudo,python3,iproute2,curl,openssl,ca-certificates"
 )
 
 
-def base_name() -> str:
-    """``base-bookworm-1a2b3c4d``: a change to the package list builds a new base, never
-    reusing a stale one."""
-    digest = hashlib.sha256(" ".join(debootstrap_command(Path("/"))).encode()).hexdigest()
-    return f"base-{SUITE}-{digest[:8]}"
+def base_name(release: str = DEFAULT_RELEASE) -> str:
+    """``base-bookworm-1a2b3c4d``: one base per release, and a change to the package list
+    builds a new base, never reusing a stale one."""
+    command = debootstrap_command(Path("/"), release)
+    digest = hashlib.sha256(" ".join(command).encode()).hexdigest()
+    return f"base-{release}-{digest[:8]}"
 
 
-def ensure_base(progress: Progress) -> Path:
-    """The cached Debian base root filesystem, built once with debootstrap (about a minute)."""
-    base = cache_dir() / base_name()
+def ensure_base(progress: Progress, release: str = DEFAULT_RELEASE) -> Path:
+    """The cached Debian base root filesystem of ``release``, built once with debootstrap
+    (a minute or a few)."""
+    base = cache_dir() / base_name(release)
     if base.is_dir():
         return base
     with _locked(cache_dir() / "base.lock"):
         if not base.is_dir():  # another process may have built it while we waited
-            progress(f"building the Debian 12 base in {base} (about a minute, once)")
-            build_base(base)
+            started = time.monotonic()
+            progress(f"building the Debian {RELEASES[release]} base in {base} (minutes, once)")
+            build_base(base, release)
+            progress(f"built {base.name} in {time.monotonic() - started:.0f} s")
     return base
 
 
-def build_base(base: Path) -> None:
+def build_base(base: Path, release: str = DEFAULT_RELEASE) -> None:
     """debootstrap into a temporary directory and rename it: an interrupted build leaves no base."""
     for leftover in base.parent.glob(f"{base.name}.partial-*"):
         shutil.rmtree(leftover)
     partial = Path(tempfile.mkdtemp(prefix=f"{base.name}.partial-", dir=base.parent))
     log = base.parent / f"{base.name}.log"
     with open(log, "wb") as out:
-        result = subprocess.run(debootstrap_command(partial), stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            debootstrap_command(partial, release), stdout=out, stderr=subprocess.STDOUT
+        )
     if result.returncode != 0:
         raise UserError(f"debootstrap failed, see {log}: check that deb.debian.org is reachable")
     for deb in (partial / "var/cache/apt/archives").glob("*.deb"):
@@ -56,10 +63,12 @@ def build_base(base: Path) -> None:
     partial.rename(base)
 
 
-def debootstrap_command(target: Path) -> list[str]:
-    """The debootstrap command that builds a minimal Debian 12 with systemd and OpenSSH."""
+def debootstrap_command(target: Path, release: str = DEFAULT_RELEASE) -> list[str]:
+    """The debootstrap command that builds a minimal Debian ``release`` with systemd and
+    OpenSSH. Debian 12's debootstrap and keyring know trixie (scripts/trixie is a link to
+    sid's script; debian-archive-keyring has the trixie keys)."""
     include = f"--include={BASE_PACKAGES}"
-    return ["debootstrap", "--variant=minbase", include, SUITE, str(target)]
+    return ["debootstrap", "--variant=minbase", include, release, str(target)]
 
 
 @contextmanager

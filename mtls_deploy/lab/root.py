@@ -1,5 +1,7 @@
-"""Each host's root filesystem: a copy of the base with an identity of its own, and the
-configuration written into it before boot (login user, sudo rule, lab key, sshd drop-in)."""
+"""Each host's root filesystem: an overlay of the cached base (the base shared read-only, the
+host's own changes in its upper directory, a few MB fresh instead of a 430 MB copy) with an
+identity of its own, and the configuration written into it before boot (login user, sudo rule,
+lab key, sshd drop-in)."""
 
 from __future__ import annotations
 
@@ -27,14 +29,50 @@ MASKED_UNITS = (
 
 
 def create_root(host: LabHost, paths: HostPaths, base: Path) -> None:
-    """Copy the base for one host and give the copy its own identity, then rename it in place."""
+    """Give the host a root of its own: an overlay of the base (shared, never written) with the
+    host's changes in its upper directory; then its own identity. ``lower`` is written last:
+    without it, what is there is an interrupted creation and is made again."""
     paths.dir.mkdir(parents=True, exist_ok=True)
-    partial = paths.dir / "root.partial"
-    if partial.exists():
-        shutil.rmtree(partial)  # an interrupted copy; it never booted
-    run_command(["cp", "-a", "--reflink=auto", str(base), str(partial)])
-    give_identity(partial, host.name)
-    partial.rename(paths.root)
+    unmount_root(paths)
+    for leftover in (paths.upper, paths.work, paths.dir / "root.partial"):
+        if leftover.exists():
+            shutil.rmtree(leftover)  # an interrupted creation; it never booted
+    for folder in (paths.upper, paths.work, paths.root):
+        folder.mkdir(mode=0o755, exist_ok=True)
+    mount_overlay(paths, base)
+    give_identity(paths.root, host.name)
+    atomic_write(paths.lower, f"{base}\n".encode(), 0o644)
+
+
+def has_root(paths: HostPaths) -> bool:
+    """Whether the host has a root: a finished overlay, or a full copy from before overlays."""
+    if paths.upper.exists():
+        return paths.lower.is_file()
+    return paths.root.is_dir()
+
+
+def mount_root(paths: HostPaths) -> None:
+    """Mount the host's overlay unless it is mounted (after ``down`` or a reboot of this
+    machine); a full copy needs nothing."""
+    if paths.lower.is_file() and not is_mount_point(paths.root):
+        mount_overlay(paths, Path(paths.lower.read_text().strip()))
+
+
+def mount_overlay(paths: HostPaths, base: Path) -> None:
+    """overlayfs on ``root``: the base read-only below, the host's own changes above it."""
+    if not base.is_dir():
+        raise UserError(f"{paths.root}: its base {base} is gone: run `inv lab.reset` for this host")
+    folders = [str(base), str(paths.upper), str(paths.work)]
+    if any(c in f for f in folders for c in ",:"):  # they would split mount's option list
+        raise UserError(f"{', '.join(folders)}: a ',' or ':' in a lab path: choose another")
+    options = f"lowerdir={base},upperdir={paths.upper},workdir={paths.work}"
+    run_command(["mount", "-t", "overlay", "overlay", "-o", options, str(paths.root)])
+
+
+def unmount_root(paths: HostPaths) -> None:
+    """Unmount the host's overlay (its container stopped), if it is mounted."""
+    if is_mount_point(paths.root):
+        run_command(["umount", str(paths.root)])
 
 
 def give_identity(root: Path, name: str) -> None:
@@ -58,19 +96,33 @@ def hosts_file(name: str) -> str:
 
 
 def remove_root(paths: HostPaths) -> None:
-    """Stop the host and delete its root filesystem and settings."""
+    """Stop the host and delete its root filesystem (its overlay's upper directory, or its
+    full copy) and settings."""
     stop(paths)
-    if paths.root.exists():
-        refuse_mounts_under(paths.root)
-        shutil.rmtree(paths.root)
+    unmount_root(paths)
+    paths.lower.unlink(missing_ok=True)  # first: what is left is an unfinished root
+    for folder in (paths.root, paths.upper, paths.work):
+        if folder.exists():
+            refuse_mounts_under(folder)
+            shutil.rmtree(folder)
     paths.settings.unlink(missing_ok=True)
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this machine (``/proc/self/mountinfo``), unescaped."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4].encode().decode("unicode_escape") for line in lines]
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on ``path``."""
+    return str(path) in mount_points()
 
 
 def refuse_mounts_under(root: Path) -> None:
     """Never delete through a mount point (a bind mount left behind would lose its source)."""
     prefix = f"{root}/"
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point = line.split()[4].encode().decode("unicode_escape")
+    for mount_point in mount_points():
         if mount_point == str(root) or mount_point.startswith(prefix):
             raise UserError(f"{mount_point} is mounted: unmount it, then run again")
 

@@ -17,18 +17,21 @@ INSTALL_COMMAND = "apt-get install -y systemd-container debootstrap"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 USER_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 Progress = Callable[[str], None]
+# The Debian releases a lab host can run (``lab_release``): codename -> version.
+RELEASES = {"bookworm": "12", "trixie": "13"}
 
 
 @dataclass(frozen=True)
 class LabHost:
     """One lab host, from the inventory: ``ansible_host``, ``ansible_port``, ``ansible_user``,
-    ``ansible_become``."""
+    ``ansible_become``, and ``lab_release`` (the Debian it runs: bookworm or trixie)."""
 
     name: str
     address: str
     ssh_port: int
     user: str
     sudo: bool
+    release: str = "bookworm"
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,16 @@ class HostStatus:
 
 @dataclass(frozen=True)
 class HostPaths:
-    """Where one lab host lives on this machine."""
+    """Where one lab host lives on this machine. ``root`` is where the host's root filesystem
+    is mounted: an overlay of the cached base (``lower`` names it) with the host's own changes
+    in ``upper`` (``work``: overlayfs's scratch space); a host made before overlays has a
+    full copy there instead."""
 
     dir: Path
     root: Path
+    upper: Path
+    work: Path
+    lower: Path
     pid_file: Path
     boot_log: Path
     settings: Path
@@ -70,6 +79,9 @@ def paths_for(name: str) -> HostPaths:
     return HostPaths(
         dir=directory,
         root=directory / "root",
+        upper=directory / "upper",
+        work=directory / "work",
+        lower=directory / "lower",  # a file: the path of the base the overlay sits on
         pid_file=directory / "nspawn.pid",
         boot_log=directory / "boot.log",
         settings=directory / "host.json",
@@ -117,6 +129,9 @@ def check_host(host: LabHost) -> None:
         raise BadInput(f"{host.name}: ansible_port {host.ssh_port} is not a TCP port (1-65535)")
     if host.user == "root" or not USER_PATTERN.fullmatch(host.user):
         raise BadInput(f"{host.name}: ansible_user {host.user!r}: set a login user other than root")
+    if host.release not in RELEASES:
+        known = ", ".join(f"{name} (Debian {version})" for name, version in RELEASES.items())
+        raise BadInput(f"{host.name}: lab_release {host.release!r}: use one of {known}")
 
 
 def _is_loopback_v4(address: str) -> bool:
@@ -146,4 +161,5 @@ def _from_vars(name: str, v: dict) -> LabHost:
         ssh_port=int(v.get("ansible_port", 22)),
         user=str(v.get("ansible_user", "root")),
         sudo=bool(v.get("ansible_become", False)),
+        release=str(v.get("lab_release", "bookworm")),
     )

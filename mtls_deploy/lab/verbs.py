@@ -6,15 +6,20 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import UserError
 from .base import ensure_base
 from .containers import boot, stop, wait_until_reaped
 from .keys import ensure_key_pair, record_host_key
+from .limits import ensure_inotify
 from .procfs import running_pid
 from .root import (
     configure_root,
     create_root,
+    has_root,
+    mount_root,
     read_settings,
     remove_root,
+    unmount_root,
     write_authorized_keys,
     write_settings,
 )
@@ -38,9 +43,10 @@ def up(
     Returns what happened per host. Example: ``up([LabHost("api1", "127.0.0.1", 2201, "deploy",
     True)])`` -> ``{"api1": "started in 1.2 s (pid 4242)"}``.
     """
-    hosts = _checked(hosts)
+    hosts, progress = _checked(hosts), progress or _quiet
+    ensure_inotify([h.name for h in hosts], progress)
     public_key = ensure_key_pair(Path(state_dir))
-    return {h.name: _up_one(h, Path(state_dir), public_key, progress or _quiet) for h in hosts}
+    return {h.name: _up_one(h, Path(state_dir), public_key, progress) for h in hosts}
 
 
 def down(hosts: Iterable[LabHost]) -> dict[str, str]:
@@ -49,6 +55,8 @@ def down(hosts: Iterable[LabHost]) -> dict[str, str]:
     pids = [running_pid(paths_for(h.name)) for h in hosts]
     outcome = {h.name: _down_one(paths_for(h.name)) for h in hosts}
     wait_until_reaped([pid for pid in pids if pid], timeout=10.0)
+    for host in hosts:  # nothing of a stopped lab stays mounted
+        unmount_root(paths_for(host.name))
     return outcome
 
 
@@ -60,7 +68,8 @@ def status(hosts: Iterable[LabHost]) -> list[HostStatus]:
 def reset(
     hosts: Iterable[LabHost], state_dir: Path = Path(".lab"), progress: Progress | None = None
 ) -> dict[str, str]:
-    """Stop the hosts, delete their roots, and boot fresh copies of the base: new VPSes."""
+    """Stop the hosts, delete their roots (their overlays' upper directories), and boot fresh
+    ones on the base: new VPSes."""
     hosts = _checked(hosts)
     for host in hosts:
         remove_root(paths_for(host.name))
@@ -74,9 +83,12 @@ def _up_one(host: LabHost, state_dir: Path, public_key: str, progress: Progress)
         write_authorized_keys(paths.root, host.user, public_key)
         record_host_key(state_dir, host, paths.root)
         return f"already running (pid {pid})"
+    refuse_release_change(host, read_settings(paths), paths)
     restarted = pid is not None and stop(paths)  # running with other settings
-    if not paths.root.is_dir():
-        create_root(host, paths, ensure_base(progress))
+    if has_root(paths):
+        mount_root(paths)
+    else:
+        create_root(host, paths, ensure_base(progress, host.release))
     configure_root(host, paths.root, public_key)
     write_settings(paths, host)
     started = time.monotonic()
@@ -86,16 +98,25 @@ def _up_one(host: LabHost, state_dir: Path, public_key: str, progress: Progress)
     return f"{verb} in {time.monotonic() - started:.1f} s (pid {pid})"
 
 
+def refuse_release_change(host: LabHost, last: LabHost | None, paths: HostPaths) -> None:
+    """A host's Debian release is its root's: another ``lab_release`` needs a new root."""
+    if last is not None and last.release != host.release and has_root(paths):
+        raise UserError(
+            f"{host.name} runs {last.release} and the inventory now says lab_release:"
+            f" {host.release}: run `inv lab.reset --host {host.name}` to make it anew"
+        )
+
+
 def _down_one(paths: HostPaths) -> str:
     if stop(paths):
         return "stopped"
-    return "not running" if paths.root.is_dir() else "absent"
+    return "not running" if has_root(paths) else "absent"
 
 
 def _status_one(host: LabHost) -> HostStatus:
     paths = paths_for(host.name)
     pid = running_pid(paths)
-    state = "running" if pid else "stopped" if paths.root.is_dir() else "absent"
+    state = "running" if pid else "stopped" if has_root(paths) else "absent"
     return HostStatus(host.name, state, pid, host.address, host.ssh_port)
 
 
