@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import atomic_write
+from .package_index import nspawn_options
 from .procfs import SUPERVISOR_NAME, child_pids, nspawn_of_supervisor, process_state, running_pid
 from .spec import HostPaths, LabHost
 
@@ -25,7 +26,8 @@ SUPERVISOR = 'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done'
 
 
 def nspawn_command(host: LabHost, paths: HostPaths) -> list[str]:
-    """systemd-nspawn booting the host's root, sharing this machine's network namespace."""
+    """systemd-nspawn booting the host's root, sharing this machine's network namespace, with
+    this machine's package-index settings (``package_index``; writes the host's pip.conf)."""
     return [
         "systemd-nspawn",
         "--boot",
@@ -35,6 +37,7 @@ def nspawn_command(host: LabHost, paths: HostPaths) -> list[str]:
         f"--directory={paths.root}",
         f"--machine={host.name}",
         f"--bind={paths.apt_archives}:/var/cache/apt/archives",
+        *nspawn_options(paths.dir),  # pip's settings and mirrors of this machine, read-only
     ]
 
 
