@@ -2,8 +2,10 @@
 
 One rule finds it, for every command:
 
-1. ``$MTLS_DEPLOY_PROJECT``, when it is set;
-2. else the nearest directory holding an ``inventory/`` directory, starting with the current
+1. ``mtls-deploy --project DIR`` (the installed command's flag; it sets the variable below, so
+   what the command starts, the maintain timer included, sees the same directory);
+2. else ``$MTLS_DEPLOY_PROJECT``, when it is set;
+3. else the nearest directory holding an ``inventory/`` directory, starting with the current
    directory and going up through its parents.
 
 So ``cd docs && inv pki.list`` reads the project's ``pki/``, not a new ``docs/pki/``. No project
@@ -24,6 +26,15 @@ from .errors import UserError
 
 PROJECT_ENV = "MTLS_DEPLOY_PROJECT"
 MARKER = "inventory"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def choose_project(chosen: str) -> Path:
+    """``--project DIR``: check ``chosen`` and put it in force, for this process and the ones it
+    starts; one line (``UserError``) when it is no directory."""
+    path = _checked_env_dir(chosen, flag="--project")
+    os.environ[PROJECT_ENV] = str(path)
+    return path
 
 
 def project_dir(start: Path | None = None) -> Path:
@@ -59,11 +70,39 @@ def is_relative(path: str | Path) -> bool:
     return not (Path(path).is_absolute() or str(path).startswith("~"))
 
 
-def _checked_env_dir(chosen: str) -> Path:
+def _checked_env_dir(chosen: str, flag: str = "") -> Path:
+    """``chosen`` as an absolute directory; named as ``flag`` (``--project``), else as the
+    variable, in the one line when it is no directory."""
     path = Path(chosen).expanduser().absolute()
-    if not os.path.isdir(path):
+    if os.path.isdir(path):
+        return path
+    if flag:
         raise UserError(
-            f"{PROJECT_ENV}={chosen} is not a directory: set it to your project directory "
-            f"(the one with {MARKER}/), or unset it to use the current directory's project"
+            f"{flag} {chosen} is not a directory: give your project directory (the one with "
+            f"{MARKER}/), or leave {flag} out to use the current directory's project"
         )
-    return path
+    raise UserError(
+        f"{PROJECT_ENV}={chosen} is not a directory: set it to your project directory "
+        f"(the one with {MARKER}/), or unset it to use the current directory's project"
+    )
+
+
+# --- the tool's own files: in a checkout, or installed ----------------------------------------
+
+
+def checkout() -> Path | None:
+    """The checkout the package runs from (the directory with ``tasks.py`` beside the
+    package), or ``None`` when it is installed (``pip install``, ``pipx install``)."""
+    root = PACKAGE.parent
+    return root if (root / "tasks.py").is_file() and (root / "roles").is_dir() else None
+
+
+def package_data(name: str) -> Path:
+    """The tool's own ``roles`` or ``templates`` folder: the checkout's top-level one, or the
+    copy the wheel ships inside the package (``mtls_deploy/_roles``, see pyproject.toml).
+
+    Example: ``package_data("templates")`` -> ``/srv/mtls-deploy/templates`` in a checkout,
+    ``.../site-packages/mtls_deploy/_templates`` when installed.
+    """
+    shipped = PACKAGE / f"_{name}"
+    return shipped if shipped.is_dir() else PACKAGE.parent / name

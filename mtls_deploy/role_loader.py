@@ -23,9 +23,10 @@ from functools import cache
 from pathlib import Path
 
 from .errors import BadInput, UserError
+from .project import package_data
 from .resources import Validator
 
-PACKAGE_ROLES = Path(__file__).resolve().parent.parent / "roles"
+PACKAGE_ROLES = package_data("roles")  # the checkout's roles/, or the installed copy
 ROLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 META_KEYS = {"dependencies", "groups", "requires", "validators", "facts"}
 

@@ -10,8 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import BadInput
+from .project import package_data
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = package_data("templates")  # the checkout's templates/, or the installed copy
 
 
 @lru_cache(maxsize=8)

@@ -25,7 +25,8 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+# The runtime pins and the development tools, each pinned with hashes (requirements/*.lock).
+.venv/bin/pip install -q --disable-pip-version-check -r requirements/runtime.lock -r requirements/dev.lock
 # Byte-compile our own modules once (pip does it for the dependencies): where
 # PYTHONDONTWRITEBYTECODE is set, every `inv` would otherwise compile them again at start-up.
 .venv/bin/python -m compileall -q mtls_deploy roles bench tasks.py >/dev/null

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..durations import parse_duration
 from ..errors import BadInput, UserError
+from ..project import checkout
 
 UNIT = "mtls-deploy-maintain"
 CRON_FILE = "etc/cron.d/mtls-deploy"
@@ -44,13 +45,14 @@ class Schedule:
 @dataclass(frozen=True)
 class Job:
     """What runs: as ``user``, in ``project``, with the passphrase file, logging to ``log``;
-    ``python`` runs Invoke on the tool's own tasks.py (in ``tool``)."""
+    ``python`` runs Invoke on the tool's own tasks.py (in the checkout ``tool``), or, when the
+    tool is installed (``tool`` is None), the installed command's program."""
 
     user: str
     project: Path
     passphrase_file: Path
     python: Path
-    tool: Path = Path(__file__).resolve().parents[2]  # the directory of tasks.py
+    tool: Path | None = checkout()  # the directory of tasks.py; None when installed
 
     @property
     def log(self) -> Path:
@@ -91,7 +93,7 @@ def job_from_environment(project: Path) -> Job:
         Path(name).resolve(),
         Path(sys.executable),
     )
-    for path in (job.project, job.passphrase_file, job.python, job.tool):
+    for path in (job.project, job.passphrase_file, job.python, job.tool or ""):
         if UNSAFE.search(str(path)):
             raise BadInput(f"{path}: a path with quotes, %, $ or control characters cannot go "
                            "into a cron line or a unit file: move it")  # fmt: skip
@@ -99,7 +101,10 @@ def job_from_environment(project: Path) -> Job:
 
 
 def command(job: Job) -> str:
-    """The command both schedulers run (paths checked by ``job_from_environment``)."""
+    """The command both schedulers run (paths checked by ``job_from_environment``): Invoke over
+    the checkout's tasks.py, or the installed ``mtls-deploy`` command's program."""
+    if job.tool is None:
+        return f'"{job.python}" -m mtls_deploy.program maintain'
     return f'"{job.python}" -m invoke --search-root "{job.tool}" maintain'
 
 
