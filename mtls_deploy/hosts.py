@@ -44,11 +44,13 @@ def run_command(names: list[str], group: str | None, command: str, sudo: bool) -
 def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> GroupResult:
     """``inv provision``: every selected host (default: group api) in parallel or in batches."""
     from .provision import RunOptions, provision_host  # the engine: hosts.run needs none of it
+    from .release.hosts import release_work
 
     hosts = select(names, group, default_group="api", extra_vars=extra_vars)
     options = RunOptions(check=check, diff=diff)
     printer = None if json else (lambda r: report.print_host(r, diff=diff))
-    group_result = run_on_hosts(hosts, lambda h: provision_host(h, options), serial, printer)
+    work = release_work(hosts, lambda h: provision_host(h, options), check)  # then app_src's
+    group_result = run_on_hosts(hosts, work, serial, printer)
     if json:
         print_json(report.as_json(group_result))
     else:

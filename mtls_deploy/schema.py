@@ -11,7 +11,9 @@ A role declares every variable it reads beside its default, in ``roles/<role>/sc
 
 Keys of a spec: ``type`` (``TYPES`` below), ``pattern`` (a full match), ``format`` (the
 pattern in words, for the error), ``choices``, ``min``/``max``, ``max_length``, ``elements``
-(a list's item spec), ``options`` (a dict's specs by key), ``required``, ``description``; or
+(a list's item spec), ``options`` (a dict's specs by key), ``keys`` and ``values`` (a ``map``'s
+specs: any number of keys, e.g. environment variables), ``alternatives`` (a ``one_of``'s specs,
+the first that accepts the value wins), ``required``, ``description``; or
 only ``declared_by: <role>``, for a variable another role owns. A ``str`` must have a pattern or choices: nothing from the
 inventory reaches a config file or a command unless its characters are spelled out.
 
@@ -28,7 +30,7 @@ from .errors import BadInput
 
 SPEC_KEYS = {
     "type", "pattern", "format", "choices", "min", "max", "max_length", "elements", "options",
-    "required", "description", "declared_by",
+    "required", "description", "declared_by", "keys", "values", "alternatives",
 }  # fmt: skip
 DNS_NAME = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
@@ -40,6 +42,8 @@ UNIT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 NEEDS = {
     "list": ("elements",),
     "dict": ("options",),
+    "map": ("keys", "values"),
+    "one_of": ("alternatives",),
     "int": ("min", "max"),
     "float": ("min", "max"),
 }
@@ -160,6 +164,26 @@ def _dict(value, spec):
     return {key: _nested(key, item, options[key]) for key, item in value.items()}
 
 
+def _map(value, spec):
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping, not {shown(value)}")
+    for key in value:
+        try:
+            check_value(key, spec["keys"])
+        except ValueError as problem:
+            raise ValueError(f"has a bad key: {problem}") from None
+    return {key: _nested(key, item, spec["values"]) for key, item in value.items()}
+
+
+def _one_of(value, spec):
+    for alternative in spec["alternatives"]:
+        try:
+            return check_value(value, alternative)
+        except ValueError:
+            continue
+    raise ValueError(f"must be {describe(spec)}, not {shown(value)}")
+
+
 def _nested(key: str, value, spec: dict):
     try:
         return check_value(value, spec)
@@ -188,6 +212,8 @@ TYPES = {
     "duration": _duration,
     "list": _list,
     "dict": _dict,
+    "map": _map,
+    "one_of": _one_of,
 }
 
 
@@ -232,6 +258,10 @@ def describe(spec: dict) -> str:
         return f"a list of: {describe(spec['elements'])}"
     if kind == "dict":
         return "a mapping of " + ", ".join(f"`{key}`" for key in spec["options"])
+    if kind == "map":
+        return f"a mapping of {describe(spec['keys'])} to {describe(spec['values'])}"
+    if kind == "one_of":
+        return " or ".join(describe(alternative) for alternative in spec["alternatives"])
     words = spec.get("format") or WORDS.get(kind) or f"text matching `{spec['pattern']}`"
     return words + (f", at most {spec['max_length']} characters" if "max_length" in spec else "")
 
@@ -241,7 +271,9 @@ def validate_spec(name: str, spec, source: str) -> None:
     problem = _spec_problem(spec)
     if problem:
         raise BadInput(f"{source}: {name}: {problem}")
-    for nested in [spec.get("elements")] + list((spec.get("options") or {}).values()):
+    nested_specs = [spec.get("elements"), spec.get("keys"), spec.get("values")]
+    nested_specs += [*(spec.get("options") or {}).values(), *(spec.get("alternatives") or [])]
+    for nested in nested_specs:
         if nested is not None:
             validate_spec(name, nested, source)
 
