@@ -5,6 +5,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from .errors import UserError
 from .shell import condition
 
 
@@ -51,6 +52,7 @@ class HostFacts:
 
 # --- system facts: one round trip before anything is planned ----------------------------------
 
+OS_RELEASE = "/etc/os-release"  # ID and VERSION_ID: the system, checked at fact time
 POLICY_RC = "/usr/sbin/policy-rc.d"
 POLICY_RC_MARK = "# mtls-deploy policy-rc.d"  # the line that tells ours from anyone else's
 MANIFEST = "/var/lib/mtls-deploy/manifest.json"  # what each role put on the host (manifest.py)
@@ -64,7 +66,9 @@ def system_facts_script(packages: tuple[str, ...]) -> str:
     names = " ".join(shlex.quote(n) for n in dict.fromkeys(packages))
     return "\n".join(
         [
-            '. /etc/os-release 2>/dev/null; printf \'os\\t%s\\t%s\\n\' "$ID" "$VERSION_ID"',
+            # guarded: sh's "." of a missing file ends the whole script
+            f"[ -r {OS_RELEASE} ] && . {OS_RELEASE}; "
+            'printf \'os\\t%s\\t%s\\n\' "$ID" "$VERSION_ID"',
             "printf 'init\\t%s\\n' \"$(cat /proc/1/comm 2>/dev/null)\"",
             "printf 'now\\t%s\\n' \"$(date +%s)\"",
             'for f in /var/lib/apt/lists/*_Packages*; do [ -e "$f" ] && '
@@ -320,9 +324,32 @@ def gather_script(packages: tuple[str, ...], watched: Watched) -> str:
 
 
 def parse_gathered(output: str) -> tuple[HostFacts, ResourceFacts]:
-    """Split ``gather_script`` output into its two halves and parse each."""
+    """Split ``gather_script`` output into its two halves and parse each; a system we do not
+    support is refused here, before anything is planned (``require_supported_system``)."""
     system, _, resources = output.partition(f"{RESOURCES_MARK}\n")
-    return parse_system_facts(system), parse_resource_facts(resources)
+    facts = parse_system_facts(system)
+    require_supported_system(facts)
+    return facts, parse_resource_facts(resources)
+
+
+# ID and VERSION_ID of /etc/os-release. Ubuntu is accepted, but only Debian is tested here.
+SUPPORTED_SYSTEMS = {("debian", "12"), ("debian", "13"), ("ubuntu", "22.04"), ("ubuntu", "24.04")}
+
+
+def require_supported_system(facts: HostFacts) -> None:
+    """Refuse, in one line naming what was found, a system other than Debian 12 or 13 or
+    Ubuntu 22.04 or 24.04 (``ID`` and ``VERSION_ID`` of its /etc/os-release)."""
+    if (facts.os_id, facts.os_version) in SUPPORTED_SYSTEMS:
+        return
+    found = (
+        f"ID={facts.os_id or '(none)'} VERSION_ID={facts.os_version or '(none)'} in /etc/os-release"
+        if facts.os_id
+        else "no /etc/os-release"
+    )
+    raise UserError(
+        f"unsupported system ({found}): mtls-deploy provisions Debian 12 or 13"
+        " (Ubuntu 22.04 or 24.04 accepted, not tested)"
+    )
 
 
 def merge(first: ResourceFacts, second: ResourceFacts) -> ResourceFacts:
