@@ -48,11 +48,30 @@ def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> Grou
 
     hosts = select(names, group, default_group="api", extra_vars=extra_vars)
     options = RunOptions(check=check, diff=diff)
-    printer = None if json else (lambda r: report.print_host(r, diff=diff))
     work = release_work(hosts, lambda h: provision_host(h, options), check)  # then app_src's
-    group_result = run_on_hosts(hosts, work, serial, printer)
+    if json or len(hosts) < 2:
+        printer = None if json else (lambda r: report.print_host(r, diff=diff))
+        group_result = run_on_hosts(hosts, work, serial, printer)
+    else:
+        group_result = _with_progress(hosts, work, serial, diff)
     if json:
         print_json(report.as_json(group_result))
     else:
         report.print_recap(group_result, sys.stdout)
+    return group_result
+
+
+def _with_progress(hosts: list, work, serial, diff: bool) -> GroupResult:
+    """``run_on_hosts`` showing hosts done / failed / running as they go (``report.Progress``)."""
+    progress = report.Progress(len(hosts))
+
+    def started(host) -> HostResult:
+        progress.started()
+        return work(host)
+
+    def ended(result: HostResult) -> None:
+        progress.finished(result, report.step_lines(result, progress.tty, diff))
+
+    group_result = run_on_hosts(hosts, started, serial, ended)
+    progress.close()
     return group_result

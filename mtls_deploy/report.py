@@ -84,3 +84,48 @@ def as_json(group: GroupResult) -> dict:
         },
         "failed": [r.host for r in group.failed],
     }
+
+
+class Progress:
+    """Where a run over many hosts stands: hosts done, failed and running. On a terminal one
+    line, rewritten in place below the hosts' own lines; otherwise one line per finished host
+    (a log keeps every one). Called from the hosts' threads, hence the lock."""
+
+    def __init__(self, total: int, stream=None):
+        import threading
+
+        self.total, self.stream = total, stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.running = self.done = self.failed = 0
+        self.lock = threading.Lock()
+
+    def line(self) -> str:
+        """``hosts: 12/32 done, 1 failed, 16 running``"""
+        return f"hosts: {self.done}/{self.total} done, {self.failed} failed, {self.running} running"
+
+    def started(self) -> None:
+        """A host's run began."""
+        with self.lock:
+            self.running += 1
+            if self.tty:
+                self.stream.write(f"\r\033[K{self.line()}")
+                self.stream.flush()
+
+    def finished(self, result: HostResult, lines: list[str]) -> None:
+        """A host's run ended: its ``lines``, then where the run stands."""
+        with self.lock:
+            self.running -= 1
+            self.done += 1
+            self.failed += bool(result.failed)
+            text = "".join(f"{line}\n" for line in lines)
+            if self.tty:  # the host's lines replace the status line, which comes back below
+                self.stream.write(f"\r\033[K{text}{self.line()}")
+            else:
+                self.stream.write(f"{text}{self.line()} ({result.host} ended)\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the status line before what follows (the recap)."""
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
