@@ -3,10 +3,20 @@
 Paths depend on the PHP version (``/etc/php/8.2/fpm/pool.d/``): it comes from ``php_version``,
 else from the installed ``php<version>-fpm`` (the engine gathers facts again after installing
 packages). Until php-fpm is installed, only the package is known.
+
+With the ``app`` role's ``app_src`` (``app_enabled``), the pool serves the user's application
+instead of the built-in front controller: ``php_front_controller`` under the release nginx
+resolves through ``current`` (``$realpath_root``), ``open_basedir`` the releases and the shared
+directories, ``app_environment`` as ``env[...]`` in a root-only pool include, and a ``release``
+hook for the pipeline: ``composer install --no-dev``, ``php -l``, a graceful pool reload.
 """
+
+import re
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.release.environment import resolved
+from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.resources import (
     Absent,
     Directory,
@@ -29,6 +39,14 @@ UNIT_CHANGED = ("daemon-reload", "restart php-fpm")
 # php-fpm -t checks the pool and the FPM ini once they are in place, before any restart: a pool
 # it refuses is put back as it was, and the running php-fpm keeps serving.
 FPM_TEST = "php-fpm"
+# Relative, inside the release: segments of safe characters, none starting with a dot.
+FRONT_CONTROLLER_PATH = re.compile(
+    r"([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.php"
+)
+# php-fpm's env[NAME]: a name as in a shell.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The app role's notification when app.env changed: the pool's include changed with it.
+ENVIRONMENT_CHANGED = ("app environment changed",)
 
 
 def php_version(v: dict, facts: HostFacts) -> str | None:
@@ -50,9 +68,30 @@ def front_controller(v: dict) -> str:
     return f"{v['php_app_dir']}/index.php"
 
 
+def app_enabled(v: dict) -> bool:
+    """True when the ``app`` role deploys the user's application (``app_src`` is set)."""
+    return bool(v.get("app_enabled"))
+
+
 def exports(v: dict, facts: HostFacts) -> dict:
-    """For the nginx site: the pool's socket (``fastcgi_pass``) and the front controller."""
-    return {"fastcgi_socket": v["php_socket"], "front_controller": front_controller(v)}
+    """For the nginx site: the pool's socket (``fastcgi_pass``) and the front controller; with
+    an app, the document root (``current``) and the front controller relative to it, which the
+    site resolves per request (``$realpath_root``)."""
+    found = {"fastcgi_socket": v["php_socket"], "front_controller": front_controller(v)}
+    if app_enabled(v):
+        found |= {"document_root": v["app_current"], "front_controller": app_front_controller(v)}
+    return found
+
+
+def app_front_controller(v: dict) -> str:
+    """``php_front_controller``, a relative path inside the release (``lib/Request.class.php``)."""
+    path = str(v["php_front_controller"])
+    if not FRONT_CONTROLLER_PATH.fullmatch(path):
+        raise BadInput(
+            f"php_front_controller must be a .php file relative to the release, such as "
+            f"index.php or lib/Request.class.php (no '..', no leading '/'), not {path!r}"
+        )
+    return path
 
 
 def fpm_service(version: str) -> str:
@@ -78,6 +117,8 @@ def render_hardening(v: dict, version: str) -> bytes:
     sockets' directories, /var/log for its log, PHP sessions when present)."""
     socket_dir = v["php_socket"].rsplit("/", 1)[0] or "/"
     writable = dict.fromkeys(["/run/php", socket_dir, "/var/log", "-/var/lib/php/sessions"])
+    if app_enabled(v):  # the app's state: the rest of the system stays read-only
+        writable[f"-{v['app_shared_root']}"] = None
     return render(
         "systemd/php-fpm-hardening.conf.j2",
         service=fpm_service(version),
@@ -104,13 +145,74 @@ def hardening(v: dict, version: str) -> list:
 
 def render_pool(v: dict) -> bytes:
     """The pool configuration for ``v``."""
-    return render(POOL_TEMPLATE, **{k: value for k, value in v.items() if k.startswith("php_")})
+    context = {k: value for k, value in v.items() if k.startswith("php_")}
+    return render(
+        POOL_TEMPLATE, **context, app_enabled=app_enabled(v), open_basedir=open_basedir(v)
+    )
+
+
+def open_basedir(v: dict) -> str:
+    """What the pool's scripts may open: the built-in front controller's directory; with an
+    app, every release and the shared directories. Not ``current``: PHP resolves it through
+    each worker's realpath cache (120 s), so right after a switch a worker would refuse the
+    new release's files until the reload replaced it."""
+    if not app_enabled(v):
+        return f"{v['php_app_dir']}/"
+    return f"{v['app_root']}/releases/:{v['app_shared_root']}/"
 
 
 def packages(v: dict) -> Packages:
-    """``php<version>-fpm`` when the version is pinned, else the distribution's ``php-fpm``."""
+    """``php<version>-fpm`` when the version is pinned, else the distribution's ``php-fpm``;
+    with an app, Debian's ``composer`` too (the tree is not known before a release, so it is
+    installed whether or not the app has a composer.json)."""
     version = str(v.get("php_version") or "")
-    return Packages((f"php{version}-fpm",) if version else ("php-fpm",))
+    names = (f"php{version}-fpm",) if version else ("php-fpm",)
+    return Packages((*names, "composer") if app_enabled(v) else names)
+
+
+def env_include_path(v: dict, version: str) -> str:
+    """The pool's ``env[...]`` lines: a root-only include beside the pool (pool.d/*.conf)."""
+    return f"/etc/php/{version}/fpm/pool.d/{v['php_pool']}.env.conf"
+
+
+def env_value(name: str, value) -> str:
+    """``value`` (one line: ``resolved`` checked it) as php-fpm's ini reads it back exactly,
+    double-quoted, with backslash, quote and dollar escaped."""
+    text = str(value)
+    if not ENV_NAME.fullmatch(str(name)):
+        raise BadInput(f"app_environment: {name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+    if text.startswith("$"):  # php-fpm reads env[X] = $Y as "the master's variable Y"
+        raise BadInput(
+            f"app_environment: php-fpm reads a value starting with '$' as the name of a "
+            f"variable; the value of {name} cannot start with '$' (prefix it in the app)"
+        )
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'env[{name}] = "{escaped}"'
+
+
+def render_env(v: dict) -> bytes:
+    """The pool include holding ``app_environment`` (values from the inventory or the control
+    machine's environment): secret, so never rendered in a diff or a report."""
+    values = resolved(v.get("inventory_hostname", "host"), v.get("app_environment"))
+    lines = [env_value(name, value) for name, value in sorted(values.items())]
+    header = "; Managed by mtls-deploy (role backend_php): app_environment for the pool.\n"
+    return (header + f"[{v['php_pool']}]\n" + "".join(f"{x}\n" for x in lines)).encode()
+
+
+def app_resources(v: dict, version: str) -> list:
+    """With an app: the shared directories (the pool's user writes there) and the pool's
+    environment (root-only, secret); without, no environment include."""
+    include = env_include_path(v, version)
+    if not app_enabled(v):
+        return [Absent(include, validate=FPM_TEST, notify=RESTART)]
+    shared = [
+        Directory(f"{v['app_shared_root']}/{d.strip('/')}", mode=0o750, owner=v["php_user"],
+                  group=v["php_user"])
+        for d in v.get("app_shared") or ()
+    ]  # fmt: skip
+    secret = File(include, render_env(v), mode=0o600, secret=True, validate=FPM_TEST,
+                  notify=RESTART)  # fmt: skip
+    return [*shared, secret]
 
 
 def resources(v: dict, facts: HostFacts) -> list:
@@ -127,6 +229,7 @@ def resources(v: dict, facts: HostFacts) -> list:
         File(front_controller(v), (TEMPLATES_DIR / FRONT_CONTROLLER).read_bytes(), notify=RESTART),
         File(pool_path(v, version), render_pool(v), validate=FPM_TEST, notify=RESTART),
     ]
+    found += app_resources(v, version)
     if v["php_remove_www_pool"]:
         found.append(Absent(f"/etc/php/{version}/fpm/pool.d/www.conf", notify=RESTART))
     found += hardening(v, version)
@@ -166,6 +269,51 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     if version is None:
         return []
     return [
-        Handler("restart backend", (("sh", "-c", RELOAD_FPM, "php-fpm", version),), order=40),
+        Handler(
+            "restart backend",
+            (("sh", "-c", RELOAD_FPM, "php-fpm", version),),
+            order=40,
+            listen=ENVIRONMENT_CHANGED,
+        ),
         Handler("restart php-fpm", (("sh", "-c", RESTART_FPM, "php-fpm", version),), order=41),
     ]
+
+
+# --- releases of the user's application (the app role's pipeline calls ``release``) ------------
+
+# composer's error is a block of wrapped lines followed by the command's usage: with a wide
+# terminal (COLUMNS) each message is one line. The reason: the line after "In <file> line <n>:"
+# (an exception), else the first "- " line of "Problem 1" (an unresolvable requirement), else
+# the last line that is neither blank nor usage.
+COMPOSER_INSTALL = """out=$(COLUMNS=1000 composer install --no-dev --no-interaction --no-progress \\
+    --no-ansi --optimize-autoloader 2>&1) && exit 0
+printf '%s\\n' "$out" | sed -e 's/^ *//' -e 's/ *$//' | awk '
+    after == 1 && NF { block = $0; after = 2 }
+    /^In .* line [0-9]+:$/ { after = 1 }
+    /^- / && problem == "" { problem = substr($0, 3) }
+    NF && !/^install \\[/ { last = $0 }
+    END { print "composer install failed: " (block != "" ? block : problem != "" ? problem : last) }' >&2
+exit 1"""
+# php -l says "Could not open input file" on stdout: name the missing file ourselves. The
+# parse error goes to stderr as one line, its last.
+LINT_FRONT_CONTROLLER = """[ -f "$1" ] || { echo "php_front_controller $1 is not in the release" >&2; exit 1; }
+php -d display_errors=stderr -d log_errors=0 -l "$1" >/dev/null"""
+
+
+def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
+    """What the pipeline runs for one release: ``composer install --no-dev`` when the tree has
+    a composer.json, ``php -l`` of the front controller (both as the pool's user, in the
+    release being built), then after the switch a graceful pool reload: php-fpm's test first,
+    then the in-flight requests finish (``process_control_timeout``) while new workers start
+    on the new ``current``; a stopped php-fpm is started."""
+    version = php_version(v, facts)
+    if version is None:
+        raise BadInput("php-fpm is not installed on this host: run inv provision first")
+    build = ((("sh", "-c", COMPOSER_INSTALL, "composer-install"),),)
+    lint = (("sh", "-c", LINT_FRONT_CONTROLLER, "php-lint", app_front_controller(v)),)
+    return ReleaseSteps(
+        user=v["php_user"],
+        build=build if "composer.json" in ctx.files else (),
+        check=(lint,),
+        activate=((("sh", "-c", RELOAD_FPM, "php-fpm", version),),),
+    )
