@@ -5,8 +5,10 @@ bundle in a temporary directory, so that no run touches the default lab (api1, b
     world.inv("provision", "--host", "fleet1")   # a whole `inv` process, timed
     world.close()                                # deletes the directory (hosts keep running)
 
-Ports: SSH 2241-2248 and HTTPS 8471-8478 on 127.0.0.1. fleet2 runs the Python backend, the
-others PHP-FPM. Every host's nginx site also answers ``/ceiling`` (templates/ceiling-site.conf.j2).
+Ports: fleet1..fleet8 SSH 2241-2248 and HTTPS 8471-8478 on 127.0.0.1; fleet9..fleet32 (the
+fleet benchmark's N = 16 and 32) SSH 2249 and HTTPS 8479 each on an address of its own,
+127.0.5.9-127.0.5.32. fleet2 runs the Python backend, the others PHP-FPM. Every host's nginx
+site also answers ``/ceiling`` (templates/ceiling-site.conf.j2).
 """
 
 import json
@@ -26,19 +28,29 @@ from mtls_deploy.pki.store import PkiStore
 
 from .common import REPO, ProcessRun, run_process
 
-FLEET = [f"fleet{i}" for i in range(1, 9)]
+FLEET = [f"fleet{i}" for i in range(1, 33)]
+ON_LOCALHOST = 8  # fleet1..fleet8 on 127.0.0.1, each on ports of its own
 PYTHON_HOSTS = {"fleet2"}
 CLIENT = "bench"
 CEILING_TEMPLATE = Path(__file__).resolve().parent / "templates" / "ceiling-site.conf.j2"
 INV = Path(sys.executable).with_name("inv")
 
 
+def _number(host: str) -> int:
+    return int(host.removeprefix("fleet"))
+
+
+def address(host: str) -> str:
+    n = _number(host)
+    return "127.0.0.1" if n <= ON_LOCALHOST else f"127.0.5.{n}"
+
+
 def ssh_port(host: str) -> int:
-    return 2240 + int(host.removeprefix("fleet"))
+    return 2240 + min(_number(host), ON_LOCALHOST + 1)
 
 
 def https_port(host: str) -> int:
-    return 8470 + int(host.removeprefix("fleet"))
+    return 8470 + min(_number(host), ON_LOCALHOST + 1)
 
 
 def server_name(host: str) -> str:
@@ -48,7 +60,8 @@ def server_name(host: str) -> str:
 def inventory_text() -> str:
     """hosts.yml: group api (so hosts get the API roles) with the child group fleet."""
     lines = [
-        f"            {h}: {{ansible_port: {ssh_port(h)}, https_port: {https_port(h)}, "
+        f"            {h}: {{ansible_host: {address(h)}, https_listen: {address(h)}, "
+        f"ansible_port: {ssh_port(h)}, https_port: {https_port(h)}, "
         f"server_name: {server_name(h)}, backend: {'python' if h in PYTHON_HOSTS else 'php'}}}"
         for h in FLEET
     ]
@@ -68,7 +81,7 @@ def inventory_text() -> str:
 
 def lab_hosts(hosts: list[str]) -> list:
     """The fleet's ``LabHost``s, as the inventory above describes them."""
-    return [lab.LabHost(h, "127.0.0.1", ssh_port(h), "deploy", True) for h in hosts]
+    return [lab.LabHost(h, address(h), ssh_port(h), "deploy", True) for h in hosts]
 
 
 @dataclass
@@ -158,7 +171,7 @@ class World:
         name, port = server_name(host), https_port(host)
         command = [
             "curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
-            "--resolve", f"{name}:{port}:127.0.0.1", "--cacert", str(bundle.server_ca),
+            "--resolve", f"{name}:{port}:{address(host)}", "--cacert", str(bundle.server_ca),
             "--cert", str(bundle.cert), "--key", str(bundle.key), f"https://{name}:{port}{path}",
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True)
