@@ -3,21 +3,42 @@
 systemd owns the socket (``<python_unit>.socket``, mode 0600, owned by nginx's user) and hands
 it to uWSGI, which speaks FastCGI on it (``protocol = fastcgi``). The service runs as its own
 user in a sandbox that ``systemd-analyze security`` rates at most 2.0.
+
+With the ``app`` role's ``app_src`` (``app_enabled``), uWSGI serves the user's WSGI callable
+(``python_wsgi``) from ``/srv/<api_name>/current`` with that release's virtualenv, and the
+``release`` hook gives the pipeline its steps: a virtualenv per distinct requirements.txt
+(built once, then reused), an import of the callable before the switch, a chain reload after.
 """
 
+import hashlib
+
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.resources import Directory, File, Handler, Packages, Service, User
 from mtls_deploy.templating import TEMPLATES_DIR, render
 
 PACKAGES = ("uwsgi-core", "uwsgi-plugin-python3")
+APP_PACKAGES = ("python3-venv",)  # python3 -m venv with pip, by the python3 uWSGI embeds
 APP = "backend_python/app.py"  # copied as is
 UNIT_DIR = "/etc/systemd/system"
 RESTART = ("restart backend",)
 RESTART_ALL = ("restart backend socket",)
+# The app role's notification when app.env changed: systemd reads it at start only.
+ENVIRONMENT_CHANGED = ("app environment changed",)
+APP_VARIABLES = ("app_enabled", "app_current", "app_env_file", "app_shared_root")
+
+
+def app_enabled(v: dict) -> bool:
+    """True when the ``app`` role deploys the user's application (``app_src`` is set)."""
+    return bool(v.get("app_enabled"))
 
 
 def front_controller(v: dict) -> str:
-    """The application file (nginx's ``SCRIPT_FILENAME``; uWSGI loads it by its own setting)."""
+    """The application file (nginx's ``SCRIPT_FILENAME``; uWSGI loads it by its own setting):
+    with an app, the module of ``python_wsgi`` under ``current``."""
+    if app_enabled(v):
+        module = str(v["python_wsgi"]).partition(":")[0].replace(".", "/")
+        return f"{v['app_current']}/{module}.py"
     return f"{v['python_app_dir']}/app.py"
 
 
@@ -27,8 +48,12 @@ def exports(v: dict, facts: HostFacts) -> dict:
 
 
 def template_context(v: dict) -> dict:
-    """The ``python_*`` variables."""
-    return {k: value for k, value in v.items() if k.startswith("python_")}
+    """The ``python_*`` variables, and where the app lives (the ``app`` role's exports)."""
+    context = {k: value for k, value in v.items() if k.startswith("python_")}
+    context["app_enabled"] = app_enabled(v)
+    if app_enabled(v):
+        context |= {k: v[k] for k in APP_VARIABLES}
+    return context
 
 
 def render_units(v: dict) -> dict[str, bytes]:
@@ -50,7 +75,7 @@ def resources(v: dict, facts: HostFacts) -> list:
     files = render_units(v)
     ini, socket_unit, service_unit = files
     return [
-        Packages(PACKAGES),
+        Packages((*PACKAGES, *APP_PACKAGES) if app_enabled(v) else PACKAGES),
         User(v["python_user"]),
         Directory(v["python_app_dir"], mode=0o755),
         File(front_controller(v), (TEMPLATES_DIR / APP).read_bytes(), notify=RESTART),
@@ -58,9 +83,30 @@ def resources(v: dict, facts: HostFacts) -> list:
         File(ini, files[ini], notify=RESTART),
         File(socket_unit, files[socket_unit], notify=("daemon-reload", *RESTART_ALL)),
         File(service_unit, files[service_unit], notify=("daemon-reload", *RESTART)),
+        *app_directories(v),
         Service(f"{unit}.socket"),
         Service(f"{unit}.service"),
     ]
+
+
+def app_directories(v: dict) -> list[Directory]:
+    """With an app: ``venvs/`` (pip builds there as the app's user) and the shared directories
+    (the app writes there); without, none."""
+    if not app_enabled(v):
+        return []
+    user = v["python_user"]
+    return [
+        Directory(venvs_dir(v), mode=0o755, owner=user, group=user),
+        *(
+            Directory(f"{v['app_shared_root']}/{d.strip('/')}", mode=0o750, owner=user, group=user)
+            for d in v.get("app_shared") or ()
+        ),
+    ]
+
+
+def venvs_dir(v: dict) -> str:
+    """``/srv/<api_name>/venvs``: one virtualenv per distinct requirements.txt."""
+    return f"{v['app_root']}/venvs"
 
 
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
@@ -73,5 +119,99 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
             (("systemctl", "restart", f"{unit}.socket", f"{unit}.service"),),
             order=39,
         ),
-        Handler("restart backend", (("systemctl", "restart", f"{unit}.service"),), order=40),
+        Handler(
+            "restart backend",
+            (("systemctl", "restart", f"{unit}.service"),),
+            order=40,
+            listen=ENVIRONMENT_CHANGED,
+        ),
     ]
+
+
+# --- releases of the user's application (the app role's pipeline calls ``release``) ------------
+
+# $1: the virtualenv (venvs/<sha12 of requirements.txt>); $2: .venv's relative target. Built
+# once per requirements.txt by Debian's python3 (uWSGI's plugin embeds it), marked complete
+# last: a build that failed half-way is never reused. pip's last line is the refusal reason.
+BUILD_VENV = """venv=$1
+if [ -f "$venv/.complete" ]; then
+    echo "virtualenv ${venv##*/}: reused, not rebuilt"
+else
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv" || exit 1
+    if [ -f requirements.txt ]; then
+        set --
+        grep -q -e '--hash=' requirements.txt && set -- --require-hashes
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
+            "$venv/bin/pip" install --quiet "$@" -r requirements.txt || { rm -rf "$venv"; exit 1; }
+    fi
+    touch "$venv/.complete"
+    echo "virtualenv ${venv##*/}: built"
+fi
+ln -sfn "$2" .venv"""
+# python_wsgi's module imported and its callable found, as uWSGI will (the release on sys.path,
+# its virtualenv's python); a failure's last line (ModuleNotFoundError: ...) is the reason.
+CHECK_WSGI = """import importlib, sys
+module, name = sys.argv[1:3]
+app = getattr(importlib.import_module(module), name)
+if not callable(app):
+    sys.exit(f"{module}:{name} is not callable")"""
+# $1: the unit; $2: the master FIFO. Not running: start it (the first release). Running: a
+# chain reload, waiting (60 s at most) until uWSGI says the last new worker serves.
+ACTIVATE = """unit=$1 fifo=$2
+if ! systemctl is-active --quiet "$unit.service"; then
+    systemctl reset-failed "$unit.socket" "$unit.service" 2>/dev/null
+    systemctl start "$unit.socket" "$unit.service" || exit 1
+    systemctl is-active --quiet "$unit.service" && exit 0
+    echo "$unit.service did not start: see journalctl -u $unit.service" >&2
+    exit 1
+fi
+if [ ! -p "$fifo" ]; then
+    systemctl restart "$unit.service"
+    exit
+fi
+cursor=$(journalctl --quiet -n 1 --show-cursor -u "$unit.service" | sed -n 's/^-- cursor: //p')
+printf c > "$fifo"
+i=0
+while [ "$i" -lt 300 ]; do
+    journalctl --quiet -o cat -u "$unit.service" ${cursor:+--after-cursor="$cursor"} \
+        | grep -q 'chain reloading complete' && exit 0
+    sleep 0.2
+    i=$((i + 1))
+done
+echo "uWSGI's chain reload of $unit.service did not end in 60 s: see journalctl -u $unit.service" >&2
+exit 1"""
+# $1: /srv/<api_name>. A virtualenv that no release links (kept or being built) is removed.
+RETIRE_VENVS = """cd "$1" || exit 0
+for venv in venvs/*; do
+    [ -d "$venv" ] || continue
+    used=
+    for link in releases/*/.venv; do
+        [ "$(readlink "$link")" = "../../$venv" ] && used=1 && break
+    done
+    [ -n "$used" ] || rm -rf -- "$venv"
+done"""
+NO_REQUIREMENTS = hashlib.sha256(b"").hexdigest()  # an app without requirements.txt
+
+
+def venv_name(ctx: ReleaseContext) -> str:
+    """``<sha12 of requirements.txt>`` (of empty content when the tree has none)."""
+    return ctx.digests.get("requirements.txt", NO_REQUIREMENTS)[:12]
+
+
+def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
+    """What the pipeline runs for one release: the virtualenv of its requirements.txt (built
+    by pip as the app's user, or reused) linked at ``.venv``; the import of ``python_wsgi``
+    with it; after the switch, a chain reload (or the first start); then the virtualenvs no
+    release links any more are removed."""
+    name = venv_name(ctx)
+    venv = f"{venvs_dir(v)}/{name}"
+    module, _, attribute = str(v["python_wsgi"]).partition(":")
+    fifo = f"/run/{v['python_unit']}/master.fifo"
+    return ReleaseSteps(
+        user=v["python_user"],
+        build=((("sh", "-c", BUILD_VENV, "build-venv", venv, f"../../venvs/{name}"),),),
+        check=(((".venv/bin/python", "-B", "-c", CHECK_WSGI, module, attribute),),),
+        activate=((("sh", "-c", ACTIVATE, "activate", v["python_unit"], fifo),),),
+        retire=((("sh", "-c", RETIRE_VENVS, "retire-venvs", v["app_root"]),),),
+    )

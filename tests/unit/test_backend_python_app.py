@@ -1,0 +1,280 @@
+"""backend_python with the user's application (app_src, issue 12): what the role wants with and
+without it, the uWSGI settings that make a switch graceful, and the release hook's steps."""
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mtls_deploy import schema
+from mtls_deploy.facts import HostFacts
+from mtls_deploy.release.steps import ReleaseContext
+from mtls_deploy.resources import Directory, Packages
+from mtls_deploy.role_loader import load
+from mtls_deploy.templating import TEMPLATES_DIR
+
+backend_python = load("backend_python").module
+FACTS = HostFacts(os_id="debian", os_version="12")
+INI = "/etc/api-python/uwsgi.ini"
+SERVICE = "/etc/systemd/system/api-python.service"
+REQUIREMENTS_SHA = "1a2b3c4d5e6f" + "0" * 52
+
+
+def as_the_engine_gives(v: dict, role: str) -> dict:
+    """``v`` over every role's defaults, plus what the roles ``role`` depends on export to it."""
+    from mtls_deploy import role_loader
+    from mtls_deploy.inventory import role_defaults
+
+    merged = {k: x for layer in role_defaults() for k, x in layer.values.items()} | v
+    roles = role_loader.host_roles({**merged, "roles": [role]})
+    return role_loader.with_exports(roles, merged, HostFacts())[role]
+
+
+def python_vars(**overrides) -> dict:
+    v = {
+        "inventory_hostname": "api1",
+        "server_name": "api1.lab.test",
+        "https_listen": "127.0.0.1",
+        "https_port": 8441,
+        "backend": "python",
+    }
+    return as_the_engine_gives({**v, **overrides}, role="backend_python")
+
+
+def app_vars(**overrides) -> dict:
+    app = {"app_src": "examples/flask-orders", "python_wsgi": "orders:app",
+           "app_shared": ["var", "storage/"]}  # fmt: skip
+    return python_vars(**{**app, **overrides})
+
+
+def ini_settings(v: dict) -> dict:
+    text = backend_python.render_units(v)[INI].decode()
+    parser = configparser.RawConfigParser(strict=True)
+    parser.read_string(text)
+    return dict(parser["uwsgi"])
+
+
+def unit_lines(v: dict) -> list[str]:
+    return backend_python.render_units(v)[SERVICE].decode().splitlines()
+
+
+def context(**overrides) -> ReleaseContext:
+    fields = dict(
+        api_name="api",
+        root="/srv/api",
+        release="/srv/api/releases/20261130T081500Z-abcdefabcdef",
+        build_dir="/srv/api/releases/20261130T081500Z-abcdefabcdef.partial",
+        release_id="20261130T081500Z-abcdefabcdef",
+        current="/srv/api/current",
+        previous=None,
+        shared_root="/srv/api/shared",
+        shared=("var",),
+        env_file="/etc/mtls-deploy/api/app.env",
+        files=frozenset({"orders.py", "requirements.txt"}),
+        digests={"requirements.txt": REQUIREMENTS_SHA},
+    )
+    return ReleaseContext(**{**fields, **overrides})
+
+
+# --- resources: today's without app_src, the app's with it -------------------------------------
+
+
+def test_without_app_src_the_role_is_as_before():
+    v = python_vars()
+    resources = backend_python.resources(v, FACTS)
+    assert [r for r in resources if isinstance(r, Packages)] == [
+        Packages(("uwsgi-core", "uwsgi-plugin-python3"))
+    ]
+    assert not any(isinstance(r, Directory) and r.path.startswith("/srv/api/") for r in resources)
+    settings = ini_settings(v)
+    assert settings["wsgi-file"] == "/srv/api-python/app.py"
+    assert settings["worker-reload-mercy"] == "3"
+    assert not {"module", "lazy-apps", "virtualenv", "master-fifo"} & settings.keys()
+    lines = unit_lines(v)
+    assert not [x for x in lines if x.startswith(("ConditionPath", "EnvironmentFile", "Runtime"))]
+    assert backend_python.exports(v, FACTS)["front_controller"] == "/srv/api-python/app.py"
+
+
+def test_with_app_src_python3_venv_is_installed_and_venvs_and_shared_dirs_are_the_users():
+    resources = backend_python.resources(app_vars(), FACTS)
+    assert Packages(("uwsgi-core", "uwsgi-plugin-python3", "python3-venv")) in resources
+    directories = {r.path: r for r in resources if isinstance(r, Directory)}
+    assert directories["/srv/api/venvs"] == Directory(
+        "/srv/api/venvs", mode=0o755, owner="api-python", group="api-python"
+    )
+    for shared in ("/srv/api/shared/var", "/srv/api/shared/storage"):
+        assert directories[shared] == Directory(
+            shared, mode=0o750, owner="api-python", group="api-python"
+        )
+
+
+def test_with_app_src_uwsgi_loads_the_callable_through_current_worker_by_worker():
+    settings = ini_settings(app_vars())
+    assert settings["module"] == "orders:app"
+    assert settings["lazy-apps"] == "true"  # each worker imports the release current names
+    assert settings["pythonpath"] == "/srv/api/current"
+    assert settings["virtualenv"] == "/srv/api/current/.venv"
+    assert settings["chdir"] == "/srv/api/current"
+    assert settings["hook-post-fork"] == "chdir:/srv/api/current"
+    assert settings["master-fifo"] == "/run/api-python/master.fifo"
+    assert settings["worker-reload-mercy"] == "30"  # = harakiri: a request ends before its worker
+    assert "wsgi-file" not in settings
+
+
+def test_with_app_src_the_service_waits_for_a_release_and_reads_the_environment_file():
+    lines = unit_lines(app_vars())
+    unit_section = lines[: lines.index("[Service]")]
+    assert "ConditionPathExists=/srv/api/current" in unit_section
+    assert "EnvironmentFile=/etc/mtls-deploy/api/app.env" in lines
+    assert "RuntimeDirectory=api-python" in lines  # the master FIFO
+    assert "ReadWritePaths=-/srv/api/shared" in lines
+    assert "ProtectSystem=strict" in lines
+
+
+def test_the_front_controller_names_the_module_under_current():
+    exported = backend_python.exports(app_vars(python_wsgi="myapi.wsgi:application"), FACTS)
+    assert exported["front_controller"] == "/srv/api/current/myapi/wsgi.py"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_with_app_src_the_service_still_rates_at_most_2(tmp_path):
+    unit = tmp_path / "api-python.service"
+    unit.write_bytes(backend_python.render_units(app_vars())[SERVICE])
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for api-python\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_a_changed_environment_file_restarts_the_service():
+    handlers = {h.name: h for h in backend_python.handlers(app_vars(), FACTS)}
+    assert handlers["restart backend"].listen == ("app environment changed",)
+
+
+# --- python_wsgi ------------------------------------------------------------------------------
+
+WSGI_SPEC = schema.role_schema("backend_python")["python_wsgi"]
+
+
+@pytest.mark.parametrize("value", ["orders:app", "myapi.wsgi:application", "_a.b_2.c:make_app"])
+def test_python_wsgi_accepts_module_colon_callable(value):
+    assert schema.check_value(value, WSGI_SPEC) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["orders", "orders:app()", "orders:app; rm -rf /", "../orders:app", "orders.:app",
+     "2fa:app", "orders:app\nmodule = os:system", ":app", "orders:"],
+)  # fmt: skip
+def test_python_wsgi_refuses_anything_else_saying_what_it_takes(value):
+    with pytest.raises(ValueError, match="package.module:callable"):
+        schema.check_value(value, WSGI_SPEC)
+
+
+# --- the release hook -------------------------------------------------------------------------
+
+
+def test_release_steps_build_check_activate_retire():
+    steps = backend_python.release(app_vars(), FACTS, context())
+    assert steps.user == "api-python"
+    assert steps.build == (
+        (("sh", "-c", backend_python.BUILD_VENV, "build-venv", "/srv/api/venvs/1a2b3c4d5e6f",
+          "../../venvs/1a2b3c4d5e6f"),),
+    )  # fmt: skip
+    assert steps.check == (
+        ((".venv/bin/python", "-B", "-c", backend_python.CHECK_WSGI, "orders", "app"),),
+    )
+    assert steps.activate == (
+        (("sh", "-c", backend_python.ACTIVATE, "activate", "api-python",
+          "/run/api-python/master.fifo"),),
+    )  # fmt: skip
+    assert steps.retire == ((("sh", "-c", backend_python.RETIRE_VENVS, "retire-venvs",
+                              "/srv/api"),),)  # fmt: skip
+    assert steps.start == ()
+
+
+def test_a_tree_without_requirements_gets_the_empty_files_virtualenv():
+    steps = backend_python.release(app_vars(), FACTS, context(digests={}))
+    assert steps.build[0][0][4] == "/srv/api/venvs/e3b0c44298fc"  # sha256 of no bytes
+
+
+@pytest.mark.parametrize(
+    "script", ["BUILD_VENV", "ACTIVATE", "RETIRE_VENVS"]
+)  # fmt: skip
+def test_the_scripts_are_valid_sh(script):
+    done = subprocess.run(["sh", "-n", "-c", getattr(backend_python, script)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def run_build(tmp_path, venv: str) -> subprocess.CompletedProcess:
+    build = tmp_path / "release.partial"
+    build.mkdir(exist_ok=True)
+    argv = ["sh", "-c", backend_python.BUILD_VENV, "build-venv", venv, "../../venvs/x"]
+    return subprocess.run(argv, cwd=build, capture_output=True, text=True)
+
+
+def test_an_existing_virtualenv_is_reused_not_rebuilt(tmp_path):
+    venv = tmp_path / "venvs" / "x"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".complete").touch()
+    (venv / "bin" / "marker").write_text("built before")
+    done = run_build(tmp_path, str(venv))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "virtualenv x: reused, not rebuilt"
+    assert (venv / "bin" / "marker").read_text() == "built before"
+    assert os.readlink(tmp_path / "release.partial" / ".venv") == "../../venvs/x"
+
+
+def test_retire_removes_only_virtualenvs_no_release_links(tmp_path):
+    for name in ("kept", "building", "unused"):
+        (tmp_path / "venvs" / name).mkdir(parents=True)
+    for release, venv in (("r1", "kept"), ("r2", "kept"), ("r3.partial", "building")):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / ".venv").symlink_to(f"../../venvs/{venv}")
+    argv = ["sh", "-c", backend_python.RETIRE_VENVS, "retire-venvs", str(tmp_path)]
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "venvs").iterdir()) == ["building", "kept"]
+
+
+def check_import(tmp_path, module: str, attribute: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-B", "-c", backend_python.CHECK_WSGI, module, attribute]
+    return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "module, attribute, reason",
+    [
+        ("orders", "app", None),
+        ("nope", "app", "ModuleNotFoundError: No module named 'nope'"),
+        ("orders", "nothing", "AttributeError: module 'orders' has no attribute 'nothing'"),
+        ("orders", "NAME", "orders:NAME is not callable"),
+        ("broken", "app", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_the_check_imports_the_callable_and_its_last_line_says_why_not(
+    tmp_path, module, attribute, reason
+):
+    (tmp_path / "orders.py").write_text("NAME = 'x'\ndef app(environ, start_response):\n    pass\n")
+    (tmp_path / "broken.py").write_text("app = 1 / 0\n")
+    done = check_import(tmp_path, module, attribute)
+    if reason is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines()[-1] == reason
+    assert not (tmp_path / "__pycache__").exists()  # -B: the release stays as uploaded
+
+
+def test_the_units_templates_read_only_declared_or_exported_app_variables():
+    for name in ("uwsgi.ini.j2", "api.service.j2"):
+        text = (TEMPLATES_DIR / "backend_python" / name).read_text()
+        used = set(re.findall(r"\b(app_\w+)", " ".join(re.findall(r"\{[{%](.*?)[}%]\}", text))))
+        assert used <= {"app_enabled", *backend_python.APP_VARIABLES}, name
