@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # pebble: the lab's ACME CA and its DNS (pebble, pebble-challtestsrv): inv lab.up --with-acme
-packages=(systemd-container debootstrap openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils chromium pebble)
+# debian-archive-keyring: debootstrap checks the lab's Debian 12 and 13 bases with it
+packages=(systemd-container debootstrap debian-archive-keyring openssh-client openssl curl python3 python3-venv sslscan testssl.sh apache2-utils chromium pebble)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
@@ -19,6 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# A Debian 13 lab host (lab_release: trixie) needs the trixie keys: an older keyring lacks them.
+if [ ! -e /usr/share/keyrings/debian-archive-trixie-stable.gpg ]; then
+  echo "updating debian-archive-keyring (the lab's Debian 13 base needs the trixie keys)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-archive-keyring >/dev/null
 fi
 
 python=${PYTHON:-python3}

@@ -56,11 +56,24 @@ def build_base(base: Path, release: str = DEFAULT_RELEASE) -> None:
             debootstrap_command(partial, release), stdout=out, stderr=subprocess.STDOUT
         )
     if result.returncode != 0:
-        raise UserError(f"debootstrap failed, see {log}: check that deb.debian.org is reachable")
+        raise UserError(failure_reason(log, release))
     for deb in (partial / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
     partial.chmod(0o755)  # mkdtemp made it 0700: users in the container could not reach /
     partial.rename(base)
+
+
+def failure_reason(log: Path, release: str) -> str:
+    """One line for a failed debootstrap: an unknown signing key is the keyring's fault (this
+    machine's debian-archive-keyring predates ``release``), anything else most likely the
+    network's."""
+    text = log.read_text(errors="replace")
+    if "NO_PUBKEY" in text or "unknown key" in text:
+        return (
+            f"debootstrap cannot check {release}'s signature, see {log}: update the keyring"
+            " (`apt-get install debian-archive-keyring`)"
+        )
+    return f"debootstrap failed, see {log}: check that deb.debian.org is reachable"
 
 
 def debootstrap_command(target: Path, release: str = DEFAULT_RELEASE) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 
 from mtls_deploy.errors import BadInput, UserError
 from mtls_deploy.lab import LabHost, hosts_from_inventory
-from mtls_deploy.lab.base import base_name, debootstrap_command
+from mtls_deploy.lab.base import base_name, debootstrap_command, failure_reason
 from mtls_deploy.lab.spec import check_host, paths_for
 from mtls_deploy.lab.verbs import refuse_release_change
 
@@ -76,3 +76,20 @@ def test_no_root_yet_or_same_release_is_fine(lab_root):
     (paths_for("t13-api").root / "etc").mkdir(parents=True)
     refuse_release_change(T13, T13, paths_for("t13-api"))
     refuse_release_change(T13, None, paths_for("t13-api"))
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        ("E: Release signed by unknown key (key id 762F67A0B2C39DE4)\n", "update the keyring"),
+        ("W: GPG error: NO_PUBKEY 762F67A0B2C39DE4\n", "update the keyring"),
+        (
+            "E: Failed getting release file http://deb.debian.org/...\n",
+            "deb.debian.org is reachable",
+        ),
+    ],
+)
+def test_a_failed_build_says_what_to_fix(tmp_path, log, reason):
+    path = tmp_path / "base-trixie-1.log"
+    path.write_text(log)
+    assert reason in failure_reason(path, "trixie") and str(path) in failure_reason(path, "trixie")
