@@ -29,6 +29,7 @@ class IssueOptions:
     p12_legacy: bool = False
     deliver: bool = True
     csr: bool = False
+    ou: str | None = None  # an OU in the subject, for mtls_routes' `ou`
 
 
 def client_names(name: str | None, names_file: str | None) -> list[str]:
@@ -58,19 +59,23 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     """
     from . import deliver as delivery
     from .pki.bundle import default_dist_dir, issue_bundles
+    from .pki.subject import validate_ou
 
+    validate_ou(options.ou)  # one line before anything, a key made on a consumer included
     store = open_store(keep_superseded=True)
     crl_before = store.crl_pem()
     if options.csr:
         from . import deliver_csr
 
-        csr = deliver_csr.CsrOptions(options.days, options.org, options.email, options.reissue)
+        csr = deliver_csr.CsrOptions(
+            options.days, options.org, options.email, options.reissue, options.ou
+        )
         report = deliver_csr.issue_with_csr(store, names, csr)
     else:
         with _progress(len(names)) as advance:
             results = issue_bundles(
                 store, names, days=options.days, org=options.org, email=options.email,
-                reissue=options.reissue, p12=options.p12, legacy=options.p12_legacy,
+                ou=options.ou, reissue=options.reissue, p12=options.p12, legacy=options.p12_legacy,
                 on_result=advance, api_ca=delivery.bundle_api_ca(store),
             )  # fmt: skip
         print_issued(results)

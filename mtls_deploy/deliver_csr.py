@@ -62,6 +62,7 @@ class CsrOptions:
     org: str | None = None
     email: str | None = None
     reissue: bool = False
+    ou: str | None = None
 
 
 def spki_sha256(public_key) -> str:
@@ -248,9 +249,8 @@ def _sign_and_push(
     temporary_key = f"{folder}/.{name}.key.{secrets.token_hex(4)}.mtls-tmp"
     csr = _make_key_there(store, remote, consumer, folder, name, temporary_key)
     try:
-        issued = store.sign_client_csr(
-            name, csr, options.days, options.org, options.email, reissue=options.reissue
-        )
+        subject = {"org": options.org, "email": options.email, "ou": options.ou}
+        issued = store.sign_client_csr(name, csr, options.days, reissue=options.reissue, **subject)
     except Exception:
         remote.run(f"rm -f {shlex.quote(temporary_key)}")
         raise

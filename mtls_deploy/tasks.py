@@ -250,7 +250,7 @@ def pki_list(c, json=False, all=False):
     for r in records:
         print(
             f"{r.name:<24} {r.kind:<9} {r.serial_hex:<40} {r.not_after:%Y-%m-%d} "
-            f"{r.days_left:>5}  {r.status}"
+            f"{r.days_left:>5}  {r.status}{f'  ou={r.ou}' if r.ou else ''}"
         )
     if warning := clients.crl_expiry_warning(store):
         print(warning)
@@ -264,6 +264,7 @@ def pki_list(c, json=False, all=False):
         "days": "validity in days (default: the inventory's client_lifetime, else 365d)",
         "org": "organisation (O=) in the subject",
         "email": "email address for the subjectAltName",
+        "ou": "organisational unit (OU=) in the subject, for mtls_routes' allow: {ou: [...]}",
         "reissue": "replace a valid certificate (the old one is revoked once the new one is delivered)",
         "deliver": "deliver each bundle to its consumer host over SSH (default; --no-deliver)",
         "csr": "make the key on the consumer host; only the CSR and certificate travel",
@@ -277,6 +278,7 @@ def issue_client(
     days=None,
     org=None,
     email=None,
+    ou=None,
     reissue=False,
     p12=True,
     p12_legacy=False,
@@ -291,7 +293,7 @@ def issue_client(
 
     days = optional_days(days)
     names = clients.client_names(name, names_file)
-    options = clients.IssueOptions(days, org, email, reissue, p12, p12_legacy, deliver, csr)
+    options = clients.IssueOptions(days, org, email, reissue, p12, p12_legacy, deliver, csr, ou)
     raise_on_failure(clients.issue(names, options))
 
 
@@ -488,11 +490,7 @@ for name, pki_task in pki_tasks.PKI_TASKS.items():  # backup, restore, verify, s
 for pki_task in pki_tasks.TOP_TASKS:  # sign-csr, export-p12
     ns.add_task(pki_task)
 ns.add_collection(pki)
-ns.add_task(issue_client)
-ns.add_task(revoke_client)
-ns.add_task(renew_client)
-ns.add_task(smoke_test)
-ns.add_task(status)
-ns.add_task(doctor)
+for top_task in (issue_client, revoke_client, renew_client, smoke_test, status, doctor):
+    ns.add_task(top_task)
 ns.add_task(maintain_tasks.maintain)
 name_tasks(ns)  # "error: pki.show needs --name"

@@ -6,6 +6,8 @@ bash scripts/setup.sh
 export MTLS_DEPLOY_CA_PASSPHRASE=${MTLS_DEPLOY_CA_PASSPHRASE:-lab-only-passphrase}
 .venv/bin/inv lab.up
 status=0
-.venv/bin/pytest -q "$@" || status=$?
+# Two workers: lab modules on hosts of their own run side by side; modules that share lab hosts
+# stay in one worker (their xdist group: tests/conftest.py).
+.venv/bin/pytest -q -n 2 --dist loadgroup "$@" || status=$?
 .venv/bin/inv lab.down || true
 exit $status

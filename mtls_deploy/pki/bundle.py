@@ -136,6 +136,7 @@ def issue_bundles(
     days=None,  # None: the store's settings.client_lifetime
     org=None,
     email=None,
+    ou=None,
     reissue: bool = False,
     dist_dir=None,
     p12: bool = True,
@@ -150,7 +151,7 @@ def issue_bundles(
     crash rewrites the bundles that are missing or incomplete. The file system is synced once
     per ``SYNC_EVERY`` bundles. ``on_result`` sees each client. ``api_ca``: see the module.
     """
-    issuing = store.issue_clients(names, days, org, email, reissue)  # checks all before dist/
+    issuing = store.issue_clients(names, days, org, email, reissue, ou=ou)  # all checked first
     dist_dir = _ready_dist_dir(dist_dir)
     results, pending = [], []
     for issued in issuing:

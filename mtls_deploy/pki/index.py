@@ -19,6 +19,7 @@ from cryptography import x509
 
 from ..files import PRIVATE_FILE_MODE, sync_filesystem
 from . import profile
+from .subject import ou_in
 
 INDEX = "index.sqlite3"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -64,6 +65,7 @@ class CertRecord:
     revoked_at: str | None = None
     revocation_reason: str | None = None
     sha256: str = ""
+    ou: str | None = None  # the subject's OU (inv issue-client --ou)
 
     def to_dict(self) -> dict:
         """JSON-ready: datetimes as ISO 8601 text."""
@@ -131,6 +133,7 @@ def record(
         row["revoked_at"],
         row["revocation_reason"],
         row["sha256"],
+        ou_in(row["subject"]),
     )
 
 

@@ -22,6 +22,7 @@ from .journal import StagedFiles, Transaction
 from .messages import display
 from .policy import unchanged_reason
 from .settings import signed_lifetime
+from .subject import ou_of, validate_ou
 
 CHUNK = 200  # clients per transaction in bulk issuance: one commit and two syncs per chunk
 
@@ -64,6 +65,7 @@ class _Plan:
     org: str | None = None
     email: str | None = None
     public_key: object = None  # from a CSR: sign this key instead of making one
+    ou: str | None = None
 
 
 def utcnow() -> dt.datetime:
@@ -83,13 +85,14 @@ class ClientIssuance:
         reissue: bool = False,
         *,
         now: dt.datetime | None = None,
+        ou: str | None = None,
     ) -> IssueResult:
         """Issue a key and certificate for client ``name`` unless it already has a valid one.
 
         With ``reissue=True`` a valid certificate is replaced and revoked as superseded.
         Example: ``store.issue_client("bob", days=90).changed``.
         """
-        return next(self.issue_clients([name], days, org, email, reissue, now=now))
+        return next(self.issue_clients([name], days, org, email, reissue, now=now, ou=ou))
 
     def issue_clients(
         self,
@@ -101,18 +104,21 @@ class ClientIssuance:
         *,
         now: dt.datetime | None = None,
         chunk: int | None = None,
+        ou: str | None = None,
     ) -> Iterator[IssueResult]:
         """Bulk ``issue_client``: every name and option checked on the call, before anything is
         issued; then one transaction per ``chunk`` names (default ``CHUNK``), each result
         yielded once its chunk is committed. ``days`` (or a ``timedelta``) overrides the
-        settings' ``client_lifetime``.
+        settings' ``client_lifetime``; ``ou`` puts an OU in the subject.
         """
         days = self.settings.client_lifetime if days is None else days
         names = [profile.validate_client_name(name) for name in names]
         profile.validate_org(org)
         profile.validate_email(email)
+        validate_ou(ou)
         self.check_client_days(days, now)
-        return self._issue_in_chunks(names, days, org, email, reissue, now, chunk or CHUNK)
+        subject = {"org": org, "email": email, "ou": ou}
+        return self._issue_in_chunks(names, days, subject, reissue, now, chunk or CHUNK)
 
     def check_client_days(
         self, days: int | dt.timedelta | None, now: dt.datetime | None = None
@@ -123,10 +129,10 @@ class ClientIssuance:
         profile.validate_days(days)
         profile.check_days_fit_ca(self._ca_cert("client-ca"), now or utcnow(), days)
 
-    def _issue_in_chunks(self, names, days, org, email, reissue, now, chunk):
+    def _issue_in_chunks(self, names, days, subject, reissue, now, chunk):
         for start in range(0, len(names), chunk):
             wanted = {
-                name: _Plan(name, False, "", days=days, org=org, email=email)
+                name: _Plan(name, False, "", days=days, **subject)
                 for name in names[start : start + chunk]
             }
             yield from self._issue_chunk(wanted, reissue, now)
@@ -141,6 +147,7 @@ class ClientIssuance:
         reissue: bool = False,
         *,
         now: dt.datetime | None = None,
+        ou: str | None = None,
     ) -> IssueResult:
         """Sign a CSR made on the consumer for client ``name``: its key never comes here.
 
@@ -157,12 +164,14 @@ class ClientIssuance:
         public_key = profile.check_csr(csr, name)
         profile.validate_org(org)
         profile.validate_email(email)
+        validate_ou(ou)
         self.check_client_days(days, now)
-        plan = _Plan(name, False, "", days=days, org=org, email=email, public_key=public_key)
+        subject = {"org": org, "email": email, "ou": ou}
+        plan = _Plan(name, False, "", days=days, public_key=public_key, **subject)
         return next(self._issue_chunk({name: plan}, reissue, now))
 
     def renew_client(self, name: str, *, now: dt.datetime | None = None) -> IssueResult:
-        """A new key and certificate for ``name`` (same organisation, email and lifetime).
+        """A new key and certificate for ``name`` (same organisation, OU, email and lifetime).
 
         The old certificate is revoked as superseded and the CRL regenerated.
         """
@@ -176,7 +185,8 @@ class ClientIssuance:
             )
         old = x509.load_pem_x509_certificate(self._client_paths(name)[0].read_bytes())
         lifetime = signed_lifetime(old.not_valid_before_utc, old.not_valid_after_utc)
-        plan = _Plan(name, False, "", days=lifetime, org=_org(old), email=_email(old))
+        subject = {"org": _org(old), "email": _email(old), "ou": ou_of(old.subject)}
+        plan = _Plan(name, False, "", days=lifetime, **subject)
         return next(self._issue_chunk({name: plan}, True, now))
 
     def revoke_superseded(self, names: Iterable[str], *, now: dt.datetime | None = None) -> dict:
@@ -348,9 +358,8 @@ def _sign_client(plan: _Plan, serial: int, key_type: str, ca_cert, ca_key, now) 
     """(new key or ``None`` for a CSR, certificate) for one planned client."""
     key = None if plan.public_key else profile.generate_key(key_type)
     public_key = plan.public_key or key.public_key()
-    cert = profile.issue_client_cert(
-        ca_cert, ca_key, public_key, plan.name, serial, now, plan.days, plan.org, plan.email
-    )
+    extras = (plan.days, plan.org, plan.email, plan.ou)
+    cert = profile.issue_client_cert(ca_cert, ca_key, public_key, plan.name, serial, now, *extras)
     return key, cert
 
 

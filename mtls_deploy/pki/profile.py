@@ -18,6 +18,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import BadInput, UserError
 from .settings import as_lifetime, backdate
+from .subject import validate_ou
+from .subject import x509_name as _name
 
 KEY_TYPES = ("ec", "rsa")
 RSA_KEY_SIZE = 3072
@@ -218,16 +220,17 @@ def issue_client_cert(
     days: int = LEAF_DAYS,
     org: str | None = None,
     email: str | None = None,
+    ou: str | None = None,
 ):
-    """A client certificate for ``name`` (CN), clientAuth, signed by the client CA.
-
-    ``email`` becomes an rfc822Name subjectAltName. Example:
+    """A client certificate for ``name`` (CN; O and OU when given), clientAuth, signed by the
+    client CA. ``email`` becomes an rfc822Name subjectAltName. Example:
     ``issue_client_cert(ca, ca_key, key.public_key(), "bob", new_serial(), now)``.
     """
     validate_client_name(name)
     validate_org(org)
     validate_email(email)
-    builder = _leaf_builder(ca_cert, public_key, _name(name, org), serial, now, days)
+    validate_ou(ou)
+    builder = _leaf_builder(ca_cert, public_key, _name(name, org, ou), serial, now, days)
     builder = builder.add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
     )
@@ -347,13 +350,6 @@ def _builder(subject, issuer, public_key, serial, not_before, not_after):
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
-
-
-def _name(common_name: str, org: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if org:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attributes)
 
 
 def key_usage(cert_sign=False, encipherment=False) -> x509.KeyUsage:

@@ -96,6 +96,7 @@ def site_context(v: dict, facts: HostFacts) -> dict:
         **{k: v[k] for k in EXPORTED},
         **backend_exports(v),
         **tls_profile(facts),
+        "routes": routes(v),
     }
 
 
@@ -104,6 +105,83 @@ def backend_exports(v: dict) -> dict:
     return {"nginx_locations": FASTCGI_LOCATIONS} | {
         k: value for k, value in v.items() if k.startswith(BACKEND_EXPORTS)
     }
+
+
+# --- who may call what (mtls_routes) -----------------------------------------------------------
+
+ROUTE_KEYS = ("path", "allow")
+# $ssl_client_s_dn is RFC 2253 (OpenSSL's XN_FLAG_RFC2253): RDNs joined by ",", the attributes
+# of a multi-valued RDN by "+", and a "," "+" or backslash inside a value escaped with a
+# backslash. So an attribute counts only where one starts: after whole "type=value" pairs, each
+# value read escape by escape ("O=Evil\,OU=ops" holds no OU). \x5c is the backslash (nginx's
+# config parser turns a doubled one into one). Every step is forced: linear in the DN's length.
+WHOLE_ATTRIBUTES = r"(?:[^=,+]+=(?:[^\x5c,+]|\x5c.)*[,+])*"
+ATTRIBUTE_END = "(?:[,+]|$)"
+
+
+def routes(v: dict) -> list[dict]:
+    """``mtls_routes`` as the site's maps read them, longest path first (the first regex that
+    matches wins in an nginx map, so the longest matching prefix decides): ``id`` (1, 2, ...),
+    ``path``, ``uri`` (the regex of $uri it covers, on whole segments) and ``callers`` (one
+    regex per criterion, over "$ssl_client_verify:$ssl_client_serial:$ssl_client_s_dn").
+    The schema checked each value; a rule without path or allow, or a path listed twice, is one
+    line here.
+
+    Example: ``routes({"mtls_routes": [{"path": "/admin", "allow": {"names": ["alice"]}}]})``
+    -> ``[{"id": 1, "path": "/admin", "uri": "^/admin(/|$)", "callers": [...]}]``
+    """
+    rules = v.get("mtls_routes") or []
+    for rule in rules:
+        missing = [key for key in ROUTE_KEYS if key not in rule]
+        if missing:
+            raise BadInput(
+                f"mtls_routes: a rule has no {missing[0]!r}: write each as "
+                "{path: /admin, allow: {names: [...], ou: [...], serials: [...]}}"
+            )
+    paths = [rule["path"] for rule in rules]
+    if twice := sorted({path for path in paths if paths.count(path) > 1}):
+        raise BadInput(
+            f"mtls_routes: {twice[0]} is listed twice: merge its allow lists into one rule"
+        )
+    ordered = sorted(rules, key=lambda rule: -len(rule["path"]))
+    return [_route(number, rule) for number, rule in enumerate(ordered, start=1)]
+
+
+def _route(number: int, rule: dict) -> dict:
+    """One rule of ``routes``."""
+    path, allow = rule["path"], rule["allow"]
+    prefix = "" if path == "/" else _literal(path)
+    return {"id": number, "path": path, "uri": f"^{prefix}(/|$)", "callers": callers(allow)}
+
+
+def callers(allow: dict) -> list[str]:
+    """The regexes of the callers ``allow`` lets in, over "$ssl_client_verify:$ssl_client_serial:
+    $ssl_client_s_dn": a verified certificate whose CN is one of ``names``, or with an OU in
+    ``ou``, or whose serial is one of ``serials`` (hex, any case, leading zeros or not)."""
+    subject = f"SUCCESS:[0-9A-F]*:{WHOLE_ATTRIBUTES}"
+    found = [
+        f"{subject}{attribute}={_literal(value)}{ATTRIBUTE_END}"
+        for attribute, key in (("CN", "names"), ("OU", "ou"))
+        for value in allow.get(key) or []
+    ]
+    return found + [
+        f"SUCCESS:0*{s.upper().lstrip('0') or '0'}:" for s in allow.get("serials") or []
+    ]
+
+
+def _literal(text: str) -> str:
+    """``text`` as a regex that matches only itself. The schema lets only letters, digits and
+    ``/ . _ ~ -`` through; of those, ``.`` is special (a backslash before it means the same to
+    nginx's config parser and to PCRE)."""
+    if not re.fullmatch(r"[A-Za-z0-9/._~-]*", text):
+        raise BadInput(f"mtls_routes: {text!r} has characters a rule cannot hold")
+    return text.replace(".", r"\.")
+
+
+def prepare(v: dict, context) -> list:
+    """Check ``mtls_routes`` as a whole before anything connects (the schema checks each value)."""
+    routes(v)
+    return []
 
 
 def site_path(v: dict) -> str:

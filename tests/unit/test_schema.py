@@ -211,6 +211,7 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "acme_eab_kid": "kid-1",
     "acme_eab_hmac_key": "c2VjcmV0",
     "ansible_ssh_common_args": "-o ProxyJump=deploy@bastion.example.test:2222",
+    "mtls_routes": [{"path": "/admin", "allow": {"names": ["alice"], "ou": ["ops"]}}],
 }
 FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&", "<", ">", " ", "#", "\\", "*"]  # fmt: skip
 # Characters a schema allows on purpose, by type: paths on the control machine never reach a
