@@ -58,6 +58,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
     Example: ``issue(["bob"], IssueOptions(org="Example, Inc."))``
     """
     from . import deliver as delivery
+    from .api_urls import bundle_apis
     from .pki.bundle import default_dist_dir, issue_bundles
     from .pki.subject import validate_ou
 
@@ -76,7 +77,7 @@ def issue(names: list[str], options: IssueOptions) -> GroupResult:
             results = issue_bundles(
                 store, names, days=options.days, org=options.org, email=options.email,
                 ou=options.ou, reissue=options.reissue, p12=options.p12, legacy=options.p12_legacy,
-                on_result=advance, api_ca=delivery.bundle_api_ca(store),
+                on_result=advance, api_ca=delivery.bundle_api_ca(store), apis=bundle_apis(),
             )  # fmt: skip
         print_issued(results)
         report = delivery.deliver_bundles(store, names, default_dist_dir(), enabled=options.deliver)
@@ -115,13 +116,16 @@ def renew(
     revoked as superseded and the CRL pushed (not when the delivery failed: the client would be
     locked out)."""
     from . import deliver as delivery
+    from .api_urls import bundle_apis
     from .pki.bundle import default_dist_dir, write_client_bundle
 
     store = open_store(keep_superseded=True)
     crl_before = store.crl_pem()
     result = store.renew_client(name)
     api_ca = delivery.bundle_api_ca(store)  # api-ca.crt follows the APIs' server certificates
-    folder = write_client_bundle(store, name, p12=p12, legacy=p12_legacy, api_ca=api_ca)
+    folder = write_client_bundle(
+        store, name, p12=p12, legacy=p12_legacy, api_ca=api_ca, apis=bundle_apis()
+    )
     print(f"{name}: {result.reason}; new serial {result.serial}; bundle {folder}/")
     report = delivery.deliver_bundles(store, [name], default_dist_dir(), enabled=deliver)
     delivery.print_deliveries(report, default_dist_dir())

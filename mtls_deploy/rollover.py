@@ -75,13 +75,14 @@ def move_clients(store, names: list[str]) -> GroupResult:
     certificates as superseded (only those delivered) and push the CRL."""
     from . import clients
     from . import deliver as delivery
+    from .api_urls import bundle_apis
     from .pki.bundle import default_dist_dir, write_client_bundle
 
     movable = [name for name in dict.fromkeys(names) if _key_stored(store, name)]
-    api_ca = delivery.bundle_api_ca(store)
+    api_ca, apis = delivery.bundle_api_ca(store), bundle_apis()
     for name in movable:
         result = store.renew_client(name)
-        write_client_bundle(store, name, api_ca=api_ca)
+        write_client_bundle(store, name, api_ca=api_ca, apis=apis)
         print(f"{name}: re-issued under the new client CA, serial {result.serial}")
     delivered = delivery.deliver_bundles(store, movable, default_dist_dir())
     delivery.print_deliveries(delivered, default_dist_dir())
@@ -145,14 +146,15 @@ def redeliver_bundles(store) -> GroupResult:
     """Every client's bundle, rewritten with the API roots of now (``api-ca.crt``: both server
     CAs during a rollover) where it differs, and delivered to its consumers."""
     from . import deliver as delivery
+    from .api_urls import bundle_apis
     from .pki.bundle import bundle_is_current, default_dist_dir, write_client_bundle
 
-    api_ca = delivery.bundle_api_ca(store)
+    api_ca, apis = delivery.bundle_api_ca(store), bundle_apis()
     known = dict.fromkeys(record.name for record in store.list() if record.kind == "client")
     names = [name for name in known if _deliverable(store, name)]
     for name in names:
         if not bundle_is_current(store, name, api_ca=api_ca):
-            write_client_bundle(store, name, api_ca=api_ca)
+            write_client_bundle(store, name, api_ca=api_ca, apis=apis)
     delivered = delivery.deliver_bundles(store, names, default_dist_dir())
     delivery.print_deliveries(delivered, default_dist_dir())
     return delivered.group

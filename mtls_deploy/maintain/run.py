@@ -215,12 +215,15 @@ def _no_consumer(due: Due) -> Action:
 def _renew_one(store, due: Due):
     """(old serial, new serial, why), or a warning ``Action`` (a key made on the consumer)."""
     from .. import deliver
+    from ..api_urls import bundle_apis
     from ..pki.bundle import write_client_bundle
 
     before = store.client_material(due.name)
     try:
         result = store.renew_client(due.name)
-        write_client_bundle(store, due.name, api_ca=deliver.bundle_api_ca(store))
+        write_client_bundle(
+            store, due.name, api_ca=deliver.bundle_api_ca(store), apis=bundle_apis()
+        )
     except UserError as error:
         return Action(f"client {due.name}", WARNING, f"due ({due.why}) but not renewed: {error}")
     return (before.serial if before else "?", result.serial, due.why)

@@ -30,6 +30,7 @@ from ..files import (
     writable_private_dir,
 )
 from ..project import project_path
+from .bundle_readme import ReadmeFacts, readme
 from .issuance import ClientMaterial, IssueResult
 from .store import PkiStore
 
@@ -37,23 +38,6 @@ DIST_DIR_ENV = "MTLS_DEPLOY_DIST_DIR"
 DIST_DIR_FIX = f"make it yours (for example `sudo chown -R $USER` it) or set {DIST_DIR_ENV}"
 SYNC_EVERY = 200  # bundles written between two filesystem syncs in bulk issuance
 
-README = """\
-Client certificate for {name} (serial {serial}, valid until {not_after:%Y-%m-%d})
-
-Call the API:
-
-    curl --cert {name}.crt --key {name}.key{cacert} https://{server_name}/whoami
-{placeholder}{public}
-Files:
-    {name}.key       private key (keep it secret, mode 0600)
-    {name}.crt       client certificate
-    api-ca.crt       the CA that signed the API's server certificate
-    {name}.p12       key + certificate for browsers and keychains ({p12_kind})
-    {name}.p12.pass  the .p12 password
-"""
-PUBLIC_NOTE = """
-The API's server certificate is from a public CA: your system's trust store verifies it.
-"""
 # ``api_ca``'s default: the store's server CA (hard-linked into the bundle).
 OUR_SERVER_CA = "our server CA"
 
@@ -77,7 +61,7 @@ class _BundleJob:
     client_ca_pem: bytes
     p12: bool
     legacy: bool
-    server_name: str | None
+    apis: tuple[str, ...]  # what the client may call: "api1.example.com:8441", each once
 
 
 def default_dist_dir() -> Path:
@@ -100,14 +84,17 @@ def write_client_bundle(
     *,
     durable: bool = True,
     api_ca=OUR_SERVER_CA,
+    apis: tuple[str, ...] = (),
 ) -> Path:
     """Write ``dist/<name>/`` for client ``name`` from the store; returns the directory.
+    ``apis`` (or the one ``server_name``) are the README's URLs: ``host`` or ``host:port``.
 
     ``legacy=True`` encodes the .p12 with 3DES/SHA-1 (macOS keychains, older Windows) instead of
     AES-256 + PBKDF2 with a SHA-256 MAC. Example: ``write_client_bundle(store, "bob")``.
     """
     dist_dir = _ready_dist_dir(dist_dir)
-    return _write(_job(store, name, dist_dir, p12, legacy, server_name, api_ca), durable)
+    apis = apis or ((server_name,) if server_name else ())
+    return _write(_job(store, name, dist_dir, p12, legacy, apis, api_ca), durable)
 
 
 def bundle_is_current(
@@ -144,21 +131,22 @@ def issue_bundles(
     server_name: str | None = None,
     on_result: Callable[[BundleResult], None] | None = None,
     api_ca=OUR_SERVER_CA,
+    apis: tuple[str, ...] = (),
 ) -> list[BundleResult]:
     """Issue every name (bulk, chunked) and write each bundle that is new or out of date.
 
     A bundle is written only after its certificate is committed to the index; a re-run after a
     crash rewrites the bundles that are missing or incomplete. The file system is synced once
-    per ``SYNC_EVERY`` bundles. ``on_result`` sees each client. ``api_ca``: see the module.
+    per ``SYNC_EVERY`` bundles. ``on_result`` sees each client. ``api_ca``: see the module;
+    ``apis``: as ``write_client_bundle``'s.
     """
+    apis = apis or ((server_name,) if server_name else ())
     issuing = store.issue_clients(names, days, org, email, reissue, ou=ou)  # all checked first
     dist_dir = _ready_dist_dir(dist_dir)
     results, pending = [], []
     for issued in issuing:
         write = _needs_bundle(store, issued, dist_dir, p12, api_ca)
-        job = (
-            _job(store, issued.name, dist_dir, p12, legacy, server_name, api_ca) if write else None
-        )
+        job = _job(store, issued.name, dist_dir, p12, legacy, apis, api_ca) if write else None
         pending.append((BundleResult(issued, dist_dir / issued.name, write), job))
         if len(pending) == SYNC_EVERY:
             results += _flush(pending, dist_dir, on_result)
@@ -185,15 +173,13 @@ def _needs_bundle(store: PkiStore, issued: IssueResult, dist_dir: Path, p12: boo
     return issued.changed or not bundle_is_current(store, issued.name, dist_dir, p12, api_ca)
 
 
-def _job(
-    store: PkiStore, name: str, dist_dir: Path, p12, legacy, server_name, api_ca
-) -> _BundleJob:
+def _job(store: PkiStore, name: str, dist_dir: Path, p12, legacy, apis, api_ca) -> _BundleJob:
     material = _usable_material(store, name)
     if api_ca == OUR_SERVER_CA:  # both roots during a server CA rollover
         trusted = store.trusted_server_cas_pem()
         api_ca = store.path / "server-ca.crt" if trusted == store.server_ca_pem() else trusted
     client_ca = store.client_ca_pem()
-    return _BundleJob(material, dist_dir / name, api_ca, client_ca, p12, legacy, server_name)
+    return _BundleJob(material, dist_dir / name, api_ca, client_ca, p12, legacy, tuple(apis))
 
 
 def _write(job: _BundleJob, durable: bool) -> Path:
@@ -242,7 +228,8 @@ def _bundle_files(job: _BundleJob) -> dict:
         cert = x509.load_pem_x509_certificate(material.cert_pem)
         p12 = client_p12(name, material.key_pem, cert, job.client_ca_pem, password, job.legacy)
         files[f"{name}.p12"] = (p12, PRIVATE_FILE_MODE)
-        files[f"{name}.p12.pass"] = (password + "\n", PRIVATE_FILE_MODE)
+        # no newline: code that reads the file as it is (Python, Node, Java) gets the password
+        files[f"{name}.p12.pass"] = (password, PRIVATE_FILE_MODE)
     return files
 
 
@@ -275,24 +262,12 @@ def _p12_encryption(password: str, legacy: bool):
 
 
 def _readme(job: _BundleJob) -> str:
-    name, material = job.material.name, job.material
-    text = README.format(
-        name=name,
-        serial=material.serial,
-        not_after=material.not_after,
-        server_name=job.server_name or "<server_name>",
-        placeholder=""
-        if job.server_name
-        else "\n(replace <server_name> with the API's host name)\n",
-        p12_kind="3DES/SHA-1, legacy" if job.legacy else "AES-256, PBKDF2, SHA-256 MAC",
-        cacert="" if job.api_ca is None else " --cacert api-ca.crt",
-        public=PUBLIC_NOTE if job.api_ca is None else "",
-    )
-    dropped = ([".p12"] if not job.p12 else []) + (["api-ca.crt "] if job.api_ca is None else [])
-    if not dropped:
-        return text
-    kept = [line for line in text.splitlines() if not any(word in line for word in dropped)]
-    return "\n".join(kept) + "\n"
+    kind = "3DES/SHA-1, legacy" if job.legacy else "AES-256, PBKDF2, SHA-256 MAC"
+    material = job.material
+    return readme(
+        ReadmeFacts(material.name, material.serial, material.not_after, job.apis,
+                    api_ca=job.api_ca is not None, p12_kind=kind if job.p12 else None)
+    )  # fmt: skip
 
 
 def _read(path: Path) -> bytes | None:

@@ -96,7 +96,7 @@ def export_p12(store, name: str, out_dir: Path, legacy: bool = False) -> tuple[P
     p12 = client_p12(name, material.key_pem, cert, store.client_ca_pem(), password, legacy)
     _ready(out_dir)
     p12_path, pass_path = out_dir / f"{name}.p12", out_dir / f"{name}.p12.pass"
-    atomic_write(pass_path, password + "\n", PRIVATE_FILE_MODE)
+    atomic_write(pass_path, password, PRIVATE_FILE_MODE)  # no newline: read as it is
     atomic_write(p12_path, p12, PRIVATE_FILE_MODE)
     return p12_path, pass_path
 
