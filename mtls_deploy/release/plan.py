@@ -2,10 +2,11 @@
 current, which release a rollback goes to, which releases are pruned. No I/O."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..errors import BadInput, UserError
+from ..facts import HostFacts
 
 RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")
 
@@ -13,11 +14,13 @@ RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")
 @dataclass(frozen=True)
 class HostState:
     """The host as the probe found it: ``provisioned`` (the releases directory exists),
-    ``current`` (the release id ``current`` points at, or None) and every release, oldest first."""
+    ``current`` (the release id ``current`` points at, or None), every release, oldest first,
+    and the system facts (package versions: the backend's paths follow them)."""
 
     provisioned: bool
     current: str | None = None
     releases: tuple[str, ...] = ()
+    facts: HostFacts = field(default_factory=HostFacts, compare=False)
 
 
 def parse_probe(output: str) -> HostState:

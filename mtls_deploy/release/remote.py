@@ -8,33 +8,39 @@ failure happened; the last line of its stderr says why.
 
 import shlex
 
+from ..facts import HostFacts, parse_system_facts, system_facts_script
 from ..shell import render, statement
 from .steps import ReleaseContext, ReleaseSteps
 
 PHASE = "@@phase "
+RELEASES_MARK = "@@releases"
 RESTORE_FAILED = "@@restore-failed"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 q = shlex.quote
 
 
-def probe_script(root: str) -> str:
-    """One round trip: is the host provisioned for releases, where ``current`` points, which
-    releases exist."""
-    return (
-        "\n".join(
-            [
-                f"root={q(root)}",
-                'if [ ! -d "$root/releases" ]; then exit 0; fi',
-                "echo provisioned",
-                'echo "current $(readlink "$root/current" 2>/dev/null || true)"',
-                'for d in "$root"/releases/*; do',
-                '  if [ -d "$d" ] && [ ! -L "$d" ]; then echo "release ${d##*/}"; fi',
-                "done",
-                "true",
-            ]
-        )
-        + "\n"
-    )
+PROBE = """\
+if [ ! -d "$root/releases" ]; then exit 0; fi
+echo provisioned
+echo "current $(readlink "$root/current" 2>/dev/null || true)"
+for d in "$root"/releases/*; do
+  if [ -d "$d" ] && [ ! -L "$d" ]; then echo "release ${d##*/}"; fi
+done
+"""
+
+
+def probe_script(root: str, packages: tuple[str, ...] = ()) -> str:
+    """One round trip: the system facts (the versions of ``packages``, which the backend's
+    paths follow), then whether the host is provisioned for releases, where ``current``
+    points, which releases exist."""
+    facts = system_facts_script(packages)
+    return f"{facts}echo {RELEASES_MARK}\nroot={q(root)}\n{PROBE}"
+
+
+def split_probe(output: str) -> tuple[HostFacts, str]:
+    """The probe's output as the host's facts and the lines about its releases."""
+    system, _, releases = output.partition(f"{RELEASES_MARK}\n")
+    return parse_system_facts(system), releases
 
 
 def install_script(ctx: ReleaseContext, steps: ReleaseSteps, upload: str) -> str:

@@ -10,10 +10,9 @@ after it puts the previous release back.
 
 from dataclasses import dataclass, replace
 
-from .. import fact_cache, role_loader
+from .. import role_loader
 from ..connection import Remote, SshTarget
 from ..errors import UserError
-from ..facts import HostFacts
 from ..operations import Step
 from ..runner import HostResult
 from . import plan
@@ -36,6 +35,7 @@ class Prepared:
     tree: Tree | None
     backend: object
     app: dict
+    packages: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -57,7 +57,8 @@ def prepare(host, with_tree: bool = True) -> Prepared:
             f"{host.name}: backend {backend} cannot deploy app_src (none of the host's roles "
             "has a release hook): use a backend that can, or unset app_src"
         )
-    return Prepared(host, tree, backends[-1], role_loader.host_exports(host.vars))
+    packages = tuple(p for role in roles for p in role.fact_packages())
+    return Prepared(host, tree, backends[-1], role_loader.host_exports(host.vars), packages)
 
 
 def deploy(prepared: Prepared, check: bool = False) -> HostResult:
@@ -81,9 +82,11 @@ def _connected(prepared: Prepared) -> Remote:
 
 
 def _probe(remote: Remote, prepared: Prepared, check: bool) -> HostState:
-    """The host's releases, in one round trip; one line when it was never provisioned for them."""
-    output = remote.run_script(scripts.probe_script(prepared.root), sudo=True, check=True).stdout
-    state = plan.parse_probe(output)
+    """The host's facts and releases, in one round trip; one line when it was never
+    provisioned for them."""
+    script = scripts.probe_script(prepared.root, prepared.packages)
+    facts, output = scripts.split_probe(remote.run_script(script, sudo=True, check=True).stdout)
+    state = replace(plan.parse_probe(output), facts=facts)
     if not state.provisioned and not check:
         raise UserError(
             f"{prepared.name}: {prepared.root}/releases is missing: run inv provision first"
@@ -111,7 +114,7 @@ def _was(state: HostState) -> str:
 def _new_release(remote: Remote, prepared: Prepared, state: HostState, release_id: str):
     """Upload, install, switch; the report's lines."""
     ctx = context(prepared, state, release_id)
-    steps = _steps(prepared, ctx)
+    steps = _steps(prepared, state, ctx)
     name = f"release {release_id}"
     path = upload(remote, prepared.tree, f".mtls-deploy-{release_id}.tar")
     installed = remote.run_script(scripts.install_script(ctx, steps, path), sudo=True, timeout=1800)
@@ -119,7 +122,7 @@ def _new_release(remote: Remote, prepared: Prepared, state: HostState, release_i
         return [_failed(name, "refused", installed)]
     keep = int(prepared.host.vars.get("app_keep_releases") or 5)
     pruned = plan.to_prune([*state.releases, release_id], release_id, state.current, keep)
-    switched = _run_switch(remote, prepared, ctx, steps, pruned)
+    switched = _run_switch(remote, prepared, state, (ctx, steps), pruned)
     if not switched.ok:
         return [_failed(name, "not switched", switched)]
     removed = [Step(KIND, f"release {r}", "changed", "pruned (app_keep_releases)") for r in pruned]
@@ -130,15 +133,18 @@ def _switch_to(remote: Remote, prepared: Prepared, state, release_id: str, why: 
     """``current`` to an existing release (a rollback): start, switch, activate, retire."""
     ctx = replace(context(prepared, state, release_id), rollback=True)
     ctx = replace(ctx, build_dir=ctx.release)
-    switched = _run_switch(remote, prepared, ctx, _steps(prepared, ctx), ())
+    switched = _run_switch(remote, prepared, state, (ctx, _steps(prepared, state, ctx)), ())
     name = f"release {release_id}"
     if not switched.ok:
         return [_failed(name, "not switched", switched)]
     return [Step(KIND, name, "changed", f"{why}; {_was(state)}")]
 
 
-def _run_switch(remote: Remote, prepared: Prepared, ctx: ReleaseContext, steps, prune):
-    before = _previous_steps(prepared, ctx)
+def _run_switch(remote: Remote, prepared: Prepared, state: HostState, release, prune):
+    """The switch script for ``release`` (its context and steps) with the previous release's
+    steps for the undo."""
+    ctx, steps = release
+    before = _previous_steps(prepared, state, ctx)
     script = scripts.switch_script(ctx, steps, before, prune)
     return remote.run_script(script, sudo=True, timeout=600)
 
@@ -177,9 +183,9 @@ def context(prepared: Prepared, state: HostState, release_id: str) -> ReleaseCon
     )
 
 
-def _steps(prepared: Prepared, ctx: ReleaseContext) -> ReleaseSteps:
-    """The backend's ``release(v, facts, ctx)``, with its variables and the last facts."""
-    v, facts = prepared.host.vars, _facts(prepared)
+def _steps(prepared: Prepared, state: HostState, ctx: ReleaseContext) -> ReleaseSteps:
+    """The backend's ``release(v, facts, ctx)``, with its variables and the probe's facts."""
+    v, facts = prepared.host.vars, state.facts
     roles = role_loader.host_roles(v)
     variables = role_loader.with_exports(roles, v, facts)[prepared.backend.name]
     steps = prepared.backend.call("release", variables, facts, ctx)
@@ -188,18 +194,11 @@ def _steps(prepared: Prepared, ctx: ReleaseContext) -> ReleaseSteps:
     return steps
 
 
-def _previous_steps(prepared: Prepared, ctx: ReleaseContext) -> ReleaseSteps | None:
+def _previous_steps(prepared: Prepared, state, ctx: ReleaseContext) -> ReleaseSteps | None:
     """The steps that re-activate the release that served before ``ctx``'s."""
     if ctx.previous is None:
         return None
     previous_id = ctx.previous.rsplit("/", 1)[-1]
     back = replace(ctx, release=ctx.previous, build_dir=ctx.previous, release_id=previous_id,
                    previous=None, rollback=True, files=frozenset(), digests={})  # fmt: skip
-    return _steps(prepared, back)
-
-
-def _facts(prepared: Prepared) -> HostFacts:
-    """The host's facts as its last provision left them (paths that follow versions)."""
-    target = SshTarget.from_vars(prepared.name, prepared.host.vars)
-    cached = fact_cache.load(fact_cache.cache_file(prepared.name, target.address, target.port))
-    return cached or HostFacts()
+    return _steps(prepared, state, back)

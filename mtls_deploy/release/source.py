@@ -39,9 +39,14 @@ def project_secret_dirs() -> list[Path]:
 
 
 def local_tree(host) -> Tree:
-    """The host's application tree, walked, excluded and checked (``tree.read_tree``)."""
+    """The host's application tree, walked, excluded and checked (``tree.read_tree``); a
+    refusal names the host."""
     exclude = [str(p) for p in host.vars.get("app_exclude") or []]
-    tree = read_tree(app_source(host), exclude, project_secret_dirs())
+    root = app_source(host)
+    try:
+        tree = read_tree(root, exclude, project_secret_dirs())
+    except BadInput as refused:
+        raise BadInput(f"{host.name}: {refused}") from None
     if not tree.entries:
         raise BadInput(f"{host.name}: app_src {tree.root} holds nothing to deploy")
     return tree
