@@ -9,7 +9,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 
 from invoke import Collection
 
-from mtls_deploy import maintain_tasks, pki_tasks
+from mtls_deploy import maintain_tasks, pki_tasks, release_tasks
 from mtls_deploy.cli import at_least, name_tasks, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
@@ -493,4 +493,6 @@ ns.add_collection(pki)
 for top_task in (issue_client, revoke_client, renew_client, smoke_test, status, doctor):
     ns.add_task(top_task)
 ns.add_task(maintain_tasks.maintain)
+ns.add_task(release_tasks.deploy)
+ns.add_task(release_tasks.rollback)
 name_tasks(ns)  # "error: pki.show needs --name"
