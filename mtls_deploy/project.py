@@ -51,7 +51,8 @@ def project_dir(start: Path | None = None) -> Path:
             return folder
     raise UserError(
         f"no project directory: neither {start} nor a parent holds {MARKER}/; cd into your "
-        f"project (the directory with {MARKER}/) or set {PROJECT_ENV}"
+        f"project (the directory with {MARKER}/), set {PROJECT_ENV} or give mtls-deploy "
+        "--project DIR"
     )
 
 

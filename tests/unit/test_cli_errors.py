@@ -364,7 +364,8 @@ def test_no_project_directory_is_one_line(tmp_path):
     assert result.returncode == 1
     assert one_line(result) == (
         f"error: no project directory: neither {tmp_path} nor a parent holds inventory/; cd "
-        "into your project (the directory with inventory/) or set MTLS_DEPLOY_PROJECT"
+        "into your project (the directory with inventory/), set MTLS_DEPLOY_PROJECT or give "
+        "mtls-deploy --project DIR"
     )
 
 

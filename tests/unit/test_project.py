@@ -65,7 +65,8 @@ def test_no_project_directory_says_how_to_fix_it(tmp_path, monkeypatch):
         project_dir()
     assert str(raised.value) == (
         f"no project directory: neither {tmp_path} nor a parent holds inventory/; cd into your "
-        "project (the directory with inventory/) or set MTLS_DEPLOY_PROJECT"
+        "project (the directory with inventory/), set MTLS_DEPLOY_PROJECT or give mtls-deploy "
+        "--project DIR"
     )
 
 
