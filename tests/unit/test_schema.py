@@ -211,6 +211,10 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "acme_eab_kid": "kid-1",
     "acme_eab_hmac_key": "c2VjcmV0",
     "ansible_ssh_common_args": "-o ProxyJump=deploy@bastion.example.test:2222",
+    "app_src": "app",
+    "app_exclude": ["*.log"],
+    "app_shared": ["var"],
+    "app_environment": {"APP_MODE": "production"},
     "mtls_routes": [{"path": "/admin", "allow": {"names": ["alice"], "ou": ["ops"]}}],
 }
 FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&", "<", ">", " ", "#", "\\", "*"]  # fmt: skip
@@ -219,7 +223,12 @@ FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&
 ALLOWED = {"local_path": set(FRAGMENTS) - {"\n", "\r", "\0"}}
 # By variable: ansible_ssh_common_args is ssh options with spaces and quotes, split on the
 # control machine (shlex) for its ProxyJump, never written to a file or run (ssh_config.py).
-ALLOWED_VARIABLES = {"ansible_ssh_common_args": {" ", "'", '"'}}
+# app_exclude: glob patterns read on the control machine only (release/tree.py); app_environment:
+# any one-line value, escaped into the root-only env file (release/environment.py env_file).
+ALLOWED_VARIABLES = {
+    "ansible_ssh_common_args": {" ", "'", '"'},
+    **dict.fromkeys(["app_exclude", "app_environment"], set(FRAGMENTS) - {"\n", "\r", "\0"}),
+}
 
 
 def string_cases():
@@ -242,6 +251,8 @@ def with_fragment(spec: dict, value, fragment: str):
     if spec["type"] == "dict":
         first = next(iter(value))
         return {**value, first: with_fragment(spec["options"][first], value[first], fragment)}
+    if spec["type"] == "map":
+        return {key: with_fragment(spec["values"], item, fragment) for key, item in value.items()}
     return f"{value}{fragment}"
 
 
