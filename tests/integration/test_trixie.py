@@ -130,3 +130,20 @@ def test_smoke_test_passes_on_python(python):
 @pytest.mark.parametrize(("unit", "highest"), EXPOSURE["python"])
 def test_python_hardening_scores(python, world, unit, highest):
     assert exposure(world, unit) <= highest
+
+
+def test_a_system_we_do_not_support_is_refused_in_one_line(python, world):
+    """The same host saying it is CentOS Stream 9: refused at fact time, before any change."""
+    fake = "printf 'NAME=\"CentOS Stream\"\\nID=centos\\nVERSION_ID=9\\n'"
+    run_on(world, API.name, f"mv /etc/os-release /etc/os-release.saved && {fake} > /etc/os-release",
+           sudo=True)  # fmt: skip
+    try:
+        done = inv("provision", "--host", API.name, check=False)
+    finally:
+        run_on(world, API.name, "mv -f /etc/os-release.saved /etc/os-release", sudo=True)
+    assert done.returncode == 2, done.stdout + done.stderr  # a failed host, as ansible-playbook
+    assert (
+        f"{API.name}  unsupported system (ID=centos VERSION_ID=9 in /etc/os-release): mtls-deploy"
+        " provisions Debian 12 or 13 (Ubuntu 22.04 or 24.04 accepted, not tested)"
+    ) in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

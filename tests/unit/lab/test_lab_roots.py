@@ -41,3 +41,17 @@ def test_remove_root_deletes_upper_work_lower_and_settings(paths):
     remove_root(paths)
     assert not any(p.exists() for p in (paths.root, paths.upper, paths.work, paths.lower))
     assert not paths.settings.exists() and not has_root(paths)
+
+
+def test_an_overlay_whose_base_is_gone_asks_for_a_reset(paths, tmp_path):
+    from mtls_deploy.errors import UserError
+
+    for folder in (paths.root, paths.upper, paths.work):
+        folder.mkdir()
+    paths.lower.write_text(f"{tmp_path}/cache/base-bookworm-00000000\n")
+    with pytest.raises(UserError) as error:
+        mount_root(paths)
+    assert str(error.value) == (
+        f"{paths.root}: its base {tmp_path}/cache/base-bookworm-00000000 is gone:"
+        " run `inv lab.reset` for this host"
+    )
