@@ -78,7 +78,7 @@ def resources(v: dict, facts: HostFacts) -> list:
         Packages((*PACKAGES, *APP_PACKAGES) if app_enabled(v) else PACKAGES),
         User(v["python_user"]),
         Directory(v["python_app_dir"], mode=0o755),
-        File(front_controller(v), (TEMPLATES_DIR / APP).read_bytes(), notify=RESTART),
+        File(f"{v['python_app_dir']}/app.py", (TEMPLATES_DIR / APP).read_bytes(), notify=RESTART),
         Directory(v["python_config_dir"], mode=0o755),
         File(ini, files[ini], notify=RESTART),
         File(socket_unit, files[socket_unit], notify=("daemon-reload", *RESTART_ALL)),
@@ -133,7 +133,7 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
 # $1: the virtualenv (venvs/<sha12 of requirements.txt>); $2: .venv's relative target. Built
 # once per requirements.txt by Debian's python3 (uWSGI's plugin embeds it), marked complete
 # last: a build that failed half-way is never reused. pip's last line is the refusal reason.
-BUILD_VENV = """venv=$1
+BUILD_VENV = """venv=$1 link=$2
 if [ -f "$venv/.complete" ]; then
     echo "virtualenv ${venv##*/}: reused, not rebuilt"
 else
@@ -141,14 +141,14 @@ else
     /usr/bin/python3 -m venv "$venv" || exit 1
     if [ -f requirements.txt ]; then
         set --
-        grep -q -e '--hash=' requirements.txt && set -- --require-hashes
+        grep -q -e '^[^#]*--hash=' requirements.txt && set -- --require-hashes
         PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
             "$venv/bin/pip" install --quiet "$@" -r requirements.txt || { rm -rf "$venv"; exit 1; }
     fi
     touch "$venv/.complete"
     echo "virtualenv ${venv##*/}: built"
 fi
-ln -sfn "$2" .venv"""
+ln -sfn "$link" .venv"""
 # python_wsgi's module imported and its callable found, as uWSGI will (the release on sys.path,
 # its virtualenv's python); a failure's last line (ModuleNotFoundError: ...) is the reason.
 CHECK_WSGI = """import importlib, sys

@@ -1,7 +1,6 @@
 """backend_python with the user's application (app_src, issue 12): what the role wants with and
 without it, the uWSGI settings that make a switch graceful, and the release hook's steps."""
 
-import configparser
 import os
 import re
 import shutil
@@ -51,11 +50,16 @@ def app_vars(**overrides) -> dict:
     return python_vars(**{**app, **overrides})
 
 
-def ini_settings(v: dict) -> dict:
+def ini_lines(v: dict) -> list[tuple[str, str]]:
+    """uwsgi.ini as (key, value) pairs in order: uWSGI takes a key several times."""
     text = backend_python.render_units(v)[INI].decode()
-    parser = configparser.RawConfigParser(strict=True)
-    parser.read_string(text)
-    return dict(parser["uwsgi"])
+    pairs = [line.partition("=") for line in text.splitlines() if "=" in line]
+    return [(k.strip(), value.strip()) for k, _, value in pairs if not k.startswith("#")]
+
+
+def ini_settings(v: dict) -> dict:
+    """The keys uWSGI reads once, each with its value."""
+    return {k: value for k, value in ini_lines(v) if k != "route-run"}
 
 
 def unit_lines(v: dict) -> list[str]:
@@ -93,7 +97,9 @@ def test_without_app_src_the_role_is_as_before():
     settings = ini_settings(v)
     assert settings["wsgi-file"] == "/srv/api-python/app.py"
     assert settings["worker-reload-mercy"] == "3"
-    assert not {"module", "lazy-apps", "virtualenv", "master-fifo"} & settings.keys()
+    assert not {"module", "lazy-apps", "virtualenv", "master-fifo", "route-run"} & {
+        k for k, _ in ini_lines(v)
+    }
     lines = unit_lines(v)
     assert not [x for x in lines if x.startswith(("ConditionPath", "EnvironmentFile", "Runtime"))]
     assert backend_python.exports(v, FACTS)["front_controller"] == "/srv/api-python/app.py"
@@ -102,6 +108,9 @@ def test_without_app_src_the_role_is_as_before():
 def test_with_app_src_python3_venv_is_installed_and_venvs_and_shared_dirs_are_the_users():
     resources = backend_python.resources(app_vars(), FACTS)
     assert Packages(("uwsgi-core", "uwsgi-plugin-python3", "python3-venv")) in resources
+    files = [r.path for r in resources if hasattr(r, "content")]
+    assert "/srv/api-python/app.py" in files  # the built-in app stays where it was
+    assert not [f for f in files if f.startswith("/srv/api/")]  # releases are the pipeline's
     directories = {r.path: r for r in resources if isinstance(r, Directory)}
     assert directories["/srv/api/venvs"] == Directory(
         "/srv/api/venvs", mode=0o755, owner="api-python", group="api-python"
@@ -123,6 +132,11 @@ def test_with_app_src_uwsgi_loads_the_callable_through_current_worker_by_worker(
     assert settings["master-fifo"] == "/run/api-python/master.fifo"
     assert settings["worker-reload-mercy"] == "30"  # = harakiri: a request ends before its worker
     assert "wsgi-file" not in settings
+    # Flask routes on PATH_INFO: the whole path ($uri), mounted at /
+    assert [x for k, x in ini_lines(app_vars()) if k == "route-run"] == [
+        "setpathinfo:${DOCUMENT_URI}",
+        "setscriptname:",
+    ]
 
 
 def test_with_app_src_the_service_waits_for_a_release_and_reads_the_environment_file():
@@ -278,3 +292,45 @@ def test_the_units_templates_read_only_declared_or_exported_app_variables():
         text = (TEMPLATES_DIR / "backend_python" / name).read_text()
         used = set(re.findall(r"\b(app_\w+)", " ".join(re.findall(r"\{[{%](.*?)[}%]\}", text))))
         assert used <= {"app_enabled", *backend_python.APP_VARIABLES}, name
+
+
+@pytest.mark.parametrize(
+    "requirements, hashed",
+    [
+        ("flask==3.1.3 --hash=sha256:f4bc\n", True),
+        ("flask==3.1.3 \\\n    --hash=sha256:f4bc\n", True),
+        ("# pin with --hash=sha256:... to check them\nflask==3.1.3\n", False),
+        ("flask==3.1.3\n", False),
+    ],
+)
+def test_hashes_are_required_when_a_requirement_has_one_not_a_comment(
+    tmp_path, requirements, hashed
+):
+    """The hash test of BUILD_VENV, run alone: a comment naming --hash= must not turn it on."""
+    line = next(x for x in backend_python.BUILD_VENV.splitlines() if "--require-hashes" in x)
+    (tmp_path / "requirements.txt").write_text(requirements)
+    script = f"set -- none\n{line.strip()}\necho $1"
+    done = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.strip() == ("--require-hashes" if hashed else "none")
+
+
+def test_a_new_virtualenv_is_built_and_linked(tmp_path, monkeypatch):
+    """The whole build with stand-ins for Debian's python3 and pip (PATH cannot reach an
+    absolute /usr/bin/python3, so the script's python3 is replaced in a copy)."""
+    fake = tmp_path / "python3"
+    fake.write_text(
+        '#!/bin/sh\nmkdir -p "$3/bin"\nprintf \'#!/bin/sh\\necho "pip $*" >&2\\n\' > "$3/bin/pip"\nchmod +x "$3/bin/pip"\n'
+    )
+    fake.chmod(0o755)
+    script = backend_python.BUILD_VENV.replace("/usr/bin/python3", str(fake))
+    build = tmp_path / "release.partial"
+    build.mkdir()
+    (build / "requirements.txt").write_text("flask==3.1.3 --hash=sha256:ab\n")
+    venv = tmp_path / "venvs" / "x"
+    argv = ["sh", "-c", script, "build-venv", str(venv), "../../venvs/x"]
+    done = subprocess.run(argv, cwd=build, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "virtualenv x: built"
+    assert done.stderr.strip() == "pip install --quiet --require-hashes -r requirements.txt"
+    assert (venv / ".complete").exists()
+    assert os.readlink(build / ".venv") == "../../venvs/x"
