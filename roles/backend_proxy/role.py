@@ -1,13 +1,18 @@
 """backend_proxy: the user's own HTTP server (uvicorn, gunicorn, a Go or Node binary) behind nginx.
 
-The server runs from ``proxy_command`` (a list of arguments, never a shell string) as one
-sandboxed instance per release of the template unit ``<proxy_unit>@.service`` (instance = the
-release id), listening on ``/run/<proxy_unit>/<release id>/app.sock``. nginx connects to
-``<app_current>/.proxy.sock``, a symlink in each release to its own instance's socket: connect()
-follows symlinks, so switching ``current`` moves new requests to the new instance with no nginx
-reload (keep-alive clients stay connected). A release switch (``release``): start the new
-instance beside the old one and wait until it answers ``proxy_ready_path`` (else stop it: nothing
-switched), switch, enable it, then stop the old one (SIGTERM: in-flight requests finish).
+The server runs from ``proxy_command`` (a list of arguments, never a shell string) as sandboxed
+instances of the template unit ``<proxy_unit>@.service``, each listening on
+``/run/<proxy_unit>/<instance>/app.sock``. An instance's own drop-in (``release.conf``, copied
+from the staged settings this role writes) says which release it runs and how, so a running
+instance keeps the settings it started with. nginx connects to ``<app_current>/.proxy.sock``, a
+symlink in each release to its instance's socket: connect() follows symlinks, so switching
+``current`` moves new requests to the new instance with no nginx reload (keep-alive clients stay).
+
+A release switch (``release``): start the new release's instance beside the old one and wait
+until it answers ``proxy_ready_path`` (else stop it: nothing switched), switch, enable it, then
+stop the old one (SIGTERM: in-flight requests finish). New settings (a provision) reach the
+current release the same way: a second instance, ready before the release's link is switched.
+The shell side is ``templates/backend_proxy/instances.sh``.
 """
 
 import re
@@ -16,14 +21,18 @@ from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.resources import Directory, File, Handler, Packages, User
-from mtls_deploy.templating import render
+from mtls_deploy.templating import TEMPLATES_DIR, render
 
 PACKAGES = ("curl", "python3-venv")  # curl: the readiness check; venv: requirements.txt
 UNIT_DIR = "/etc/systemd/system"
 LOCATIONS = "nginx/locations/proxy.conf.j2"
-SOCKET_LINK = ".proxy.sock"  # in each release: -> /run/<proxy_unit>/<release id>/app.sock
+SOCKET_LINK = ".proxy.sock"  # in each release: -> /run/<proxy_unit>/<instance>/app.sock
 RESTART = ("restart proxy instances",)
 ENVIRONMENT_CHANGED = ("app environment changed",)  # role app's notice: app.env changed
+# Where the release's path goes in the staged settings: a control character, which no inventory
+# value can hold (the schema), replaced for each instance by instances.sh.
+MARK = "\x01"
+INSTANCES = (TEMPLATES_DIR / "backend_proxy" / "instances.sh").read_text()
 # {socket}, {release}, {venv}; a word in braces that is none of them is a typo, refused.
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # systemd's quoting inside "...": backslash and quote escaped (C escapes), % is a specifier,
@@ -32,13 +41,13 @@ EXEC_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "%": "%%", "$": "$$"})
 ENV_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "%": "%%"})
 
 
-def instance_paths(v: dict, instance: str = "%i") -> dict[str, str]:
-    """What the placeholders stand for, for one instance (``%i``: the unit's own specifier)."""
-    release = f"{v['app_root']}/releases/{instance}"
+def instance_paths(v: dict) -> dict[str, str]:
+    """What the placeholders stand for in the staged settings (``%i``: the instance's name;
+    ``MARK``: the release's path)."""
     return {
-        "socket": f"/run/{v['proxy_unit']}/{instance}/app.sock",
-        "release": release,
-        "venv": f"{release}/.venv",
+        "socket": f"/run/{v['proxy_unit']}/%i/app.sock",
+        "release": MARK,
+        "venv": f"{MARK}/.venv",
     }
 
 
@@ -98,17 +107,9 @@ def exports(v: dict, facts: HostFacts) -> dict:
     return {"nginx_locations": LOCATIONS, "proxy_socket": socket_link(v)}
 
 
-def render_unit(v: dict) -> bytes:
-    """The template unit ``<proxy_unit>@.service``."""
-    context = {k: value for k, value in v.items() if k.startswith(("proxy_", "app_"))}
-    return render(
-        "backend_proxy/proxy@.service.j2",
-        **context,
-        proxy_socket=socket_link(v),
-        exec_start=exec_start(v),
-        environment=environment_lines(v),
-        relaxations=list(dict.fromkeys(v["proxy_hardening"])),
-    )
+def staged_path(v: dict) -> str:
+    """``/etc/mtls-deploy/<api_name>/<proxy_unit>.conf``, beside the app's env file."""
+    return f"{v['app_env_file'].rsplit('/', 1)[0]}/{v['proxy_unit']}.conf"
 
 
 def unit_path(v: dict) -> str:
@@ -116,9 +117,35 @@ def unit_path(v: dict) -> str:
     return f"{UNIT_DIR}/{v['proxy_unit']}@.service"
 
 
+def template_context(v: dict) -> dict:
+    """The ``proxy_*`` and ``app_*`` variables, and what the templates compute from them."""
+    return {
+        **{k: value for k, value in v.items() if k.startswith(("proxy_", "app_"))},
+        "proxy_socket": socket_link(v),
+        "staged": staged_path(v),
+        "relaxations": list(dict.fromkeys(v["proxy_hardening"])),
+    }
+
+
+def render_unit(v: dict) -> bytes:
+    """The template unit ``<proxy_unit>@.service``: the sandbox every instance shares."""
+    return render("backend_proxy/proxy@.service.j2", **template_context(v))
+
+
+def render_staged(v: dict) -> bytes:
+    """The settings each new instance copies: its release, command and environment."""
+    return render(
+        "backend_proxy/instance.conf.j2",
+        **template_context(v),
+        mark=MARK,
+        exec_start=exec_start(v),
+        environment=environment_lines(v),
+    )
+
+
 def resources(v: dict, facts: HostFacts) -> list:
-    """curl and python3-venv, the user, the virtualenvs' and shared dirs, the template unit.
-    The instances are started and stopped by releases (``release``), not here."""
+    """curl and python3-venv, the user, the virtualenvs' and shared dirs, the template unit and
+    the staged settings. Instances are started and stopped by releases and by the handler."""
     if not v.get("app_enabled"):
         raise BadInput(
             "backend proxy runs your own server: set app_src (your application's directory) "
@@ -135,14 +162,26 @@ def resources(v: dict, facts: HostFacts) -> list:
         Directory(f"{v['app_root']}/venvs", mode=0o755, owner=user, group=user),
         *shared,
         File(unit_path(v), render_unit(v), notify=("daemon-reload", *RESTART)),
+        File(staged_path(v), render_staged(v), notify=RESTART),
     ]
 
 
+def instances(verb: str, *arguments: str) -> tuple:
+    """One call of instances.sh, as a ShellCommand."""
+    return (("sh", "-c", INSTANCES, "instances", verb, *arguments),)
+
+
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
-    """After the unit or the app's environment changed, restart the running instances (a
-    release switch needs none)."""
-    restart = (("systemctl", "try-restart", f"{v['proxy_unit']}@*.service"),)
+    """After the unit, the staged settings or the app's environment changed: the current
+    release again, blue/green (a new instance ready before the switch, the old one retired).
+    A new instance that does not answer fails the run; the old one keeps serving."""
+    restart = instances("restart", v["proxy_unit"], staged_path(v), v["app_root"], *readiness(v))
     return [Handler(RESTART[0], restart, order=40, listen=ENVIRONMENT_CHANGED)]
+
+
+def readiness(v: dict) -> tuple[str, str]:
+    """(path, timeout) of the readiness check."""
+    return v["proxy_ready_path"], str(v["proxy_start_timeout"])
 
 
 # --- a release switch ---------------------------------------------------------------------------
@@ -164,39 +203,6 @@ fi
 ln -sfn "../../venvs/${venv##*/}" .venv
 """.strip()
 
-# As root, before the switch: the release's socket link, then its instance started and asked
-# for the ready path over its socket until it answers 2xx, exits, or the time is up. Not ready:
-# stopped again, with the server's last log line as the reason (the last line of stderr).
-START_AND_WAIT = r"""
-unit=$1 socket=$2 link=$3 path=$4 timeout=$5
-ln -sfn "$socket" "$link.new" && mv -T "$link.new" "$link"
-since=$(date '+%Y-%m-%d %H:%M:%S')
-systemctl start "$unit" || true
-end=$(( $(date +%s) + timeout ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  if curl -fsS -o /dev/null --max-time 2 --unix-socket "$socket" "http://localhost$path" \
-      2>/dev/null; then
-    exit 0
-  fi
-  systemctl is-active --quiet "$unit" || break
-  sleep 0.1
-done
-sleep 0.3
-why=$(journalctl _SYSTEMD_UNIT="$unit" --since "$since" -n 1 -o cat --no-pager 2>/dev/null)
-systemctl stop "$unit" || true
-echo "$unit did not answer GET $path within ${timeout}s${why:+: $why}" >&2
-exit 1
-""".strip()
-
-# As root, after activate: the old instance gets a moment for requests nginx connected to it
-# just before the switch, then SIGTERM (systemd waits TimeoutStopSec for in-flight ones).
-RETIRE = 'sleep 1; systemctl disable --now --quiet "$1"'
-
-
-def instance(v: dict, release_id: str) -> str:
-    """``api-proxy@20261130T081500Z-1a2b3c4d5e6f.service``."""
-    return f"{v['proxy_unit']}@{release_id}.service"
-
 
 def build_steps(ctx: ReleaseContext) -> tuple:
     """The release's virtualenv when it has a requirements.txt."""
@@ -206,34 +212,16 @@ def build_steps(ctx: ReleaseContext) -> tuple:
     return ((("sh", "-c", BUILD_VENV, "sh", venv),),)
 
 
-def start_steps(v: dict, ctx: ReleaseContext) -> tuple:
-    """Start the release's instance beside the running one; ready or stopped again."""
-    paths = instance_paths(v, ctx.release_id)
-    unit, link = instance(v, ctx.release_id), f"{ctx.release}/{SOCKET_LINK}"
-    timeout = str(v["proxy_start_timeout"])
-    argv = ("sh", "-c", START_AND_WAIT, "sh", unit, paths["socket"], link, v["proxy_ready_path"])
-    return (((*argv, timeout),),)
-
-
-def retire_steps(v: dict, ctx: ReleaseContext) -> tuple:
-    """Stop and disable the instance of the release ``current`` pointed at before."""
-    if not ctx.previous:
-        return ()
-    previous = ctx.previous.rstrip("/").rsplit("/", 1)[-1]
-    if previous == ctx.release_id:
-        return ()
-    return ((("sh", "-c", RETIRE, "sh", instance(v, previous)),),)
-
-
 def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
-    """The steps of a switch to ``ctx.release``: build its virtualenv, start its instance and
-    wait for it, enable it once ``current`` points at it (nginx follows the symlink), stop the
-    previous one."""
-    unit = instance(v, ctx.release_id)
+    """The steps of a switch to ``ctx.release``: build its virtualenv, start its instance
+    beside the running one and wait for it, enable it once ``current`` points at the release
+    (nginx follows the symlink), stop the previous release's instance."""
+    unit = v["proxy_unit"]
+    retire = (instances("retire", unit, ctx.previous),) if ctx.previous else ()
     return ReleaseSteps(
         user=v["proxy_user"],
         build=build_steps(ctx),
-        start=start_steps(v, ctx),
-        activate=((("systemctl", "enable", "--now", "--quiet", unit),),),
-        retire=retire_steps(v, ctx),
+        start=(instances("start", unit, staged_path(v), ctx.release, *readiness(v)),),
+        activate=(instances("activate", unit, ctx.release),),
+        retire=retire,
     )

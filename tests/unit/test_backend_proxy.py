@@ -4,13 +4,14 @@ of a release switch."""
 
 import re
 import shlex
+import subprocess
 
 import pytest
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
-from mtls_deploy.resources import Directory, File, Handler, Packages, User
+from mtls_deploy.resources import Directory, File, Packages, User
 from mtls_deploy.role_loader import load
 from mtls_deploy.shell import render as shell_text
 from mtls_deploy.templating import render
@@ -46,6 +47,10 @@ def unit_text(**overrides) -> str:
     return proxy.render_unit(engine_vars(**overrides)).decode()
 
 
+def staged_text(**overrides) -> str:
+    return proxy.render_staged(engine_vars(**overrides)).decode()
+
+
 def exec_start(text: str) -> str:
     return re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
 
@@ -72,10 +77,13 @@ def test_each_argument_is_one_quoted_word_systemd_reads_back_as_written(argument
 
 
 def test_placeholders_become_the_instance_paths():
-    text = unit_text(proxy_command=["{venv}/bin/gunicorn", "--bind", "unix:{socket}", "{release}"])
+    """{socket} by the instance's name (%i); {release} by a mark the start of each instance
+    replaces with its release's path (a control character: no inventory value holds one)."""
+    text = staged_text(
+        proxy_command=["{venv}/bin/gunicorn", "--bind", "unix:{socket}", "{release}"]
+    )
     assert exec_start(text) == (
-        '"/srv/api/releases/%i/.venv/bin/gunicorn" "--bind" '
-        '"unix:/run/api-proxy/%i/app.sock" "/srv/api/releases/%i"'
+        '"\x01/.venv/bin/gunicorn" "--bind" "unix:/run/api-proxy/%i/app.sock" "\x01"'
     )
 
 
@@ -85,9 +93,8 @@ def test_a_placeholder_beside_text_that_needs_escaping():
 
 
 def test_the_default_command_is_uvicorn_on_the_socket():
-    assert exec_start(unit_text()) == (
-        '"/srv/api/releases/%i/.venv/bin/uvicorn" "--uds" "/run/api-proxy/%i/app.sock" '
-        '"--no-access-log" "app:app"'
+    assert exec_start(staged_text()) == (
+        '"\x01/.venv/bin/uvicorn" "--uds" "/run/api-proxy/%i/app.sock" "--no-access-log" "app:app"'
     )
 
 
@@ -102,7 +109,7 @@ def test_the_default_command_is_uvicorn_on_the_socket():
 )
 def test_a_command_the_role_cannot_run_is_one_line(command, message):
     with pytest.raises(BadInput, match=re.escape(message)) as refused:
-        unit_text(proxy_command=command)
+        staged_text(proxy_command=command)
     assert "\n" not in str(refused.value)
 
 
@@ -117,29 +124,33 @@ def test_braces_that_are_no_placeholder_pass_as_text():
 
 
 def test_environment_lines_are_quoted_and_secrets_come_from_the_env_file():
-    text = unit_text(proxy_environment={"WORKERS": 2, "GREETING": 'a "b" 100% $x\\'})
+    text = staged_text(proxy_environment={"WORKERS": 2, "GREETING": 'a "b" 100% $x\\'})
     assert 'Environment="GREETING=a \\"b\\" 100%% $x\\\\"' in text.splitlines()
     assert 'Environment="WORKERS=2"' in text.splitlines()
     assert "EnvironmentFile=-/etc/mtls-deploy/api/app.env" in text.splitlines()
 
 
-def test_unit_runs_the_release_as_the_user_on_a_socket_only_nginx_may_reach():
+def test_staged_settings_run_the_release_it_is_copied_for():
+    lines = staged_text().splitlines()
+    assert "ConditionPathExists=\x01" in lines and "WorkingDirectory=\x01" in lines
+    assert not [line for line in lines if line.startswith(("User", "Private", "Protect"))]
+
+
+def test_unit_runs_as_the_user_on_a_socket_only_nginx_may_reach():
     lines = unit_text().splitlines()
     for line in [
         "User=api-proxy",
-        "WorkingDirectory=/srv/api/releases/%i",
-        "ConditionPathExists=/srv/api/releases/%i",
-        "RuntimeDirectory=api-proxy/%i",
-        "RuntimeDirectoryMode=0750",
-        "ExecStartPre=+/bin/chgrp www-data /run/api-proxy/%i",
+        "ExecStartPre=+/usr/bin/install -d -o api-proxy -g www-data -m 0750 /run/api-proxy/%i",
+        "ExecStopPost=+/usr/bin/find /run/api-proxy/%i -mindepth 1 -delete",
         "UMask=0007",
         "KillSignal=SIGTERM",
         "TimeoutStopSec=30s",
-        "ReadWritePaths=-/srv/api/shared",
+        "ReadWritePaths=-/srv/api/shared -/run/api-proxy/%i",
         "[Install]",
         "WantedBy=multi-user.target",
     ]:
         assert line in lines
+    assert not [line for line in lines if line.startswith(("ExecStart=", "WorkingDirectory"))]
 
 
 SANDBOX = ("PrivateNetwork=yes", "IPAddressDeny=any", "RestrictAddressFamilies=AF_UNIX")
@@ -167,8 +178,9 @@ def test_network_allows_ip_sockets_only():
 
 def test_unit_names_follow_proxy_unit_and_user():
     text = unit_text(proxy_unit="orders", proxy_user="orders", proxy_socket_group="nginx")
-    assert "RuntimeDirectory=orders/%i" in text and "User=orders" in text
-    assert "ExecStartPre=+/bin/chgrp nginx /run/orders/%i" in text
+    assert "ExecStartPre=+/usr/bin/install -d -o orders -g nginx -m 0750 /run/orders/%i" in text
+    assert "User=orders" in text and "/run/api-proxy" not in text
+    assert "/run/orders/%i/app.sock" in staged_text(proxy_unit="orders")
 
 
 # --- resources, handlers, exports -----------------------------------------------------------
@@ -183,10 +195,17 @@ def test_resources():
     assert (dirs["/srv/api/venvs"].owner, dirs["/srv/api/venvs"].mode) == ("api-proxy", 0o755)
     shared = dirs["/srv/api/shared/var"]
     assert (shared.owner, shared.group, shared.mode) == ("api-proxy", "api-proxy", 0o750)
-    (unit,) = [r for r in resources if isinstance(r, File)]
+    unit, staged = [r for r in resources if isinstance(r, File)]
     assert unit.path == "/etc/systemd/system/api-proxy@.service"
     assert unit.notify == ("daemon-reload", "restart proxy instances")
     assert unit.content == proxy.render_unit(v)
+    assert staged.path == "/etc/mtls-deploy/api/api-proxy.conf"
+    assert (staged.mode, staged.owner, staged.notify) == (
+        0o644,
+        "root",
+        ("restart proxy instances",),
+    )
+    assert staged.content == proxy.render_staged(v)
 
 
 def test_without_app_src_the_role_says_what_to_set():
@@ -194,13 +213,23 @@ def test_without_app_src_the_role_says_what_to_set():
         proxy.resources(engine_vars(app_src=""), FACTS)
 
 
-def test_handler_restarts_running_instances_after_the_unit_or_the_environment_changed():
+def test_handler_restarts_the_current_release_blue_green_after_any_change():
     (handler,) = proxy.handlers(engine_vars(), FACTS)
-    assert handler == Handler(
+    (argv,) = handler.command
+    assert (handler.name, handler.order, handler.listen) == (
         "restart proxy instances",
-        (("systemctl", "try-restart", "api-proxy@*.service"),),
-        order=40,
-        listen=("app environment changed",),
+        40,
+        ("app environment changed",),
+    )
+    assert argv[:2] == ("sh", "-c") and argv[2] == proxy.INSTANCES
+    assert argv[3:] == (
+        "instances",
+        "restart",
+        "api-proxy",
+        "/etc/mtls-deploy/api/api-proxy.conf",
+        "/srv/api",
+        "/health",
+        "30",
     )
 
 
@@ -302,31 +331,36 @@ def test_no_requirements_no_build():
     assert steps(files=frozenset({"server"}), digests={}).build == ()
 
 
-def test_start_links_the_socket_starts_the_instance_and_waits():
-    ((argv,),) = steps().start
-    assert argv[3:] == (
-        "sh",
-        f"api-proxy@{RELEASE_ID}.service",
-        f"/run/api-proxy/{RELEASE_ID}/app.sock",
-        f"/srv/api/releases/{RELEASE_ID}/.proxy.sock",
-        "/health",
-        "30",
+def test_start_activate_retire_call_the_instances_script():
+    ((start,),), ((activate,),), ((retire,),) = steps().start, steps().activate, steps().retire
+    release = f"/srv/api/releases/{RELEASE_ID}"
+    staged = "/etc/mtls-deploy/api/api-proxy.conf"
+    assert start[3:] == ("instances", "start", "api-proxy", staged, release, "/health", "30")
+    assert activate[3:] == ("instances", "activate", "api-proxy", release)
+    assert retire[3:] == (
+        "instances",
+        "retire",
+        "api-proxy",
+        "/srv/api/releases/20261129T120000Z-ffffffffffff",
     )
-    script = argv[2]
-    assert "curl" in script and "--unix-socket" in script and 'systemctl stop "$unit"' in script
-
-
-def test_activate_enables_the_new_instance_and_retire_stops_the_previous():
-    assert steps().activate == (
-        (("systemctl", "enable", "--now", "--quiet", f"api-proxy@{RELEASE_ID}.service"),),
-    )
-    ((argv,),) = steps().retire
-    assert argv[-1] == "api-proxy@20261129T120000Z-ffffffffffff.service"
-    assert "disable --now" in argv[2]
+    assert {start[2], activate[2], retire[2]} == {proxy.INSTANCES}
 
 
 def test_first_release_retires_nothing():
     assert steps(previous=None).retire == ()
+
+
+def test_readiness_follows_the_variables():
+    ((start,),) = proxy.release(
+        engine_vars(proxy_ready_path="/ready", proxy_start_timeout=5), FACTS, context()
+    ).start
+    assert start[-2:] == ("/ready", "5")
+
+
+def test_the_instances_script_passes_sh_n(tmp_path):
+    script = tmp_path / "instances.sh"
+    script.write_text(proxy.INSTANCES)
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
 
 
 def test_every_step_is_valid_shell_the_engine_can_quote():

@@ -1,0 +1,96 @@
+# Managed by mtls-deploy (role backend_proxy): the instances of <unit>@.service, one or two per
+# release. Run as root: sh -c "$(this file)" instances <verb> <arguments>; every argument is
+# quoted by the engine. Verbs:
+#   start UNIT STAGED RELEASE READY TIMEOUT  a new instance for RELEASE beside the running one,
+#       with the settings of STAGED (the release's path in place of its \001 marks); once it
+#       answers GET READY over its socket, RELEASE/.proxy.sock points at that socket. Exited,
+#       or not ready within TIMEOUT s: stopped again, its last output line on stderr, exit 1.
+#   activate UNIT RELEASE                    enable (and start) the instance RELEASE links to
+#   retire UNIT RELEASE                      stop the instance RELEASE links to, after a moment
+#   restart UNIT STAGED ROOT READY TIMEOUT   the current release again, blue/green: a new
+#       instance with the new settings, the link switched, the old instance retired
+set -u
+
+linked_instance() { # the instance whose socket $1/.proxy.sock points at ("" when none)
+  target=$(readlink "$1/.proxy.sock" 2>/dev/null) || { echo ""; return; }
+  target=${target%/app.sock}
+  echo "${target##*/}"
+}
+
+launch() { # unit staged release ready timeout -> prints the new instance; 1 when not ready
+  unit=$1 staged=$2 release=$3 ready=$4 timeout=$5
+  id=${release##*/}
+  instance=$id
+  if [ "$(linked_instance "$release")" = "$id" ]; then instance=$id.b; fi
+  service=$unit@$instance.service
+  socket=/run/$unit/$instance/app.sock
+  dropin=/etc/systemd/system/$service.d
+  if [ -d "$dropin" ]; then systemctl stop "$service"; fi # a leftover, linked nowhere
+  mkdir -p "$dropin"
+  sed "s|$(printf '\001')|$release|g" "$staged" > "$dropin/release.conf.new"
+  mv -f "$dropin/release.conf.new" "$dropin/release.conf"
+  systemctl daemon-reload
+  since=$(date '+%Y-%m-%d %H:%M:%S')
+  systemctl start "$service" 2>/dev/null
+  end=$(( $(date +%s) + timeout ))
+  outcome="did not answer GET $ready within ${timeout}s"
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if curl -fsS -o /dev/null --max-time 2 --unix-socket "$socket" "http://localhost$ready" \
+        2>/dev/null; then
+      ln -sfn "$socket" "$release/.proxy.sock.new" && mv -T "$release/.proxy.sock.new" \
+        "$release/.proxy.sock" && echo "$instance" && return 0
+    fi
+    if ! systemctl is-active --quiet "$service"; then
+      outcome="exited before answering GET $ready"
+      break
+    fi
+    sleep 0.1
+  done
+  sleep 0.3
+  why=$(journalctl _SYSTEMD_UNIT="$service" _TRANSPORT=stdout --since "$since" -n 1 -o cat \
+    --no-pager 2>/dev/null)
+  drop "$unit" "$instance"
+  echo "$service $outcome${why:+: $why}" >&2
+  return 1
+}
+
+drop() { # unit instance: stopped, disabled, its settings and socket directory gone
+  systemctl disable --now --quiet "$1@$2.service" 2>/dev/null
+  rm -rf "/etc/systemd/system/$1@$2.service.d" "/run/$1/$2"
+  systemctl daemon-reload
+  systemctl reset-failed "$1@$2.service" 2>/dev/null || true
+}
+
+retire() { # unit instance: requests nginx connected just before the switch get a moment
+  [ -n "$2" ] || return 0
+  sleep 1
+  drop "$1" "$2"
+}
+
+verb=$1
+shift
+case $verb in
+  start)
+    launch "$@" >/dev/null
+    ;;
+  activate)
+    systemctl enable --now --quiet "$1@$(linked_instance "$2").service"
+    ;;
+  retire)
+    retire "$1" "$(linked_instance "$2")"
+    ;;
+  restart)
+    unit=$1 staged=$2 root=$3
+    current=$(readlink "$root/current" 2>/dev/null) || exit 0
+    case $current in /*) release=$current ;; *) release=$root/$current ;; esac
+    [ -d "$release" ] || exit 0
+    old=$(linked_instance "$release")
+    new=$(launch "$unit" "$staged" "$release" "$4" "$5") || exit 1
+    systemctl enable --quiet "$unit@$new.service"
+    retire "$unit" "$old"
+    ;;
+  *)
+    echo "instances: unknown verb $verb" >&2
+    exit 2
+    ;;
+esac
