@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from .. import role_loader
 from ..connection import Remote, SshTarget
 from ..errors import UserError
+from ..facts import parse_system_facts, system_facts_script
 from ..operations import Step
 from ..runner import HostResult
 from . import plan
@@ -82,16 +83,24 @@ def _connected(prepared: Prepared) -> Remote:
 
 
 def _probe(remote: Remote, prepared: Prepared, check: bool) -> HostState:
-    """The host's facts and releases, in one round trip; one line when it was never
-    provisioned for them."""
-    script = scripts.probe_script(prepared.root, prepared.packages)
-    facts, output = scripts.split_probe(remote.run_script(script, sudo=True, check=True).stdout)
-    state = replace(plan.parse_probe(output), facts=facts)
+    """The host's releases, in one round trip (a no-op deploy's only one); one line when it
+    was never provisioned for them."""
+    script = scripts.probe_script(prepared.root)
+    _, output = scripts.split_probe(remote.run_script(script, sudo=True, check=True).stdout)
+    state = plan.parse_probe(output)
     if not state.provisioned and not check:
         raise UserError(
             f"{prepared.name}: {prepared.root}/releases is missing: run inv provision first"
         )
     return state
+
+
+def _with_facts(remote: Remote, prepared: Prepared, state: HostState) -> HostState:
+    """``state`` with the host's system facts (package versions: the backend's paths follow
+    them), gathered now: one round trip, only when something is to be switched."""
+    script = system_facts_script(prepared.packages)
+    facts = parse_system_facts(remote.run_script(script, sudo=True, check=True).stdout)
+    return replace(state, facts=facts)
 
 
 def _deploy(remote: Remote, prepared: Prepared, state: HostState, check: bool) -> list[Step]:
@@ -113,6 +122,7 @@ def _was(state: HostState) -> str:
 
 def _new_release(remote: Remote, prepared: Prepared, state: HostState, release_id: str):
     """Upload, install, switch; the report's lines."""
+    state = _with_facts(remote, prepared, state)
     ctx = context(prepared, state, release_id)
     steps = _steps(prepared, state, ctx)
     name = f"release {release_id}"
@@ -131,6 +141,7 @@ def _new_release(remote: Remote, prepared: Prepared, state: HostState, release_i
 
 def _switch_to(remote: Remote, prepared: Prepared, state, release_id: str, why: str):
     """``current`` to an existing release (a rollback): start, switch, activate, retire."""
+    state = _with_facts(remote, prepared, state)
     ctx = replace(context(prepared, state, release_id), rollback=True)
     ctx = replace(ctx, build_dir=ctx.release)
     switched = _run_switch(remote, prepared, state, (ctx, _steps(prepared, state, ctx)), ())

@@ -165,6 +165,33 @@ def test_rollback_goes_back_one_then_to_a_named_release(world):
     assert current(world) == newest
 
 
+def test_a_release_that_fails_its_check_is_refused_and_current_keeps_serving(world):
+    before, serving = releases(world), current(world)
+    (world.app / "index.php").write_text("<?php echo 'no semicolon at the end'")
+    try:
+        done = cli(world, "deploy", "--host", REL.name, check=False)
+    finally:
+        write_app(world.app, "v5")  # the tree current serves
+    assert done.returncode == 1, done.stdout
+    assert re.search(
+        r"failed +rel-api  app release \S+  \(refused at check: .*syntax error", done.stdout
+    )
+    assert releases(world) == before and current(world) == serving  # no .partial left either
+    assert answer(world)["version"] == "v5"
+
+
+def test_deploy_with_nothing_changed_takes_about_a_second(world):
+    import time
+
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        cli(world, "deploy", "--host", REL.name)
+        took.append(time.monotonic() - started)
+    print(f"deploy-noop: {min(took):.2f} s (min of 3), {max(took):.2f} s max")
+    assert min(took) < 2.0  # the goal is 1.0 s (inv bench deploy-noop); this guards a regression
+
+
 def test_a_tree_with_a_private_key_is_refused_before_anything(world):
     before = releases(world)
     key = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----\n"

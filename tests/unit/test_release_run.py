@@ -59,7 +59,9 @@ class FakeReleaseHost:
         self.channels += 1
         self.scripts.append(script)
         if scripts.RELEASES_MARK in script:
-            return CommandResult(PHP + f"{scripts.RELEASES_MARK}\n" + self.probe(), "", 0)
+            return CommandResult(f"{scripts.RELEASES_MARK}\n" + self.probe(), "", 0)
+        if "@@phase" not in script:  # the system facts, before a switch
+            return CommandResult(PHP, "", 0)
         status, out, err = self.install if "@@phase extract" in script else self.switch
         return CommandResult(out, err, status)
 
@@ -125,12 +127,13 @@ def test_a_change_uploads_installs_switches_and_prunes(project, fake, inv):
         "changed  api1  app release 20261130T070000Z-aaaaaaaaaaaa  (pruned (app_keep_releases))"
         in out
     )
-    install, switch = fake.scripts[1:]
+    facts, install, switch = fake.scripts[1:]
+    assert "dpkg-query" in facts and "dpkg-query" not in fake.scripts[0]
     assert (
         "runuser -u api-php" in install and "php -d display_errors" in install
     )  # php -l, as the pool's user
     assert f"releases/{new.group(1)}.partial" in install and "ln -sfn" in switch
-    assert fake.channels == 4  # probe, sftp, install, switch
+    assert fake.channels == 5  # probe, facts, sftp, install, switch
 
 
 def test_check_sends_and_changes_nothing(project, fake, inv):
@@ -150,7 +153,7 @@ def test_a_refused_release_is_one_line_and_exit_1(project, fake, inv):
     assert re.search(
         r"failed +api1  app release \S+  \(refused at check: PHP Parse error: syntax error", out
     )
-    assert len(fake.scripts) == 2  # nothing switched
+    assert len(fake.scripts) == 3  # probe, facts, install: nothing switched
 
 
 def test_a_failed_activation_says_so(project, fake, inv):
@@ -169,7 +172,7 @@ def test_a_tree_already_on_the_host_is_switched_to_without_upload(project, fake,
     earlier = f"20261130T070000Z-{sha12(project)}"
     fake.releases = [earlier, OLD]
     code, out, _ = inv("deploy", "--host", "api1")
-    assert code == 0 and fake.uploads == [] and len(fake.scripts) == 2
+    assert code == 0 and fake.uploads == [] and len(fake.scripts) == 3  # probe, facts, switch
     assert f"app release {earlier}  (the same tree, already on the host; was {OLD})" in out
 
 
