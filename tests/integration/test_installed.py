@@ -2,8 +2,9 @@
 temporary directory, the runtime lock (hashes checked) and ``pip install <checkout>``, then
 ``mtls-deploy --list`` and a whole run through the installed command in a project directory of
 its own (its inventory, ``pki/`` and ``dist/``), found by ``--project``, by
-``$MTLS_DEPLOY_PROJECT`` and by the nearest parent holding ``inventory/``: ``pki.init``,
-``provision``, ``issue-client`` (delivered), ``smoke-test``, and the maintain timer's command.
+``$MTLS_DEPLOY_PROJECT`` and by the nearest parent holding ``inventory/``: ``lab.reset``,
+``pki.init``, ``provision``, ``issue-client`` (delivered), ``smoke-test``, the maintain timer's
+command, and ``lab.down``.
 
 Lab hosts of its own: pkg-api (SSH 2380, HTTPS 8580) and the consumer pkg-bob (SSH 2381).
 """
@@ -14,8 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from mtls_deploy import inventory, lab
 
 from .conftest import ROOT, ApiHost, needs_lab, write_api_consumer_inventory
 
@@ -57,18 +56,21 @@ def venv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, venv) -> Path:
-    """A project directory of the test's own with its inventory; pkg-api and pkg-bob fresh."""
+    """A project directory of the test's own: its inventory, its lab key and known_hosts
+    (``.lab/``, relative paths as in the checkout's inventory); pkg-api and pkg-bob made fresh
+    by the installed command's ``lab.reset``, stopped by its ``lab.down`` afterwards."""
     folder = tmp_path_factory.mktemp("project")
     write_api_consumer_inventory(folder / "inventory", API, CONSUMER, CONSUMER_PORT)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(ROOT)  # the lab's own state (.lab/: its key, known_hosts) is the checkout's
-        patch.delenv("MTLS_DEPLOY_PROJECT", raising=False)
-        hosts = lab.hosts_from_inventory(inventory.load(folder / "inventory").select())
-        lab.reset(hosts)
-        try:
-            yield folder
-        finally:
-            lab.down(hosts)
+    (folder / "inventory" / "group_vars" / "all.yml").write_text(
+        "ansible_ssh_private_key_file: .lab/id_ed25519\nssh_known_hosts_file: .lab/known_hosts\n"
+    )
+    lab_hosts = ["--host", f"{API.name},{CONSUMER}"]
+    command = [venv / "bin" / "mtls-deploy", "--project", folder]
+    run([*command, "lab.reset", *lab_hosts], tmp_path_factory.getbasetemp())
+    try:
+        yield folder
+    finally:
+        run([*command, "lab.down", *lab_hosts], tmp_path_factory.getbasetemp())
 
 
 def test_the_package_and_its_roles_come_from_the_virtualenv(venv, tmp_path):
