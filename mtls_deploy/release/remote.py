@@ -119,8 +119,15 @@ def switch_script(
         *(statement(c) for c in steps.retire),
         _phase("prune"),
         *(f"rm -rf -- {q(f'{ctx.root}/releases/{name}')}" for name in prune),
+        _stale_partials(ctx.root),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _stale_partials(root: str) -> str:
+    """Builds a killed run left behind (``<id>.partial`` older than an hour): removed."""
+    releases = q(f"{root}/releases")
+    return f"find {releases} -mindepth 1 -maxdepth 1 -name '*.partial' -mmin +60 -exec rm -rf -- {{}} +"
 
 
 def _guarded(commands, undo: list[str]) -> list[str]:

@@ -127,6 +127,17 @@ def test_the_switch_is_a_relative_link_and_prunes(host):
     assert sorted(os.listdir(host / "srv/api/releases")) == [OLD, NEW]
 
 
+def test_a_switch_removes_builds_a_killed_run_left_an_hour_ago(host):
+    make_release(host, OLD), make_release(host, NEW)
+    stale, fresh = (
+        make_release(host, f"{OLD}.partial"),
+        make_release(host, "20261130T100000Z-cccccccccccc.partial"),
+    )
+    os.utime(stale, (0, 0))
+    assert switch(host, ReleaseSteps(user=USER), OLD).returncode == 0
+    assert not stale.exists() and fresh.exists()
+
+
 def test_a_failed_activate_switches_back_and_reactivates_the_previous(host):
     make_release(host, OLD), make_release(host, NEW)
     (host / "srv/api/current").symlink_to(f"releases/{OLD}")
