@@ -42,11 +42,12 @@ def exports(v: dict, facts) -> dict:
 
 
 def _store(v: dict):
+    from mtls_deploy.pki.quick import QuickStore
     from mtls_deploy.pki.settings import PkiSettings
-    from mtls_deploy.pki.store import PkiStore
 
-    # the PKI's lifetimes (server_lifetime, crl_lifetime, ...) from the host's group_vars/all
-    return PkiStore.open(settings=PkiSettings.from_values(v))
+    # the PKI's lifetimes (server_lifetime, crl_lifetime, ...) from the host's group_vars/all;
+    # QuickStore: what the store already checked is not parsed again (a no-op needs no x509)
+    return QuickStore(settings=PkiSettings.from_values(v))
 
 
 def resources(v: dict, facts) -> list:
