@@ -164,12 +164,9 @@ def _failed(name: str, what: str, result) -> Step:
     """One line: where it failed and the last line of its stderr."""
     phase = scripts.failed_phase(result.stdout)
     reason = scripts.last_line(result.stderr) or f"exit {result.exit_status}"
-    note = (
-        "; the previous release could not be re-activated"
-        if scripts.RESTORE_FAILED in (result.stdout)
-        else ""
-    )
-    return Step(KIND, name, "failed", f"{what} at {phase}: {reason}{note}")
+    if scripts.RESTORE_FAILED in result.stdout:
+        reason += "; the previous release could not be re-activated"
+    return Step(KIND, name, "failed", f"{what} at {phase}: {reason}")
 
 
 def context(prepared: Prepared, state: HostState, release_id: str) -> ReleaseContext:

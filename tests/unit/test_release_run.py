@@ -160,6 +160,12 @@ def test_a_failed_activation_says_so(project, fake, inv):
     fake.switch = (1, "@@phase start\n@@phase switch\n@@phase activate\n", "reload failed\n")
     code, out, _ = inv("deploy", "--host", "api1")
     assert code == 1 and "(not switched at activate: reload failed)" in out
+    fake.switch = (1, "@@phase activate\n@@restore-failed\n", "reload failed\n")
+    _, out, _ = inv("deploy", "--host", "api1")
+    assert (
+        "(not switched at activate: reload failed; the previous release could not be re-activated)"
+        in out
+    )
 
 
 def test_an_unprovisioned_host_says_to_provision(project, fake, inv):
