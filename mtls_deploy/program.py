@@ -44,7 +44,7 @@ def namespace() -> Collection:
     """The tasks of ``tasks.py``; without ``bench`` where there is no checkout to run it from."""
     collection = Collection.from_module(tasks)
     if checkout() is None:
-        del collection.tasks["bench"]
+        collection.tasks.pop("bench", None)
     return collection
 
 
