@@ -224,3 +224,33 @@ def test_a_backend_without_a_release_hook_is_one_line(project, fake, inv, monkey
     code, _, err = inv("deploy", "--host", "api1")
     assert code == 1 and err.startswith("error: api1: backend php cannot deploy app_src")
     assert fake.channels == 0
+
+
+def test_an_environment_value_missing_here_is_one_line_before_any_connection(project, fake, inv):
+    (project / "inventory" / "host_vars" / "api1.yml").write_text(
+        "app_src: app\napp_environment: {DB_URL: {env: API1_DB_URL_UNSET}, MODE: hunter2}\n"
+    )
+    code, out, err = inv("provision", "--host", "api1")
+    assert (code, out) == (2, "") and fake.channels == 0
+    assert err == (
+        "error: api1: app_environment.DB_URL comes from $API1_DB_URL_UNSET, which is not set on "
+        "this machine: export API1_DB_URL_UNSET before running, or give the value in the inventory\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("app_keep_releases: 1", "api1: app_keep_releases 1 is out of range (2-100)"),
+        ("app_shared: [../etc]", "api1: app_shared '../etc' is not a relative directory"),
+        (
+            "app_environment: {1X: a}",
+            "api1: app_environment has a bad key: '1X' is not an environment variable name",
+        ),
+    ],
+)
+def test_bad_app_variables_are_one_line_exit_2(project, fake, inv, line, message):
+    (project / "inventory" / "host_vars" / "api1.yml").write_text(f"app_src: app\n{line}\n")
+    code, out, err = inv("deploy", "--host", "api1")
+    assert (code, out) == (2, "") and fake.channels == 0
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
