@@ -27,7 +27,10 @@ PATH_VARS = ("ansible_ssh_private_key_file", "ssh_known_hosts_file")  # resolved
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 TEMPLATE_MARKS = ("{{", "{%")
 YAML_SUFFIXES = (".yml", ".yaml")
-SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|credential|hmac", re.IGNORECASE)
+# app_environment, proxy_environment: a whole environment is a secret (a database URL with its password).
+SECRET_NAME = re.compile(
+    r"pass(word|phrase)?|secret|token|credential|hmac|environment", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)

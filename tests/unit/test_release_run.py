@@ -254,3 +254,11 @@ def test_bad_app_variables_are_one_line_exit_2(project, fake, inv, line, message
     code, out, err = inv("deploy", "--host", "api1")
     assert (code, out) == (2, "") and fake.channels == 0
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_inv_inventory_masks_the_apps_environment(project, inv):
+    (project / "inventory" / "host_vars" / "api1.yml").write_text(
+        "app_src: app\napp_environment: {DATABASE_URL: 'postgres://u:hunter2@db/x'}\n"
+    )
+    code, out, _ = inv("inventory", "--host", "api1")
+    assert code == 0 and "app_environment = '********'" in out and "hunter2" not in out
