@@ -42,7 +42,8 @@ def run_command(names: list[str], group: str | None, command: str, sudo: bool) -
 
 
 def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> GroupResult:
-    """``inv provision``: every selected host (default: group api) in parallel or in batches."""
+    """``inv provision``: every selected host (default: group api) in parallel or in batches;
+    then, on a host with ``app_src`` whose roles succeeded, its release (``release.hosts``)."""
     from .provision import RunOptions, provision_host  # the engine: hosts.run needs none of it
     from .release.hosts import release_work
 
