@@ -112,6 +112,66 @@ def test_the_app_runs_sandboxed_as_before(world):
     assert on_host(world, "ps -o user= -C uwsgi-core | sort -u") == "api-python"
 
 
+# Four threads calling /admin/stats over the FastCGI socket for $1 seconds (as nginx would,
+# one connection per request), then "ok <n> bad <n>": run as root on the host.
+LOAD = r"""
+import socket, struct, sys, threading, time
+
+def record(kind, content):
+    return struct.pack("!BBHHBx", 1, kind, 1, len(content), 0) + content
+
+def pair(name, value):
+    return bytes([len(name), len(value)]) + name.encode() + value.encode()
+
+PARAMS = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/admin/stats", "DOCUMENT_URI": "/admin/stats",
+          "REQUEST_URI": "/admin/stats", "QUERY_STRING": "", "SERVER_NAME": "x",
+          "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "VERIFIED": "SUCCESS",
+          "DN": "CN=bob"}
+REQUEST = (record(1, struct.pack("!HB5x", 1, 0))
+           + record(4, b"".join(pair(k, v) for k, v in PARAMS.items()))
+           + record(4, b"") + record(5, b""))
+counts = {"ok": 0, "bad": 0}
+stop = time.time() + float(sys.argv[1])
+
+def call():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(sys.argv[2])
+        s.sendall(REQUEST)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return b"Status: 200" in out and b'"release"' in out
+
+def loop():
+    while time.time() < stop:
+        try:
+            counts["ok" if call() else "bad"] += 1
+        except OSError:
+            counts["bad"] += 1
+
+threads = [threading.Thread(target=loop) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("ok", counts["ok"], "bad", counts["bad"])
+"""
+
+
+def test_a_restart_and_a_chain_reload_let_every_request_finish(world):
+    """die-on-term would cut in-flight requests short on a stop: the unit's ExecStop asks the
+    master for a graceful shutdown first; a chain reload replaces workers one at a time."""
+    script = (
+        f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF\n"
+        "python3 /tmp/load.py 8 /run/api-python.sock > /tmp/load.out &\n"
+        "sleep 2; systemctl restart api-python.service; sleep 2\n"
+        "printf c > /run/api-python/master.fifo; wait; cat /tmp/load.out\n"
+    )
+    with world.remote(PY_API.name) as connection:
+        out = connection.run_script(script, sudo=True, check=True, timeout=60).stdout.split()
+    ok, bad = int(out[1]), int(out[3])
+    assert (bad, ok > 100) == (0, True), out
+
+
 def test_a_redeploy_with_the_same_requirements_reuses_the_virtualenv(world):
     before, release = venvs(world), current_release(world)
     world.app.joinpath("orders.py").write_text(
@@ -129,6 +189,7 @@ def refused(world, reason: str) -> None:
     """The deploy fails in one line naming ``reason``; nothing switched, the app still serves."""
     release, before = current_release(world), venvs(world)
     done = deploy(world, check=False)
+    print(done.stdout + done.stderr)  # shown with -s: the lines a user sees
     assert done.returncode == 1, done.stdout + done.stderr
     assert reason in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -147,6 +147,10 @@ def test_with_app_src_the_service_waits_for_a_release_and_reads_the_environment_
     assert "RuntimeDirectory=api-python" in lines  # the master FIFO
     assert "ReadWritePaths=-/srv/api/shared" in lines
     assert "ProtectSystem=strict" in lines
+    # die-on-term cuts requests short: a stop asks the master for a graceful shutdown first
+    stop = next(x for x in lines if x.startswith("ExecStop="))
+    assert "printf q > /run/api-python/master.fifo" in stop
+    assert "TimeoutStopSec=45s" in lines  # > worker-reload-mercy (30)
 
 
 def test_the_front_controller_names_the_module_under_current():
@@ -314,21 +318,39 @@ def test_hashes_are_required_when_a_requirement_has_one_not_a_comment(
     assert done.stdout.strip() == ("--require-hashes" if hashed else "none")
 
 
-def test_a_new_virtualenv_is_built_and_linked(tmp_path, monkeypatch):
-    """The whole build with stand-ins for Debian's python3 and pip (PATH cannot reach an
-    absolute /usr/bin/python3, so the script's python3 is replaced in a copy)."""
+def fake_python(tmp_path, pip_exit: int):
+    """A stand-in for Debian's python3 whose ``-m venv DIR`` makes DIR/bin/pip print its
+    arguments on stderr and exit ``pip_exit``."""
     fake = tmp_path / "python3"
+    pip = f'#!/bin/sh\\necho "pip $*" >&2\\nexit {pip_exit}\\n'
     fake.write_text(
-        '#!/bin/sh\nmkdir -p "$3/bin"\nprintf \'#!/bin/sh\\necho "pip $*" >&2\\n\' > "$3/bin/pip"\nchmod +x "$3/bin/pip"\n'
+        f'#!/bin/sh\nmkdir -p "$3/bin"\nprintf \'{pip}\' > "$3/bin/pip"\nchmod +x "$3/bin/pip"\n'
     )
     fake.chmod(0o755)
+    return fake
+
+
+def build_with(tmp_path, fake, requirements: str) -> subprocess.CompletedProcess:
     script = backend_python.BUILD_VENV.replace("/usr/bin/python3", str(fake))
     build = tmp_path / "release.partial"
     build.mkdir()
-    (build / "requirements.txt").write_text("flask==3.1.3 --hash=sha256:ab\n")
-    venv = tmp_path / "venvs" / "x"
-    argv = ["sh", "-c", script, "build-venv", str(venv), "../../venvs/x"]
-    done = subprocess.run(argv, cwd=build, capture_output=True, text=True)
+    (build / "requirements.txt").write_text(requirements)
+    argv = ["sh", "-c", script, "build-venv", str(tmp_path / "venvs" / "x"), "../../venvs/x"]
+    return subprocess.run(argv, cwd=build, capture_output=True, text=True)
+
+
+def test_a_failed_pip_install_leaves_no_virtualenv_and_its_last_line_is_the_reason(tmp_path):
+    done = build_with(tmp_path, fake_python(tmp_path, 1), "nothing-such==1\n")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "pip install --quiet -r requirements.txt"
+    assert not (tmp_path / "venvs" / "x").exists()  # never reused half-built
+    assert not (tmp_path / "release.partial" / ".venv").exists()
+
+
+def test_a_new_virtualenv_is_built_and_linked(tmp_path):
+    """The whole build with a stand-in for Debian's python3 (an absolute path in the script)."""
+    done = build_with(tmp_path, fake_python(tmp_path, 0), "flask==3.1.3 --hash=sha256:ab\n")
+    build, venv = tmp_path / "release.partial", tmp_path / "venvs" / "x"
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "virtualenv x: built"
     assert done.stderr.strip() == "pip install --quiet --require-hashes -r requirements.txt"
