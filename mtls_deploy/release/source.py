@@ -1,6 +1,6 @@
 """The application's directory on the control machine, found and read before any connection:
-``app_src`` resolved from the project directory, the project's ``pki/`` and ``dist/`` it must
-not hold, and the app's environment, whose ``{env: NAME}`` values must be set here."""
+``app_src`` resolved from the project directory, the project's ``pki/``, ``dist/`` and
+``inventory/`` it must not hold, and the app's environment, whose ``{env: NAME}`` values must be set here."""
 
 import os
 from pathlib import Path
@@ -10,8 +10,13 @@ from ..project import project_path
 from .environment import resolved
 from .tree import Tree, read_tree
 
-# Where the PKI and the bundles are (as mtls_deploy.pki reads them; not imported: start-up time).
-PROJECT_SECRET_DIRS = {"MTLS_DEPLOY_PKI_DIR": "pki", "MTLS_DEPLOY_DIST_DIR": "dist"}
+# Where the PKI and the bundles are (as mtls_deploy.pki reads them; not imported: start-up time),
+# and the inventory (EAB keys, app_environment values).
+PROJECT_SECRET_DIRS = {
+    "MTLS_DEPLOY_PKI_DIR": "pki",
+    "MTLS_DEPLOY_DIST_DIR": "dist",
+    "MTLS_DEPLOY_INVENTORY": "inventory",
+}
 
 
 def app_source(host) -> Path:
@@ -32,7 +37,8 @@ def app_source(host) -> Path:
 
 
 def project_secret_dirs() -> list[Path]:
-    """The project's ``pki/`` and ``dist/`` (or where the environment moved them)."""
+    """The project's ``pki/``, ``dist/`` and ``inventory/`` (or where the environment moved
+    them)."""
     return [
         Path(os.environ.get(env) or project_path(name)) for env, name in PROJECT_SECRET_DIRS.items()
     ]

@@ -2,8 +2,8 @@
 
 ``read_tree`` walks ``app_src`` (symlinks are never followed), leaves out what ``app_exclude``
 names and ``.git``, ``__pycache__``, ``.venv``, and refuses, in one line, a tree that holds a
-PEM private key, the project's ``pki/`` or ``dist/``, a symlink that leads outside it, or
-anything that is not a file, directory or symlink. The digest covers paths, kinds, executable
+PEM private key, the project's ``pki/``, ``dist/`` or ``inventory/``, a symlink that leads
+outside it, or anything that is not a file, directory or symlink. The digest covers paths, kinds, executable
 bits, contents and link targets: the same tree gives the same digest on any machine.
 """
 
@@ -71,7 +71,8 @@ class Tree:
 
 def read_tree(root: Path, exclude=(), forbidden_dirs=()) -> Tree:
     """Walk ``root`` (a directory) into a ``Tree``, or one ``BadInput`` line saying what in it
-    is refused and how to fix it. ``forbidden_dirs``: the project's ``pki/`` and ``dist/``.
+    is refused and how to fix it. ``forbidden_dirs``: the project's ``pki/``, ``dist/``,
+    ``inventory/``.
 
     Example: ``read_tree(Path("app"), ["*.log", "tests/"]).sha12`` -> ``"1a2b3c4d5e6f"``
     """
@@ -162,8 +163,9 @@ def _link_target(root: Path, relative: str) -> str:
 def _holds_project_dir(root: Path, relative: str) -> str:
     where = relative or "."
     return (
-        f"app_src {root}: {where} is the project's pki/ or dist/ (CA keys, client bundles): "
-        "point app_src at the application's own directory, or list it in app_exclude"
+        f"app_src {root}: {where} is the project's pki/, dist/ or inventory/ (CA keys, client "
+        "bundles, secrets): point app_src at the application's own directory, or list it in "
+        "app_exclude"
     )
 
 

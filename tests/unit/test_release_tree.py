@@ -117,16 +117,16 @@ def test_a_public_certificate_is_not_a_private_key(app):
     assert "ca.pem" in paths(read_tree(app))
 
 
-@pytest.mark.parametrize("name", ["pki", "dist"])
-def test_the_projects_pki_or_dist_inside_the_tree_is_refused(app, name):
+@pytest.mark.parametrize("name", ["pki", "dist", "inventory"])
+def test_the_projects_pki_dist_or_inventory_inside_the_tree_is_refused(app, name):
     (app / name).mkdir()
-    with pytest.raises(BadInput, match=rf"{name} is the project's pki/ or dist/"):
-        read_tree(app, forbidden_dirs=[app / "pki", app / "dist"])
+    with pytest.raises(BadInput, match=rf"{name} is the project's pki/, dist/ or inventory/"):
+        read_tree(app, forbidden_dirs=[app / "pki", app / "dist", app / "inventory"])
 
 
 def test_a_tree_inside_the_pki_is_refused(tmp_path):
     pki = make(tmp_path / "pki", {"ca.crt": b"x"})
-    with pytest.raises(BadInput, match=r"\. is the project's pki/ or dist/"):
+    with pytest.raises(BadInput, match=r"\. is the project's pki/, dist/ or inventory/"):
         read_tree(pki, forbidden_dirs=[pki])
 
 
