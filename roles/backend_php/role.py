@@ -243,6 +243,12 @@ TEST_FPM = (
     'out=$("php-fpm$1" --test 2>&1) || { printf "%s\\n" "$out" | grep -m1 ERROR >&2; exit 1; }'
 )
 RELOAD_FPM = f'{TEST_FPM}\nsystemctl reload-or-restart "php$1-fpm"'
+# $1: the newest installed php-fpm's version (php-fpm8.2 -> 8.2), when no fact names it.
+NEWEST_FPM = (
+    'set -- "$(ls /usr/sbin/php-fpm[0-9]* 2>/dev/null | sed "s|^/usr/sbin/php-fpm||" '
+    '| sort -V | tail -n 1)"\n'
+    '[ -n "$1" ] || { echo "php-fpm is not installed: run inv provision first" >&2; exit 1; }\n'
+)
 # If it does not come back (a path the sandbox hides), php-fpm's own ERROR line goes last.
 RESTART_FPM = (
     f"{TEST_FPM}\n"
@@ -306,14 +312,20 @@ def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
     release being built), then after the switch a graceful pool reload: php-fpm's test first,
     then the in-flight requests finish (``process_control_timeout``) while new workers start
     on the new ``current``; a stopped php-fpm is started."""
-    version = php_version(v, facts)
-    if version is None:
-        raise BadInput("php-fpm is not installed on this host: run inv provision first")
     build = ((("sh", "-c", COMPOSER_INSTALL, "composer-install"),),)
     lint = (("sh", "-c", LINT_FRONT_CONTROLLER, "php-lint", app_front_controller(v)),)
     return ReleaseSteps(
         user=v["php_user"],
         build=build if "composer.json" in ctx.files else (),
         check=(lint,),
-        activate=((("sh", "-c", RELOAD_FPM, "php-fpm", version),),),
+        activate=(reload_pool(v, facts),),
     )
+
+
+def reload_pool(v: dict, facts: HostFacts):
+    """The "restart backend" handler's graceful reload, for the version the facts know; without
+    facts (no provision from this machine yet), for the newest php-fpm on the host."""
+    version = php_version(v, facts)
+    if version is None:
+        return (("sh", "-c", NEWEST_FPM + RELOAD_FPM, "php-fpm"),)
+    return (("sh", "-c", RELOAD_FPM, "php-fpm", version),)
