@@ -1,7 +1,7 @@
 """pip inside a lab host works as on the control machine (issue 12): the lab binds this machine's
 pip settings, constraints file, CA bundle and local mirrors read-only into the container
-(mtls_deploy/lab/package_index.py). Host py-api (SSH 127.0.0.1:2340), shared by name with
-test_python_app.py, which resets it again."""
+(mtls_deploy/lab/package_index.py). Host py-pip (SSH 127.0.0.1:2341), a bare lab host of this
+module's own."""
 
 import os
 import shlex
@@ -21,7 +21,7 @@ from .conftest import ROOT, needs_lab
 
 pytestmark = needs_lab
 
-PIP_HOST = lab.LabHost("py-api", "127.0.0.1", 2340, "deploy", sudo=True)
+PIP_HOST = lab.LabHost("py-pip", "127.0.0.1", 2341, "deploy", sudo=True)
 VENV = "/tmp/lab-pip-venv"
 
 
@@ -38,7 +38,7 @@ def host_vars() -> dict:
 
 @pytest.fixture(scope="module")
 def host():
-    """py-api booted fresh, with python3-venv installed (as the python role would)."""
+    """py-pip booted fresh, with python3-venv installed (as the python role would)."""
     lab.reset([PIP_HOST], ROOT / ".lab")
     try:
         with Remote(SshTarget.from_vars(PIP_HOST.name, host_vars())) as connection:
