@@ -165,8 +165,10 @@ def test_unknown_backend_is_one_clear_error(backend):
 def test_the_backend_variable_chooses_the_backend_role():
     from mtls_deploy.role_loader import resolve
 
-    assert resolve(["nginx"], {"backend": "php"}) == ["tls", "acme", "backend_php", "nginx"]
-    assert resolve(["nginx"], {"backend": "python"}) == ["tls", "acme", "backend_python", "nginx"]
+    assert resolve(["nginx"], {"backend": "php"}) == ["tls", "acme", "app", "backend_php", "nginx"]
+    assert resolve(["nginx"], {"backend": "python"}) == [
+        "tls", "acme", "app", "backend_python", "nginx"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("missing", ["server_name", "https_listen", "https_port"])
@@ -423,7 +425,12 @@ def test_python_handlers():
             (("systemctl", "restart", "api-python.socket", "api-python.service"),),
             order=39,
         ),
-        Handler("restart backend", (("systemctl", "restart", "api-python.service"),), order=40),
+        Handler(
+            "restart backend",
+            (("systemctl", "restart", "api-python.service"),),
+            order=40,
+            listen=("app environment changed",),
+        ),
     ]
 
 
