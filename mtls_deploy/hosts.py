@@ -1,6 +1,7 @@
 """Work on several inventory hosts at once: ad-hoc commands and provisioning, with reports."""
 
 import sys
+from functools import partial
 
 from . import inventory as inventory_module
 from . import report
@@ -45,11 +46,14 @@ def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> Grou
     """``inv provision``: every selected host (default: group api) in parallel or in batches;
     then, on a host with ``app_src`` whose roles succeeded, its release (``release.hosts``)."""
     from .provision import RunOptions, provision_host  # the engine: hosts.run needs none of it
-    from .release.hosts import release_work
 
     hosts = select(names, group, default_group="api", extra_vars=extra_vars)
     options = RunOptions(check=check, diff=diff)
-    work = release_work(hosts, lambda h: provision_host(h, options), check)  # then app_src's
+    work = partial(provision_host, options=options)
+    if any(h.vars.get("app_src") for h in hosts):  # the release pipeline, imported when used
+        from .release.hosts import release_work
+
+        work = release_work(hosts, work, check)  # then app_src's
     if json or len(hosts) < 2:
         printer = None if json else (lambda r: report.print_host(r, diff=diff))
         group_result = run_on_hosts(hosts, work, serial, printer)

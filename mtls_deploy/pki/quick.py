@@ -34,7 +34,7 @@ PKI_DIR_ENV = (
 )
 INDEX, SQLITE_HEADER = "index.sqlite3", b"SQLite format 3\x00"  # as index.py
 CLIENT_CA_STEMS = ("client-ca", "client-ca.next", "client-ca.old")  # as rollover.client_ca_kinds
-KEEP = 64  # verdicts kept: a few per host and PKI; older ones only cost a full check
+KEEP = 512  # verdicts kept: one per host and one per CRL; an older one only costs a full check
 
 
 def default_pki_dir() -> Path:
@@ -239,9 +239,19 @@ def remember(key: str, not_before: dt.datetime, not_after: dt.datetime) -> None:
         pass
 
 
+_parsed: tuple = (None, {})  # (file identity, memo) as last read: a run reads it many times
+
+
 def _load() -> dict:
+    global _parsed
     try:
-        data = json.loads(memo_file().read_text())
+        with open(memo_file(), "rb") as file:
+            stat = os.fstat(file.fileno())
+            key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            seen, data = _parsed
+            if seen != key:
+                data = json.loads(file.read())
+                _parsed = (key, data)
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return dict(data) if isinstance(data, dict) else {}
