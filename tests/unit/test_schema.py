@@ -216,6 +216,8 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "app_shared": ["var"],
     "app_environment": {"APP_MODE": "production"},
     "mtls_routes": [{"path": "/admin", "allow": {"names": ["alice"], "ou": ["ops"]}}],
+    "proxy_hardening": ["jit"],
+    "proxy_environment": {"WORKERS": "2"},
 }
 FRAGMENTS = [";", "\n", "\r", "\0", "{", "}", "'", '"', "$(id)", "`id`", "|", "&", "<", ">", " ", "#", "\\", "*"]  # fmt: skip
 # Characters a schema allows on purpose, by type: paths on the control machine never reach a
@@ -228,6 +230,10 @@ ALLOWED = {"local_path": set(FRAGMENTS) - {"\n", "\r", "\0"}}
 ALLOWED_VARIABLES = {
     "ansible_ssh_common_args": {" ", "'", '"'},
     **dict.fromkeys(["app_exclude", "app_environment"], set(FRAGMENTS) - {"\n", "\r", "\0"}),
+    # proxy_command: each item one argument, quoted for systemd by backend_proxy ($, %, quotes,
+    # backslashes read back as written: test_backend_proxy.py); proxy_environment: a one-line
+    # value quoted into Environment="...". No shell reads either.
+    **dict.fromkeys(["proxy_command", "proxy_environment"], set(FRAGMENTS) - {"\n", "\r", "\0"}),
 }
 
 
