@@ -104,8 +104,9 @@ def switch_script(
     ctx: ReleaseContext, steps: ReleaseSteps, previous: ReleaseSteps | None, prune=()
 ) -> str:
     """``start``, the atomic switch of ``current``, ``activate`` (undone on failure: ``current``
-    back to the previous release and its ``activate`` run again), ``retire``, pruning. A new
-    release that failed to start or activate is removed; a rollback's target is kept."""
+    back to the previous release and its ``activate`` run again), pruning, then ``retire`` (which
+    sees only the releases kept: unused virtualenvs go at once). A new release that failed to
+    start or activate is removed; a rollback's target is kept."""
     drop = [] if ctx.rollback else [f"rm -rf -- {q(ctx.release)}"]
     lines = [
         "set -e",
@@ -115,11 +116,11 @@ def switch_script(
         _switch(ctx.current, ctx.root, ctx.release),
         _phase("activate"),
         *_guarded(steps.activate, _restore(ctx, previous) + drop),
-        _phase("retire"),
-        *(statement(c) for c in steps.retire),
         _phase("prune"),
         *(f"rm -rf -- {q(f'{ctx.root}/releases/{name}')}" for name in prune),
         _stale_partials(ctx.root),
+        _phase("retire"),
+        *(statement(c) for c in steps.retire),
     ]
     return "\n".join(lines) + "\n"
 

@@ -115,16 +115,16 @@ def current(base: Path) -> str:
     return os.readlink(base / "srv/api/current")
 
 
-def test_the_switch_is_a_relative_link_and_prunes(host):
-    (
-        make_release(host, OLD),
-        make_release(host, NEW),
-        make_release(host, "20261130T070000Z-aaaaaaaaaaaa"),
-    )
-    done = switch(host, ReleaseSteps(user=USER), OLD, prune=["20261130T070000Z-aaaaaaaaaaaa"])
+def test_the_switch_is_a_relative_link_and_prunes_before_retire(host):
+    for name in (OLD, NEW, "20261130T070000Z-aaaaaaaaaaaa"):
+        make_release(host, name)
+    retire = (("sh", "-c", "ls $0 > $1", f"{host}/srv/api/releases", f"{host}/seen-by-retire"),)
+    steps = ReleaseSteps(user=USER, retire=(retire,))
+    done = switch(host, steps, OLD, prune=["20261130T070000Z-aaaaaaaaaaaa"])
     assert done.returncode == 0, done.stderr
     assert current(host) == f"releases/{NEW}"
     assert sorted(os.listdir(host / "srv/api/releases")) == [OLD, NEW]
+    assert (host / "seen-by-retire").read_text().split() == [OLD, NEW]
 
 
 def test_a_switch_removes_builds_a_killed_run_left_an_hour_ago(host):
