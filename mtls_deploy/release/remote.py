@@ -15,6 +15,7 @@ from .steps import ReleaseContext, ReleaseSteps
 PHASE = "@@phase "
 RELEASES_MARK = "@@releases"
 RESTORE_FAILED = "@@restore-failed"
+AFTER_SWITCH = ("prune", "retire")  # phases after a successful activate
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 q = shlex.quote
 

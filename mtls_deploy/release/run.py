@@ -161,11 +161,14 @@ def _run_switch(remote: Remote, prepared: Prepared, state: HostState, release, p
 
 
 def _failed(name: str, what: str, result) -> Step:
-    """One line: where it failed and the last line of its stderr."""
+    """One line: where it failed and the last line of its stderr (``refused at check: ...``;
+    ``switched, but retire failed: ...`` when ``current`` already points at the release)."""
     phase = scripts.failed_phase(result.stdout)
     reason = scripts.last_line(result.stderr) or f"exit {result.exit_status}"
     if scripts.RESTORE_FAILED in result.stdout:
         reason += "; the previous release could not be re-activated"
+    if phase in scripts.AFTER_SWITCH:
+        return Step(KIND, name, "failed", f"switched, but {phase} failed: {reason}")
     return Step(KIND, name, "failed", f"{what} at {phase}: {reason}")
 
 

@@ -166,6 +166,9 @@ def test_a_failed_activation_says_so(project, fake, inv):
         "(not switched at activate: reload failed; the previous release could not be re-activated)"
         in out
     )
+    fake.switch = (1, "@@phase activate\n@@phase prune\n@@phase retire\n", "stop failed\n")
+    _, out, _ = inv("deploy", "--host", "api1")
+    assert "(switched, but retire failed: stop failed)" in out
 
 
 def test_an_unprovisioned_host_says_to_provision(project, fake, inv):
