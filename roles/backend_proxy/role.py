@@ -186,21 +186,34 @@ def readiness(v: dict) -> tuple[str, str]:
 
 # --- a release switch ---------------------------------------------------------------------------
 
-# As the app's user in the release being built: the virtualenv of this requirements.txt,
-# built once (a marker says it is complete) and shared by every release that has the same file.
+# As the app's user in the release being built: the virtualenv of this requirements.txt, built
+# once by Debian's python3 and marked complete last (a build that failed half-way is never
+# reused), shared by every release that has the same file; pip's last line is the reason of a
+# refusal. The same steps as backend_python's.
 BUILD_VENV = r"""
-set -e
 venv=$1
-if [ ! -e "$venv/.complete" ]; then
+if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
-  hashes=
-  if grep -q -e '--hash=' requirements.txt; then hashes=--require-hashes; fi
-  "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --no-input --quiet \
-    $hashes -r requirements.txt
+  /usr/bin/python3 -m venv "$venv" || exit 1
+  set --
+  grep -q -e '^[^#]*--hash=' requirements.txt && set -- --require-hashes
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
+    "$venv/bin/pip" install --quiet "$@" -r requirements.txt || { rm -rf "$venv"; exit 1; }
   touch "$venv/.complete"
 fi
 ln -sfn "../../venvs/${venv##*/}" .venv
+""".strip()
+# As root after a switch: a virtualenv that no release links (kept or being built) is removed.
+RETIRE_VENVS = r"""
+cd "$1" || exit 0
+for venv in venvs/*; do
+  [ -d "$venv" ] || continue
+  used=
+  for link in releases/*/.venv; do
+    [ "$(readlink "$link")" = "../../$venv" ] && used=1 && break
+  done
+  [ -n "$used" ] || rm -rf -- "$venv"
+done
 """.strip()
 
 
@@ -215,9 +228,11 @@ def build_steps(ctx: ReleaseContext) -> tuple:
 def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
     """The steps of a switch to ``ctx.release``: build its virtualenv, start its instance
     beside the running one and wait for it, enable it once ``current`` points at the release
-    (nginx follows the symlink), stop the previous release's instance."""
+    (nginx follows the symlink), stop the previous release's instance, remove the virtualenvs
+    no release links any more."""
     unit = v["proxy_unit"]
-    retire = (instances("retire", unit, ctx.previous),) if ctx.previous else ()
+    old = (instances("retire", unit, ctx.previous),) if ctx.previous else ()
+    retire = (*old, (("sh", "-c", RETIRE_VENVS, "retire-venvs", v["app_root"]),))
     return ReleaseSteps(
         user=v["proxy_user"],
         build=build_steps(ctx),

@@ -8,7 +8,8 @@
 #   activate UNIT RELEASE                    enable (and start) the instance RELEASE links to
 #   retire UNIT RELEASE                      stop the instance RELEASE links to, after a moment
 #   restart UNIT STAGED ROOT READY TIMEOUT   the current release again, blue/green: a new
-#       instance with the new settings, the link switched, the old instance retired
+#       instance with the new settings, the link switched, the old instance retired; when the
+#       new one fails, STAGED goes back to the settings the old one runs with
 set -u
 
 linked_instance() { # the instance whose socket $1/.proxy.sock points at ("" when none)
@@ -31,7 +32,13 @@ launch() { # unit staged release ready timeout -> prints the new instance; 1 whe
   mv -f "$dropin/release.conf.new" "$dropin/release.conf"
   systemctl daemon-reload
   since=$(date '+%Y-%m-%d %H:%M:%S')
-  systemctl start "$service" 2>/dev/null
+  # Once more after a failure to spawn (systemd may lose the race for a fresh cgroup: status
+  # 219/CGROUP); a server that exits after it started is not retried.
+  systemctl start "$service" 2>/dev/null || {
+    sleep 0.5
+    systemctl reset-failed "$service" 2>/dev/null
+    systemctl start "$service" 2>/dev/null
+  }
   end=$(( $(date +%s) + timeout ))
   outcome="did not answer GET $ready within ${timeout}s"
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -48,6 +55,8 @@ launch() { # unit staged release ready timeout -> prints the new instance; 1 whe
   done
   sleep 0.3
   why=$(journalctl _SYSTEMD_UNIT="$service" _TRANSPORT=stdout --since "$since" -n 1 -o cat \
+    --no-pager 2>/dev/null) # the server's own last line, else systemd's about spawning it
+  [ -n "$why" ] || why=$(journalctl _SYSTEMD_UNIT="$service" --since "$since" -n 1 -o cat \
     --no-pager 2>/dev/null)
   drop "$unit" "$instance"
   echo "$service $outcome${why:+: $why}" >&2
@@ -59,6 +68,18 @@ drop() { # unit instance: stopped, disabled, its settings and socket directory g
   rm -rf "/etc/systemd/system/$1@$2.service.d" "/run/$1/$2"
   systemctl daemon-reload
   systemctl reset-failed "$1@$2.service" 2>/dev/null || true
+}
+
+unstage() { # unit staged release instance: the staged settings back to the running instance's
+  # (its drop-in, the release's path marked again), so that the next provision sees new
+  # settings to apply and fails again rather than saying "ok"; none running: no staged file
+  running=/etc/systemd/system/$1@$4.service.d/release.conf
+  if [ -n "$4" ] && [ -f "$running" ]; then
+    sed "s|$3|$(printf '\001')|g" "$running" > "$2.new" && chmod 0644 "$2.new" &&
+      mv -f "$2.new" "$2"
+  else
+    rm -f "$2"
+  fi
 }
 
 retire() { # unit instance: requests nginx connected just before the switch get a moment
@@ -85,7 +106,10 @@ case $verb in
     case $current in /*) release=$current ;; *) release=$root/$current ;; esac
     [ -d "$release" ] || exit 0
     old=$(linked_instance "$release")
-    new=$(launch "$unit" "$staged" "$release" "$4" "$5") || exit 1
+    if ! new=$(launch "$unit" "$staged" "$release" "$4" "$5"); then
+      unstage "$unit" "$staged" "$release" "$old"
+      exit 1
+    fi
     systemctl enable --quiet "$unit@$new.service"
     retire "$unit" "$old"
     ;;

@@ -247,24 +247,56 @@ def test_rollback_starts_the_previous_release_again(px):
 
 
 def test_a_proxy_command_that_exits_at_once_switches_nothing(px):
-    """At provision (new settings for the current release) and at deploy (a new release): the
-    new instance exits, the run fails in one line, the old instance keeps serving."""
+    """New settings for the current release (a provision): the new instance exits, the run
+    fails in one line, the old instance keeps serving; a second run fails again (the staged
+    settings went back to the running instance's, so the bad ones are new again)."""
     serving = px.instance()
     px.host_vars(proxy_command=EXITS_AT_ONCE)
-    refused = px.inv("provision", check=False)
-    assert refused.returncode != 0, refused.stdout + refused.stderr
-    assert "exited before answering GET /health: no such option: --uds-typo" in refused.stdout
-    assert "Traceback" not in refused.stdout + refused.stderr
-    assert px.instance() == serving and call(px, "/health")[0] == 200
-    (px.app / "VERSION").write_text("3\n")  # a new tree, deployed with the bad command
-    not_switched = px.inv("deploy", check=False)
-    assert not_switched.returncode != 0, not_switched.stdout
-    assert "no such option: --uds-typo" in not_switched.stdout
-    assert px.instance() == serving and call(px, "/health")[1]["release"] in serving
+    for _ in range(2):
+        refused = px.inv("provision", check=False)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert re.search(
+            r"failed\s+px-api\s+handler restart proxy instances\s+\(api-proxy@\S+\.service exited "
+            r"before answering GET /health: no such option: --uds-typo\)",
+            refused.stdout,
+        ), refused.stdout
+        assert "Traceback" not in refused.stdout + refused.stderr
+        assert px.instance() == serving and call(px, "/health")[0] == 200
     px.host_vars()
-    fixed = px.inv("provision", check=False)  # good settings: the new tree goes live
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert call(px, "/health")[0] == 200 and px.instance() != serving
+    assert px.inv("provision").returncode == 0
+    assert px.instance() == serving
+
+
+def test_a_release_whose_server_exits_at_once_is_not_switched(px):
+    serving, app = px.instance(), (px.app / "app.py").read_text()
+    (px.app / "app.py").write_text('raise SystemExit("orders: DATABASE_URL is not set")\n' + app)
+    try:
+        refused = px.inv("deploy", check=False)
+    finally:
+        (px.app / "app.py").write_text(app)
+    assert refused.returncode != 0, refused.stdout
+    assert re.search(
+        r"not switched at start: api-proxy@\S+ exited before answering GET /health: "
+        r"orders: DATABASE_URL is not set",
+        refused.stdout,
+    ), refused.stdout
+    assert px.instance() == serving and call(px, "/health")[0] == 200
+    assert px.inv("deploy").stdout.count("unchanged") == 1  # the tree that serves is current
+
+
+def test_a_failing_pip_install_is_refused_before_the_switch(px):
+    serving = px.instance()
+    requirements = (px.app / "requirements.txt").read_text()
+    (px.app / "requirements.txt").write_text(requirements + "no-such-package-mtls-deploy==1.0\n")
+    try:
+        refused = px.inv("deploy", check=False)
+    finally:
+        (px.app / "requirements.txt").write_text(requirements)
+    assert refused.returncode != 0, refused.stdout
+    assert "refused at build: ERROR: No matching distribution found for no-such-package" in (
+        refused.stdout
+    )
+    assert px.instance() == serving and call(px, "/health")[0] == 200
 
 
 def exposure(px: Px) -> tuple[float, str]:

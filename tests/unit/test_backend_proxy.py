@@ -324,6 +324,7 @@ def test_build_makes_the_virtualenv_of_the_requirements_once():
     ((argv,),) = steps().build
     assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/srv/api/venvs/0123456789ab")
     assert "--require-hashes" in argv[2] and ".complete" in argv[2]
+    assert "'^[^#]*--hash='" in argv[2]  # a comment that mentions --hash= requires nothing
     assert steps().user == "api-proxy"
 
 
@@ -332,7 +333,11 @@ def test_no_requirements_no_build():
 
 
 def test_start_activate_retire_call_the_instances_script():
-    ((start,),), ((activate,),), ((retire,),) = steps().start, steps().activate, steps().retire
+    ((start,),), ((activate,),), ((retire,), (venvs,)) = (
+        steps().start,
+        steps().activate,
+        steps().retire,
+    )
     release = f"/srv/api/releases/{RELEASE_ID}"
     staged = "/etc/mtls-deploy/api/api-proxy.conf"
     assert start[3:] == ("instances", "start", "api-proxy", staged, release, "/health", "30")
@@ -344,10 +349,12 @@ def test_start_activate_retire_call_the_instances_script():
         "/srv/api/releases/20261129T120000Z-ffffffffffff",
     )
     assert {start[2], activate[2], retire[2]} == {proxy.INSTANCES}
+    assert venvs[3:] == ("retire-venvs", "/srv/api") and "rm -rf" in venvs[2]
 
 
-def test_first_release_retires_nothing():
-    assert steps(previous=None).retire == ()
+def test_first_release_retires_no_instance():
+    ((argv,),) = steps(previous=None).retire
+    assert argv[3] == "retire-venvs"
 
 
 def test_readiness_follows_the_variables():
