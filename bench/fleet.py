@@ -12,14 +12,12 @@ scheduler can do better than floor(N) = wall(1) + (N - 1) x (host CPU + control 
 host) / cores. Both are measured on one host: host CPU as the delta of utime + stime + cutime +
 cstime (/proc/<pid>/stat) of every process under the host's systemd-nspawn across the run
 (sshd reaps its sessions, so their CPU lands in its cutime); control CPU as the delta of
-``getrusage(RUSAGE_SELF)`` across a provision of that host in this process, warm (imports and
-start-up are in wall(1), not per host). Beside it, control CPU per extra host as the child
+``getrusage(RUSAGE_SELF)`` across that host's ``provision_host`` in this process, warm (imports,
+start-up and the inventory are paid once per run: they are in wall(1), not per host). Beside it, control CPU per extra host as the child
 processes' own rusage: (CPU(N) - CPU(1)) / (N - 1). Goals: at most 15 % above the floor at the
 largest N, control CPU per extra host at most 0.03 s, time(8) / time(1) at most 1.5.
 """
 
-import contextlib
-import io
 import os
 import resource
 
@@ -77,20 +75,23 @@ def one_run(world, n: int, serial: int | None) -> dict:
 
 
 def control_cpu_one_host() -> float:
-    """CPU seconds this process spends on a no-op provision of fleet1 (the world's inventory
-    is in the environment), warm: a first run pays the imports, the second is measured."""
-    from mtls_deploy.hosts import provision_hosts
+    """CPU seconds this process spends on one host's no-op provision (``provision_host``: its
+    prepare step, connection, facts, plan; the world's inventory is in the environment), warm:
+    a first run pays the imports and the inventory, the second is measured. What a run pays
+    once whatever the number of hosts (start-up, the inventory) is in wall(1), not here."""
+    from mtls_deploy import inventory
+    from mtls_deploy.provision import RunOptions, provision_host
 
     def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: paramiko's too
         return usage.ru_utime + usage.ru_stime
 
-    with contextlib.redirect_stdout(io.StringIO()):  # its --json report
-        provision_hosts([FLEET[0]], None, False, False, None, True, {})
-        before = cpu()
-        group = provision_hosts([FLEET[0]], None, False, False, None, True, {})
-        spent = cpu() - before
-    if group.failed or any(r.count("changed") for r in group.results):
+    host = inventory.load().host(FLEET[0])
+    provision_host(host, RunOptions())
+    before = cpu()
+    result = provision_host(host, RunOptions())
+    spent = cpu() - before
+    if result.failed or result.count("changed"):
         raise RuntimeError(f"the in-process no-op run of {FLEET[0]} failed or changed something")
     return round(spent, 4)
 
@@ -120,7 +121,7 @@ def floor_figures(figures: dict, runs: dict, ns: list[int], control: list[float]
         "control_cpu_per_extra_host_s": round((cpu_max - cpu_1) / max(n_max - 1, 1), 4),
         "how": "host CPU: utime+stime+cutime+cstime deltas (/proc/<pid>/stat) of every process "
         "under the hosts' systemd-nspawn; control CPU of one host: getrusage(RUSAGE_SELF) across "
-        "a warm in-process provision of fleet1; per extra host: the inv processes' own rusage "
+        "a warm in-process provision_host of fleet1; per extra host: the inv processes' own rusage "
         "(os.wait4), (CPU(N) - CPU(1)) / (N - 1)",
     }  # fmt: skip
 
