@@ -185,6 +185,20 @@ def test_a_redeploy_with_the_same_requirements_reuses_the_virtualenv(world):
     assert (status, stats["release"], stats["orders"]) == (200, current_release(world), 1)
 
 
+def test_new_requirements_get_a_virtualenv_of_their_own_that_the_new_workers_use(world):
+    before = venvs(world)
+    (world.flask_venv,) = before  # the one virtualenv so far: Flask's
+    requirements, orders = world.app / "requirements.txt", world.app / "orders.py"
+    requirements.write_text(requirements.read_text() + "six==1.17.0\n")
+    orders.write_text(orders.read_text() + "\nimport six  # in the new virtualenv only\n")
+    deploy(world)
+    after = venvs(world)
+    assert len(after) == 2 and {k: after[k] for k in before} == before
+    # A worker that could not import six would never serve: the chain reload would not end.
+    status, stats = call(world, "GET", "/admin/stats")
+    assert (status, stats["release"], stats["orders"]) == (200, current_release(world), 1)
+
+
 def refused(world, reason: str) -> None:
     """The deploy fails in one line naming ``reason``; nothing switched, the app still serves."""
     release, before = current_release(world), venvs(world)
@@ -220,10 +234,11 @@ def test_a_failing_pip_install_is_refused_and_the_old_release_serves(world):
 
 def test_a_rollback_switches_back_with_the_virtualenv_it_had(world):
     releases = on_host(world, f"ls {APP_ROOT}/releases").split()
-    assert len(releases) == 2
+    assert len(releases) == 3 and current_release(world) == releases[-1]
     done = inv("rollback", "--host", PY_API.name, env=world.env)
-    assert releases[0] in done.stdout
-    assert current_release(world) == releases[0]
+    assert releases[-2] in done.stdout
+    assert current_release(world) == releases[-2]
     status, stats = call(world, "GET", "/admin/stats")
-    assert (status, stats["release"], stats["orders"]) == (200, releases[0], 1)
-    assert len(venvs(world)) == 1
+    assert (status, stats["release"], stats["orders"]) == (200, releases[-2], 1)
+    venv = on_host(world, f"readlink {APP_ROOT}/current/.venv")
+    assert venv == f"../../venvs/{world.flask_venv}"  # not the one with six
