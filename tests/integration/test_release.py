@@ -122,6 +122,16 @@ def test_an_unchanged_tree_is_one_round_trip_and_no_new_release(world):
     assert releases(world) == before
 
 
+def test_check_reports_and_changes_nothing(world):
+    converged = cli(world, "provision", "--host", REL.name, "--check")
+    assert "(the tree is unchanged)" in converged.stdout and "changed=0" in converged.stdout
+    before = releases(world)
+    write_app(world.app, "v2")
+    done = cli(world, "deploy", "--host", REL.name, "--check")
+    assert "would deploy (was " in done.stdout and releases(world) == before
+    assert answer(world)["version"] == "v1"
+
+
 def test_a_change_is_a_new_release_and_current_switches(world):
     first = current(world)
     write_app(world.app, "v2")
