@@ -9,7 +9,7 @@ inv smoke-test              # curl from the remote machines: who gets in
 
 from invoke import Collection
 
-from mtls_deploy import maintain_tasks, pki_tasks, release_tasks
+from mtls_deploy import maintain_tasks, pki_tasks, release_tasks, unprovision_tasks
 from mtls_deploy.cli import at_least, name_tasks, print_json, raise_on_failure, split_names, task
 
 # --- inventory -------------------------------------------------------------------------------
@@ -495,4 +495,5 @@ for top_task in (issue_client, revoke_client, renew_client, smoke_test, status, 
 ns.add_task(maintain_tasks.maintain)
 ns.add_task(release_tasks.deploy)
 ns.add_task(release_tasks.rollback)
+ns.add_task(unprovision_tasks.unprovision)
 name_tasks(ns)  # "error: pki.show needs --name"

@@ -15,6 +15,7 @@ from mtls_deploy.templating import render
 
 NGINX = {"validate": "nginx", "notify": ("reload nginx",)}
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+AVAILABLE_DEFAULT_SITE = "/etc/nginx/sites-available/default"
 DROP_IN_DIR = "/etc/systemd/system/nginx.service.d"
 DROP_IN = f"{DROP_IN_DIR}/hardening.conf"
 # A sandbox applies when nginx starts: a changed drop-in needs a restart (a reload keeps the
@@ -219,6 +220,21 @@ def resources(v: dict, facts: HostFacts) -> list:
         *hardening(v),
         Service("nginx"),
     ]
+
+
+# nginx-common makes the default site's link on its first install only (postinst, no previous
+# version): a reinstall does not bring it back. Put back only where the package still is.
+RESTORE_DEFAULT_SITE = (
+    f"if [ -f {AVAILABLE_DEFAULT_SITE} ] && [ -d {DEFAULT_SITE.rsplit('/', 1)[0]} ] && "
+    f"[ ! -e {DEFAULT_SITE} ] && [ ! -L {DEFAULT_SITE} ]; then "
+    f"ln -s {AVAILABLE_DEFAULT_SITE} {DEFAULT_SITE}; fi"
+)
+
+
+def restore(v: dict) -> list[tuple[str, str, str]]:
+    """What ``inv unprovision`` puts back that no package does, as (kind, name, fixed script):
+    Debian's default site, which ``resources`` took away, when nginx-common is still there."""
+    return [("link", DEFAULT_SITE, RESTORE_DEFAULT_SITE)]
 
 
 # `systemctl reload nginx` returns as soon as the signal is sent, while the old workers still
