@@ -1,0 +1,219 @@
+"""``inv unprovision``: take away what provisioning put on a host, by the host's manifest, and
+leave the packages' own files as the packages ship them.
+
+1. **What the roles wrote** (``manifest.py``): the run of a host whose every role left, the
+   engine's own plan (``manifest.bookkeeping({}, ...)``): units stopped and disabled, files
+   deleted, directories deleted when empty, users deleted.
+2. **The packages we brought** (the manifest's ``packages``: those missing before our apt-get)
+   and what apt would take away with them (``apt-get -s purge --autoremove``, less what was
+   autoremovable before): with ``--packages`` purged; otherwise kept, but the units they enabled
+   are disabled (a fresh host runs none of them) and a configuration file of theirs that is
+   missing is put back from the package (``apt-get install --reinstall`` with dpkg's
+   ``--force-confmiss``; services held back by our policy-rc.d), so ``dpkg --verify`` is clean.
+   Each role that left may put back what it took away that no package restores (``restore``
+   in its role.py: nginx's default site link, made by nginx-common's first install only).
+3. **Our bookkeeping**: with ``--packages`` the manifest and ``/var/lib/mtls-deploy`` go;
+   without, the manifest keeps only the packages we installed (so that a later
+   ``unprovision --packages``, or a provision, still knows them). The local fact cache goes.
+   A second run finds nothing to do.
+
+Limits: a unit the manifest lists was enabled by us, even if it ran before we came (the manifest
+does not say); packages that were there before us are never touched, their files neither.
+"""
+
+import base64
+import shlex
+from dataclasses import dataclass, field
+
+from . import fact_cache, manifest, role_loader
+from .connection import Remote, SshTarget
+from .facts import MANIFEST, HostFacts
+from .operations import Step, changed, install_without_starting, ok
+from .provision import HostRun, RunOptions
+from .runner import HostResult
+
+UNIT_FILES = r"^/(usr/)?lib/systemd/system/[^/@]+\.(service|socket|timer|path)$"
+# One read, after the roles' removals (the recorded packages are its arguments): which of them
+# are still there, what apt would take away with them, their enabled units, and those missing
+# a configuration file (dpkg --verify: "missing   c /etc/..."). What came with ours and is kept
+# only because a package that was there before recommends it (procps recommends psmisc, which
+# php-common needs) goes too: apt's autoremove would keep it, a fresh host does not have it.
+SURVEY = rf"""
+installed=$(dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\n' "$@" 2>/dev/null | awk '$1 == "ii" {{print $2}}')
+[ -n "$installed" ] || exit 0
+keep_no_recommends="-o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemove::SuggestsImportant=false"
+before=$(apt-get -s -qq $keep_no_recommends autoremove 2>/dev/null | sed -n 's/^Remv \([^ ]*\).*/\1/p' | sort -u)
+apt-get -s -qq $keep_no_recommends purge --autoremove $installed 2>/dev/null | sed -n 's/^Purg \([^ ]*\).*/\1/p' | sort -u |
+while read -r package; do
+  printf '%s\n' "$before" | grep -qxF "$package" && continue
+  echo "package $package"
+  dpkg -L "$package" 2>/dev/null | grep -E '{UNIT_FILES}' | while read -r unit; do
+    unit=${{unit##*/}}
+    [ "$(systemctl is-enabled "$unit" 2>/dev/null)" = enabled ] && echo "unit $unit $package"
+  done
+  dpkg --verify "$package" 2>/dev/null | grep -q '^missing  *c /' && echo "conffiles $package"
+done
+true
+"""
+
+
+@dataclass
+class Survey:
+    """What ``SURVEY`` found: the packages that go with ours, their enabled units (unit ->
+    package) and those missing a configuration file."""
+
+    packages: list[str] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+    conffiles: list[str] = field(default_factory=list)
+
+
+def parse_survey(output: str) -> Survey:
+    """``SURVEY``'s lines (``package P``, ``unit U P``, ``conffiles P``) as a ``Survey``.
+
+    Example: ``parse_survey("package nginx\\nunit nginx.service nginx\\n").units``
+    -> ``{"nginx.service": "nginx"}``
+    """
+    found = Survey()
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "package":
+            found.packages.append(rest)
+        elif kind == "unit":
+            unit, _, package = rest.partition(" ")
+            found.units[unit] = package
+        elif kind == "conffiles":
+            found.conffiles.append(rest)
+    return found
+
+
+def recorded_packages(roles: dict[str, dict]) -> list[str]:
+    """Every package the manifest says a role installed, each once, sorted."""
+    return sorted({p for entry in roles.values() for p in entry["packages"]})
+
+
+def package_steps(survey: Survey, purge: bool) -> list[Step]:
+    """With ``purge``: the packages purged. Otherwise: missing configuration files put back
+    from their packages (services held back), then the packages' enabled units disabled (after:
+    a reinstall may enable them again)."""
+    if purge and survey.packages:
+        command = (
+            "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "
+            + " ".join(map(shlex.quote, survey.packages))
+            + " >/dev/null"
+        )
+        return [changed("packages", " ".join(survey.packages), "purged (--packages)", [command])]
+    if purge:
+        return []
+    steps = [_reinstall(package) for package in survey.conffiles]
+    for unit, package in sorted(survey.units.items()):
+        command = f"systemctl disable --now {shlex.quote(unit)}"
+        reason = f"of {package}, which we installed: disabled"
+        steps.append(changed("unit", unit, reason, [command]))
+    return steps
+
+
+def _reinstall(package: str) -> Step:
+    """``package``'s missing configuration files back as it ships them (``--force-confmiss``;
+    a file the package's user changed is kept: ``--force-confold``). apt marks what it
+    installs by name as installed by hand: a package that came as a dependency is marked so
+    again, or a later purge would leave it behind."""
+    options = ["--reinstall", "-o", "Dpkg::Options::=--force-confmiss", package]
+    name = shlex.quote(package)
+    command = "\n".join(
+        [
+            f"was_auto=$(apt-mark showauto {name})",
+            install_without_starting(options),
+            f'if [ -n "$was_auto" ]; then apt-mark auto {name} >/dev/null; fi',
+        ]
+    )
+    return changed("conffiles", package, "put back as the package ships them", [command])
+
+
+def restore_steps(roles: dict[str, dict], v: dict) -> list[Step]:
+    """Each role's own ``restore`` (what it took away that no package puts back), for the
+    roles the manifest lists; a role no longer found has none."""
+    steps = []
+    for name in sorted(roles):
+        try:
+            role = role_loader.load(name)
+        except Exception:  # noqa: BLE001 (a role removed from the project: nothing to ask)
+            continue
+        for kind, thing, script in role.call("restore", v, default=[]):
+            steps.append(changed(kind, thing, f"put back (role {name})", [script]))
+    return steps
+
+
+def kept_record(roles: dict[str, dict]) -> dict[str, dict]:
+    """The manifest's roles reduced to the packages they installed (which stay on the host)."""
+    empty = dict.fromkeys(manifest.KEYS, [])
+    return {
+        name: {**empty, "packages": e["packages"]} for name, e in roles.items() if e["packages"]
+    }
+
+
+def bookkeeping_step(roles: dict[str, dict], text: str, purge: bool) -> Step:
+    """Last (a run that failed before keeps the manifest for the next): the manifest and its
+    directory removed, or, when packages stay, the manifest listing only them."""
+    kept = {} if purge else kept_record(roles)
+    if not kept:
+        folder = shlex.quote(MANIFEST.rsplit("/", 1)[0])
+        command = f"rm -f {shlex.quote(MANIFEST)}; rmdir --ignore-fail-on-non-empty {folder}"
+        return changed("manifest", MANIFEST, "removed: nothing of ours is left", [command])
+    content = manifest.render(kept)
+    if content.decode().strip() == text.strip():
+        return ok("manifest", MANIFEST, "lists only the packages we installed")
+    encoded, path = base64.b64encode(content).decode(), shlex.quote(MANIFEST)
+    command = f"printf %s {encoded} | base64 -d > {path}.new && mv -f {path}.new {path}"
+    return changed("manifest", MANIFEST, "now lists only the packages we installed", [command])
+
+
+def unprovision_host(host, packages: bool = False, check: bool = False) -> HostResult:
+    """Take away what provisioning put on ``host`` (an inventory host), as its manifest says.
+
+    Example: ``unprovision_host(inventory.load().host("api1"), packages=True)``
+    """
+    v = host.vars
+    target = SshTarget.from_vars(host.name, v)
+    with Remote(target) as remote:
+        steps = _unprovision(remote, v, packages, check)
+    fact_cache.cache_file(host.name, target.address, target.port).unlink(missing_ok=True)
+    return HostResult(host.name, steps)
+
+
+def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[Step]:
+    """The removals by the manifest (the engine's plan, when it lists anything but packages),
+    then packages and bookkeeping."""
+    probe = remote.run(f"cat {shlex.quote(MANIFEST)}", sudo=True)
+    if not probe.ok:
+        return [ok("manifest", MANIFEST, "none on the host: nothing of ours to take away")]
+    roles = manifest.read(HostFacts(manifest=probe.stdout))
+    placed = {name for name, e in roles.items() if any(e[k] for k in manifest.REMOVAL_ORDER)}
+    steps = HostRun(remote, [], v, RunOptions(check=check)).converge(None) if placed else []
+    if any(step.status == "failed" for step in steps):
+        return steps
+    names = recorded_packages(roles)
+    survey = f"set -- {' '.join(map(shlex.quote, names))}\n{SURVEY}"
+    found = remote.run_script(survey, sudo=True, check=True) if names else None
+    later = package_steps(parse_survey(found.stdout if found else ""), packages)
+    later += [] if packages else restore_steps({name: roles[name] for name in placed}, v)
+    later.append(bookkeeping_step(roles, probe.stdout, packages))
+    return steps + (later if check else _apply(remote, later))
+
+
+def _apply(remote: Remote, steps: list[Step]) -> list[Step]:
+    """Run the steps in order, one script; the first that fails stops it and is marked."""
+    lines = ["set -e"]
+    for number, step in enumerate(steps):
+        lines += [*step.commands, f"echo 'done {number}'"]
+    result = remote.run_script("\n".join(lines) + "\n", sudo=True, timeout=1800)
+    done = {int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("done ")}
+    for number, step in enumerate(steps):
+        if number not in done:
+            step.status = "failed" if number == len(done) else "skipped"
+            step.reason = _last_line(result.stderr) if step.status == "failed" else "not reached"
+    return steps
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"

@@ -1,0 +1,167 @@
+"""``inv unprovision``'s pure parts: what the survey of the packages we installed says, the steps
+that follow from it (purge, or conffiles put back and units disabled), the roles' own restores,
+and the one apply script. On a real host: tests/integration/test_unprovision.py."""
+
+import json
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from mtls_deploy import unprovision
+from mtls_deploy.unprovision import Survey, package_steps, parse_survey
+
+SURVEYED = """package nginx
+package nginx-common
+unit nginx.service nginx-common
+package php8.2-fpm
+unit php8.2-fpm.service php8.2-fpm
+conffiles php8.2-fpm
+package php-common
+unit phpsessionclean.timer php-common
+"""
+
+
+def test_the_survey_is_read_line_by_line():
+    found = parse_survey(SURVEYED)
+    assert found.packages == ["nginx", "nginx-common", "php8.2-fpm", "php-common"]
+    assert found.units == {
+        "nginx.service": "nginx-common",
+        "php8.2-fpm.service": "php8.2-fpm",
+        "phpsessionclean.timer": "php-common",
+    }
+    assert found.conffiles == ["php8.2-fpm"]
+    assert parse_survey("") == Survey()
+
+
+@pytest.mark.parametrize("script", [unprovision.SURVEY])
+def test_the_survey_is_valid_sh(script):
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+
+
+def test_with_packages_everything_that_came_with_ours_is_purged_at_once():
+    steps = package_steps(parse_survey(SURVEYED), purge=True)
+    assert [(s.kind, s.reason) for s in steps] == [("packages", "purged (--packages)")]
+    assert steps[0].commands == [
+        "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq nginx nginx-common php8.2-fpm "
+        "php-common >/dev/null"
+    ]
+    assert package_steps(Survey(), purge=True) == []
+
+
+def test_without_packages_conffiles_come_back_before_the_units_are_disabled():
+    """A reinstall may enable a unit again (deb-systemd-helper's was-enabled): disable after."""
+    steps = package_steps(parse_survey(SURVEYED), purge=False)
+    assert [(s.kind, s.name) for s in steps] == [
+        ("conffiles", "php8.2-fpm"),
+        ("unit", "nginx.service"),
+        ("unit", "php8.2-fpm.service"),
+        ("unit", "phpsessionclean.timer"),
+    ]
+    reinstall = steps[0].commands[0]
+    assert "apt-get install -y -qq --no-install-recommends" in reinstall
+    assert "--reinstall -o Dpkg::Options::=--force-confmiss php8.2-fpm" in reinstall
+    assert "policy-rc.d" in reinstall  # services held back while it runs
+    assert steps[1].commands == ["systemctl disable --now nginx.service"]
+
+
+def test_names_from_the_host_are_quoted():
+    steps = package_steps(Survey(["a;b"], {"x y.service": "a;b"}, ["a;b"]), purge=False)
+    assert "'a;b'" in steps[0].commands[0]
+    assert steps[1].commands == ["systemctl disable --now 'x y.service'"]
+
+
+def test_recorded_packages_are_every_role_s_once():
+    roles = {"nginx": {"packages": ["nginx"]}, "backend_php": {"packages": ["php-fpm", "nginx"]}}
+    assert unprovision.recorded_packages(roles) == ["nginx", "php-fpm"]
+
+
+def test_the_nginx_role_puts_debian_s_default_site_back():
+    steps = unprovision.restore_steps({"nginx": {}, "gone-role": {}}, {})
+    assert [(s.kind, s.name) for s in steps] == [("link", "/etc/nginx/sites-enabled/default")]
+    script = steps[0].commands[0]
+    assert "ln -s /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default" in script
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+
+
+@dataclass
+class Done:
+    stdout: str
+    stderr: str
+
+
+class FakeRemote:
+    """Runs the apply script with sh here, as the host would."""
+
+    def __init__(self):
+        self.scripts = []
+
+    def run_script(self, script, sudo=False, timeout=None):
+        self.scripts.append(script)
+        done = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
+        return Done(done.stdout, done.stderr)
+
+
+def test_the_first_failing_step_stops_the_rest():
+    steps = [
+        unprovision.changed("a", "one", "", ["true"]),
+        unprovision.changed("b", "two", "", ["echo broken >&2; false"]),
+        unprovision.changed("c", "three", "", ["true"]),
+    ]
+    done = unprovision._apply(FakeRemote(), steps)
+    assert [(s.status, s.reason) for s in done] == [
+        ("changed", ""),
+        ("failed", "broken"),
+        ("skipped", "not reached"),
+    ]
+
+
+ROLES = {
+    "nginx": {"directories": [], "files": ["/etc/nginx/conf.d/api.conf"], "packages": ["nginx"],
+              "units": ["nginx"], "users": []},
+    "tls": {"directories": ["/etc/nginx/mtls"], "files": [], "packages": [], "units": [],
+            "users": []},
+}  # fmt: skip
+GONE = "rm -f /var/lib/mtls-deploy/manifest.json; rmdir --ignore-fail-on-non-empty /var/lib/mtls-deploy"
+
+
+def test_with_packages_the_manifest_goes_last():
+    step = unprovision.bookkeeping_step(ROLES, "{}", purge=True)
+    assert (step.status, step.commands) == ("changed", [GONE])
+
+
+def test_packages_that_stay_stay_recorded_and_a_second_run_changes_nothing():
+    """Else a later `unprovision --packages` (or provision) would not know we installed them."""
+    step = unprovision.bookkeeping_step(ROLES, "{}", purge=False)
+    kept = {"nginx": {"directories": [], "files": [], "packages": ["nginx"], "units": [],
+                      "users": []}}  # fmt: skip
+    written = subprocess.run(
+        ["sh", "-c", step.commands[0].replace("> /var/lib/mtls-deploy/manifest.json.new", "; :")],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert step.status == "changed" and json.loads(written) == {"format": 1, "roles": kept}
+    again = unprovision.bookkeeping_step(kept, written, purge=False)
+    assert again.status == "ok" and again.commands == []
+
+
+def test_nothing_recorded_but_roles_without_packages_removes_the_manifest():
+    step = unprovision.bookkeeping_step({"tls": ROLES["tls"]}, "{}", purge=False)
+    assert step.commands == [GONE]
+
+
+def test_a_reinstall_marks_a_dependency_as_one_again():
+    command = package_steps(Survey(["php8.2-fpm"], {}, ["php8.2-fpm"]), purge=False)[0].commands[0]
+    lines = command.splitlines()
+    assert lines[0] == "was_auto=$(apt-mark showauto php8.2-fpm)"
+    assert lines[-1] == 'if [ -n "$was_auto" ]; then apt-mark auto php8.2-fpm >/dev/null; fi'
+    assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0
+
+
+def test_the_task_needs_a_host(inv):
+    code, _, err = inv("unprovision")
+    assert code == 2 and "--host" in err
+
+
+def test_the_task_is_listed(inv):
+    code, out, _ = inv("--list")
+    assert code == 0 and "unprovision" in out
