@@ -1,6 +1,7 @@
 """Pure decisions of a release run, over what the host's probe said: is the tree already
 current, which release a rollback goes to, which releases are pruned. No I/O."""
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,16 @@ def parse_probe(output: str) -> HostState:
         elif word == "release" and RELEASE_ID.fullmatch(value):
             releases.append(value)
     return HostState(True, current, tuple(sorted(releases)))
+
+
+def release_sha12(tree_digest: str, backend: str) -> str:
+    """The end of a release's name: the first 12 hex digits of the digest of the tree and of
+    the backend role that builds it, so that the same tree under another backend (a virtualenv
+    instead of composer's vendor/) is a new release, not "unchanged".
+
+    Example: ``release_sha12(tree.digest, "backend_php")`` -> ``"1a2b3c4d5e6f"``
+    """
+    return hashlib.sha256(f"{tree_digest}\0{backend}".encode()).hexdigest()[:12]
 
 
 def release_id(sha12: str, now: datetime | None = None) -> str:

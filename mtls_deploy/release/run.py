@@ -46,6 +46,11 @@ class Prepared:
     def root(self) -> str:
         return self.app["app_root"]
 
+    @property
+    def sha12(self) -> str:
+        """The end of this tree's release name under this backend (``plan.release_sha12``)."""
+        return plan.release_sha12(self.tree.digest, self.backend.name)
+
 
 def prepare(host, with_tree: bool = True) -> Prepared:
     """Everything that needs no connection, or one line (``BadInput``/``UserError``)."""
@@ -104,7 +109,7 @@ def _with_facts(remote: Remote, prepared: Prepared, state: HostState) -> HostSta
 
 
 def _deploy(remote: Remote, prepared: Prepared, state: HostState, check: bool) -> list[Step]:
-    sha12 = prepared.tree.sha12
+    sha12 = prepared.sha12
     if plan.is_current(state, sha12):
         return [Step(KIND, f"release {state.current}", "ok", "the tree is unchanged")]
     found = plan.existing(state, sha12)

@@ -53,7 +53,8 @@ class Tree:
 
     @property
     def sha12(self) -> str:
-        """The digest's first 12 hex digits: the end of a release's name."""
+        """The digest's first 12 hex digits (a release's name ends with ``plan.release_sha12``,
+        which adds the backend)."""
         return self.digest[:12]
 
     @property

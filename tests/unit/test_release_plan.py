@@ -1,6 +1,7 @@
 """Pure decisions of a release run (mtls_deploy/release/plan.py): the probe read, nothing
 changed, the rollback target, what is pruned."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -76,3 +77,10 @@ def test_pruning_never_removes_current_or_previous():
     """After a rollback current is old: it and the release it replaces stay."""
     assert plan.to_prune([A, B, C, D], A, D, 2) == [B]
     assert plan.to_prune([A, B, C, D], B, A, 2) == []
+
+
+def test_the_same_tree_under_another_backend_is_another_release():
+    digest = "ab" * 32
+    assert plan.release_sha12(digest, "backend_php") != plan.release_sha12(digest, "backend_python")
+    assert plan.release_sha12(digest, "backend_php") == plan.release_sha12(digest, "backend_php")
+    assert re.fullmatch(r"[0-9a-f]{12}", plan.release_sha12(digest, "backend_php"))

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from mtls_deploy.connection import CommandResult
+from mtls_deploy.release import plan
 from mtls_deploy.release import remote as scripts
 from mtls_deploy.release.tree import read_tree
 
@@ -100,7 +101,7 @@ def fake(monkeypatch):
 
 
 def sha12(project) -> str:
-    return read_tree(project / "app").sha12
+    return plan.release_sha12(read_tree(project / "app").digest, "backend_php")
 
 
 def test_an_unchanged_tree_is_one_round_trip(project, fake, inv):
