@@ -266,3 +266,13 @@ def test_inv_inventory_masks_the_apps_environment(project, inv):
     )
     code, out, _ = inv("inventory", "--host", "api1")
     assert code == 0 and "app_environment = '********'" in out and "hunter2" not in out
+
+
+def test_json_is_one_document_with_the_steps(project, fake, inv):
+    import json
+
+    code, out, _ = inv("deploy", "--host", "api1", "--json")
+    document = json.loads(out)
+    assert code == 0 and document["failed"] == []
+    [step] = document["hosts"]["api1"]["steps"]
+    assert step["kind"] == "app" and step["status"] == "changed" and step["reason"] == f"was {OLD}"
