@@ -154,7 +154,8 @@ def check_types(host) -> list[str]:
 
 def check_inventory(hosts) -> None:
     """``check_types`` for every host; each warning printed once on stderr."""
-    warnings = [line for host in hosts for line in check_types(host)]
+    with role_loader.pinned():  # the role folders do not move while the hosts are checked
+        warnings = [line for host in hosts for line in check_types(host)]
     for line in dict.fromkeys(warnings):
         print(line, file=sys.stderr)
 
