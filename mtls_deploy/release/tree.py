@@ -93,17 +93,10 @@ def read_tree(root: Path, exclude=(), forbidden_dirs=()) -> Tree:
     return Tree(root, tuple(sorted(entries, key=lambda e: e.path)))
 
 
-def excluded(path: str, is_dir: bool, patterns=()) -> bool:
+def _excluded(path: str, is_dir: bool, patterns) -> bool:
     """True when ``path`` (relative, '/'-separated) is not sent: a part of it is one of
     ``ALWAYS_EXCLUDED``, or a pattern matches it; a pattern without '/' matches any single
-    name, one ending in '/' only directories.
-
-    Example: ``excluded("logs/a.log", False, ["*.log"])`` -> True
-    """
-    return _excluded(path, is_dir, patterns)
-
-
-def _excluded(path: str, is_dir: bool, patterns) -> bool:
+    name, one ending in '/' only directories."""
     if set(path.split("/")) & set(ALWAYS_EXCLUDED):
         return True
     return any(_matches(path, is_dir, pattern) for pattern in patterns)
