@@ -38,11 +38,8 @@ CONSUMER, CONSUMER_PORT = "php-bob", 2331
 SECRET = "orders-key-9d2f7c41-never-printed"
 RELEASES = "/srv/api/releases"
 EXAMPLE = ROOT / "examples" / "php-orders"
-APP_VARS = (
-    "php_front_controller: lib/Request.class.php\n"
-    "app_shared: [var]\n"
-    "app_environment: {ORDERS_SIGNING_KEY: {env: PHP_APP_SIGNING_KEY}}\n"
-)
+APP_VARS = "app_shared: [var]\napp_environment: {ORDERS_SIGNING_KEY: {env: PHP_APP_SIGNING_KEY}}\n"
+FRONT_CONTROLLER = "lib/Request.class.php"
 # A front controller that tries what open_basedir must refuse, and shows what it got.
 PROBE = """<?php
 header('Content-Type: application/json');
@@ -75,9 +72,21 @@ class World:
         self.outputs.append(done.stdout + done.stderr)
         return done
 
-    def use_app(self, src: Path) -> None:
+    def use_app(self, src: Path, front_controller: str = FRONT_CONTROLLER) -> None:
         """Point php-api's app_src at ``src``."""
-        (self.inventory / "host_vars" / f"{API.name}.yml").write_text(f"app_src: {src}\n{APP_VARS}")
+        text = f"app_src: {src}\nphp_front_controller: {front_controller}\n{APP_VARS}"
+        (self.inventory / "host_vars" / f"{API.name}.yml").write_text(text)
+
+    def refused(self, src: Path, front_controller: str = FRONT_CONTROLLER) -> str:
+        """``inv deploy`` of ``src``: exit 1, one line saying why; app_src back to the example."""
+        self.use_app(src, front_controller)
+        try:
+            done = self.cli("deploy", "--host", API.name, check=False)
+        finally:
+            self.use_app(EXAMPLE)
+        assert done.returncode == 1, done.stdout + done.stderr
+        [line] = [line for line in done.stdout.splitlines() if "refused" in line]
+        return line
 
     def sudo(self, command: str) -> str:
         return run_on(self.inventory, API.name, command, sudo=True).strip()
@@ -121,9 +130,10 @@ def world(tmp_path_factory):
             lab.down(hosts)
 
 
-def variant(tmp_path: Path, **files: str) -> Path:
-    """A copy of examples/php-orders with ``files`` (relative path -> text) replaced."""
-    tree = tmp_path / "app"
+def variant(tmp_path: Path, name: str = "app", **files: str) -> Path:
+    """A copy of examples/php-orders in ``tmp_path/name`` with ``files`` (relative path ->
+    text) added or replaced."""
+    tree = tmp_path / name
     shutil.copytree(EXAMPLE, tree, ignore=shutil.ignore_patterns("vendor", "composer.lock"))
     for name, text in files.items():
         (tree / name).write_text(text)
@@ -163,20 +173,22 @@ def test_the_release_is_built_by_composer_and_owned_by_root(world):
 
 def test_a_failing_composer_install_is_refused_and_the_old_release_serves(world, tmp_path):
     before = world.current()
-    composer = json.dumps(
-        {"require": {"acme/unreachable": "^1.0"}, "autoload": {"classmap": ["lib/"]}}
-    )
-    world.use_app(variant(tmp_path, **{"composer.json": composer}))
-    try:
-        done = world.cli("deploy", "--host", API.name, check=False)
-    finally:
-        world.use_app(EXAMPLE)
-    assert done.returncode == 1
-    refused = [line for line in done.stdout.splitlines() if "refused" in line]
-    assert len(refused) == 1, done.stdout
-    assert "composer install failed: " in refused[0] and "repo.packagist.org" in refused[0]
+    composer = {"require": {"acme/unreachable": "^1.0"}, "autoload": {"classmap": ["lib/"]}}
+    line = world.refused(variant(tmp_path, **{"composer.json": json.dumps(composer)}))
+    assert "refused at build: composer install failed: " in line and "repo.packagist.org" in line
     assert world.current() == before
     assert world.sudo(f"ls {RELEASES}").split() == [before]  # no .partial left
+    assert world.bob("GET", "/orders")[0] == 200
+
+
+def test_a_front_controller_that_does_not_parse_or_is_missing_is_refused(world, tmp_path):
+    before = world.current()
+    broken = variant(tmp_path, **{"lib/Request.class.php": "<?php\nfunction ( {\n"})
+    line = world.refused(broken)
+    assert re.search(r"refused at check: Parse error: syntax error, .* on line 2\)$", line), line
+    line = world.refused(variant(tmp_path, "other", NOTE="a new tree"), "lib/Missing.php")
+    assert "refused at check: php_front_controller lib/Missing.php is not in the release" in line
+    assert world.current() == before
     assert world.bob("GET", "/orders")[0] == 200
 
 
@@ -200,6 +212,22 @@ def test_open_basedir_keeps_the_app_out_of_etc_passwd(world, tmp_path):
     assert world.current() == before
     status, mine = world.bob("GET", "/orders")
     assert status == 200 and len(mine["orders"]) == 1
+
+
+def test_a_value_php_fpm_would_read_as_a_variable_is_one_line_and_not_shown(world):
+    host_vars = world.inventory / "host_vars" / f"{API.name}.yml"
+    good = host_vars.read_text()
+    host_vars.write_text(good.replace("{env: PHP_APP_SIGNING_KEY}", "'$2y$10$hashedvalue'"))
+    try:
+        done = world.cli("provision", "--host", API.name, check=False)
+    finally:
+        host_vars.write_text(good)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("failed")]
+    assert "the value of ORDERS_SIGNING_KEY cannot start with '$'" in line
+    assert "hashedvalue" not in output
+    assert world.bob("GET", "/orders")[0] == 200
 
 
 def test_the_secret_is_root_only_and_never_printed(world):
