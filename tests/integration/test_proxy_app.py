@@ -321,3 +321,12 @@ def test_sandbox_scores_at_most_2_and_relaxations_raise_it(px):
     relaxed, report = exposure(px)
     assert "✗ MemoryDenyWriteExecute=" in report and relaxed > score, report
     assert call(px, "/health")[0] == 200
+
+
+def test_mtls_routes_guard_the_admin_path_before_the_app(px):
+    px.host_vars(mtls_routes=[{"path": "/admin", "allow": {"names": [CLIENT]}}])
+    px.inv("provision")
+    code, refused = call(px, "/admin/stats", SECOND)
+    assert code == 403 and refused["rule"] == "/admin", refused
+    assert call(px, "/orders", SECOND)[0] == 200
+    assert call(px, "/admin/stats")[0] == 200
