@@ -101,6 +101,39 @@ def test_the_longest_listed_path_decides_and_serials_match(world):
     assert call(world, "zed", "/admin/stats") == forbidden("/admin")
 
 
+def test_the_longest_api_name_and_many_rules_pass_nginx_t(world):
+    """api_name may have 32 characters: $mtls_<name>_route must still fit nginx's
+    variables_hash_bucket_size (a name of 47 characters did not: "could not build
+    variables_hash"), and a map of 40 rules its regex limits."""
+    import base64
+
+    from mtls_deploy import inventory, role_loader
+    from mtls_deploy.facts import HostFacts
+
+    name = "a" * 32
+    many = [
+        {"path": f"/p{i}/x.{i}", "allow": {"names": [f"c{i}"], "ou": ["ops"]}} for i in range(40)
+    ]
+    v = inventory.load(world.inventory, {"api_name": name, "mtls_routes": world.rules + many})
+    nginx = role_loader.load("nginx")
+    roles = role_loader.host_roles(v.host(HOST.name).vars)
+    site = nginx.module.render_site(
+        role_loader.with_exports(roles, v.host(HOST.name).vars, HostFacts())["nginx"], HostFacts()
+    )
+    assert f"$mtls_{name}_route" in site.decode()
+    conf = (
+        "events {}\nhttp {\n    include /etc/nginx/mime.types;\n    include /tmp/rt/site.conf;\n}\n"
+    )
+    script = (
+        "mkdir -p /tmp/rt && cp /etc/nginx/fastcgi_params /tmp/rt/ && "
+        f"echo {base64.b64encode(site).decode()} | base64 -d > /tmp/rt/site.conf && "
+        f"printf %s {base64.b64encode(conf.encode()).decode()} | base64 -d > /tmp/rt/nginx.conf && "
+        "nginx -t -c /tmp/rt/nginx.conf -g 'pid /tmp/rt/nginx.pid;' 2>&1; echo rc=$?; rm -rf /tmp/rt"
+    )
+    out = world.sudo(HOST.name, script).stdout
+    assert "rc=0" in out and "test is successful" in out, out
+
+
 def test_without_rules_the_site_is_as_before_and_a_revoked_alice_gets_400(world):
     """Last: it changes the host. Rules gone: bob reaches the backend on /admin; alice
     revoked: nginx refuses her certificate with its 400 before any rule."""

@@ -47,7 +47,7 @@ class Site:
         text = site(routes)
         self.rule = map_block(text, "mtls_api_rule")
         self.allowed = map_block(text, "mtls_api_allowed")
-        self.path = map_block(text, "mtls_api_rule_path")
+        self.path = map_block(text, "mtls_api_route")
 
     def rule_of(self, uri: str) -> str:
         """The path of the rule that covers ``uri`` ("" for none)."""
@@ -153,9 +153,7 @@ def test_the_refusal_is_a_json_403_at_server_level_naming_the_rule():
     assert "error_page 403 = @mtls_route_forbidden;" in server
     body = re.search(r"location @mtls_route_forbidden \{(.*?)\n    \}", server, re.S).group(1)
     assert "default_type application/json;" in body and "types { }" in body
-    assert re.search(
-        r"return 403 '\{\"error\":\"forbidden\",\"rule\":\"\$mtls_api_rule_path\"", body
-    )
+    assert re.search(r"return 403 '\{\"error\":\"forbidden\",\"rule\":\"\$mtls_api_route\"", body)
 
 
 def test_the_maps_are_named_after_the_api():
@@ -273,3 +271,12 @@ def test_a_rule_without_a_path_fails_the_host_in_one_line_before_connecting(
         "failed   api1  mtls_routes: a rule has no 'path': write each as "
         "{path: /admin, allow: {names: [...], ou: [...], serials: [...]}}"
     ], out + err
+
+
+def test_every_variable_fits_nginx_s_hash_bucket_with_the_longest_api_name():
+    """nginx's variables_hash_bucket_size is 64: 8 (pointer) + 2 (length) + the name, rounded
+    up to 8, plus the bucket's closing pointer: at most 46 characters ("could not build
+    variables_hash" on the lab with $mtls_<32 characters>_rule_path, 47)."""
+    text = site(ROUTES, api_name="a" * 32)
+    names = set(re.findall(r"^map \S+ \$(\S+) \{", text, re.M)) | {"mtls_failure"}
+    assert len(names) == 6 and max(map(len, names)) <= 46, sorted(names, key=len)[-1]
