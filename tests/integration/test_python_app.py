@@ -106,6 +106,11 @@ def test_bob_orders_and_reads_the_stats(world):
     )
 
 
+def test_a_second_provision_would_change_nothing(world):
+    done = inv("provision", "--host", PY_API.name, "--check", env=world.env)
+    assert "changed=0" in done.stdout and "failed=0" in done.stdout, done.stdout
+
+
 def test_the_app_runs_sandboxed_as_before(world):
     report = on_host(world, "systemd-analyze security --no-pager api-python.service | tail -1")
     assert float(report.split(":")[1].split()[0]) <= 2.0, report
