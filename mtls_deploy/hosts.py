@@ -53,7 +53,7 @@ def provision_hosts(names, group, check, diff, serial, json, extra_vars) -> Grou
     if any(h.vars.get("app_src") for h in hosts):  # the release pipeline, imported when used
         from .release.hosts import release_work
 
-        work = release_work(hosts, work, check)  # then app_src's
+        work = release_work(hosts, options)  # then app_src's, on the same connection
     if json or len(hosts) < 2:
         printer = None if json else (lambda r: report.print_host(r, diff=diff))
         group_result = run_on_hosts(hosts, work, serial, printer)

@@ -9,6 +9,7 @@ its own bookkeeping to the plan: the host's manifest, and the removal of what a 
 the host had put there (``manifest.py``; never in a tagged run).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import apply as applying
@@ -43,11 +44,14 @@ ENGINE_HANDLERS = [Handler(applying.DAEMON_RELOAD, (("systemctl", "daemon-reload
 @dataclass(frozen=True)
 class RunOptions:
     """How to run: ``check`` plans only; ``diff`` shows file diffs; ``tags`` runs only the
-    resources carrying one of them (no packages, no prepare step: the CRL push)."""
+    resources carrying one of them (no packages, no prepare step: the CRL push); ``then``:
+    ``then(remote) -> list[Step]``, more work on the same connection once every step of the
+    roles succeeded (a release of the host's application)."""
 
     check: bool = False
     diff: bool = False
     tags: tuple[str, ...] = ()
+    then: Callable[[Remote], list[Step]] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ def provision_host(host, options: RunOptions = RunOptions()) -> HostResult:
         steps = run.converge(fact_cache.load(cache))
         if run.facts is not None:
             fact_cache.save(cache, run.facts)
+        if options.then and not any(s.status == "failed" for s in steps):
+            steps += options.then(remote)
         return HostResult(host.name, prepared + steps, data={"ssh_channels": remote.channels})
 
 

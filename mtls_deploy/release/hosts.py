@@ -1,12 +1,12 @@
 """Release runs on several inventory hosts, with provision's report: ``deploy_hosts``,
-``rollback_hosts``, and ``with_release``, which ``inv provision`` runs after the roles."""
+``rollback_hosts``, and ``release_work``, with which ``inv provision`` deploys after the roles."""
 
 import sys
 from dataclasses import replace
+from functools import partial
 
 from .. import report
 from ..cli import print_json
-from ..errors import UserError
 from ..runner import GroupResult, HostResult, run_on_hosts
 from . import run
 from .source import check_sources
@@ -34,22 +34,19 @@ def _report(hosts: list, work, json: bool) -> GroupResult:
     return group_result
 
 
-def release_work(hosts: list, provision, check: bool):
-    """``provision(host) -> HostResult`` followed, for hosts with ``app_src``, by a deploy of
-    it (when the roles succeeded). Every tree is read and checked now, before any connection."""
+def release_work(hosts: list, options):
+    """``provision_host(host, options)`` for each host, and for hosts with ``app_src`` its
+    deploy on the same connection once the roles succeeded (``RunOptions.then``). Every tree
+    is read and checked now, before any connection."""
+    from ..provision import provision_host
+
     check_sources(hosts)
     prepared = {h.name: run.prepare(h) for h in hosts if h.vars.get("app_src")}
 
     def work(host) -> HostResult:
-        result = provision(host)
-        if host.name not in prepared or result.failed:
-            return result
-        try:
-            released = run.deploy(prepared[host.name], check)
-        except UserError as error:
-            return replace(result, error=str(error))
-        channels = result.data.get("ssh_channels", 0) + released.data["ssh_channels"]
-        data = {**result.data, "ssh_channels": channels}
-        return replace(result, steps=result.steps + released.steps, data=data)
+        if host.name not in prepared:
+            return provision_host(host, options)
+        then = partial(run.deploy_on, prepared[host.name], options.check)
+        return provision_host(host, replace(options, then=then))
 
     return work

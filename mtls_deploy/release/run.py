@@ -74,6 +74,15 @@ def deploy(prepared: Prepared, check: bool = False) -> HostResult:
         return HostResult(prepared.name, steps, data={"ssh_channels": remote.channels})
 
 
+def deploy_on(prepared: Prepared, check: bool, remote: Remote) -> list[Step]:
+    """``deploy`` on a connection already open (``inv provision``'s, after the roles): its
+    steps; what would have stopped the host is one failed step."""
+    try:
+        return _deploy(remote, prepared, _probe(remote, prepared, check), check)
+    except UserError as error:
+        return [Step(KIND, "release", "failed", str(error).removeprefix(f"{prepared.name}: "))]
+
+
 def rollback(prepared: Prepared, to: str | None = None) -> HostResult:
     """``inv rollback`` on one host: ``current`` back to the release before it (or ``to``)."""
     with _connected(prepared) as remote:

@@ -5,6 +5,7 @@ PHP tree; then deploys and rollbacks through the real command line. The front co
 answers with the tree's VERSION, a counter kept in the shared var/ and a hash of the secret
 it gets through app_environment."""
 
+import json
 import os
 import re
 
@@ -125,6 +126,11 @@ def test_an_unchanged_tree_is_one_round_trip_and_no_new_release(world):
 def test_check_reports_and_changes_nothing(world):
     converged = cli(world, "provision", "--host", REL.name, "--check")
     assert "(the tree is unchanged)" in converged.stdout and "changed=0" in converged.stdout
+    again = json.loads(cli(world, "provision", "--host", REL.name, "--json").stdout)["hosts"][
+        REL.name
+    ]
+    assert again["recap"]["changed"] == 0 and again["steps"][-1]["kind"] == "app"
+    assert again["ssh_channels"] == 2  # the roles' one round trip, then the release's probe
     before = releases(world)
     write_app(world.app, "v2")
     done = cli(world, "deploy", "--host", REL.name, "--check")
