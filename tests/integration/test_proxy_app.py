@@ -299,6 +299,30 @@ def test_a_failing_pip_install_is_refused_before_the_switch(px):
     assert px.instance() == serving and call(px, "/health")[0] == 200
 
 
+# Writes what it was given to var/, then becomes uvicorn on the socket (argv[1]).
+RECORD_AND_SERVE = (
+    "import json, os, sys; "
+    "open('var/given.json', 'w').write(json.dumps([sys.argv[2:], os.environ.get('GREETING')])); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'uvicorn', '--uds', sys.argv[1], 'app:app'])"
+)
+AWKWARD = ["two words", 'say "hi"', "it's", "$HOME ${PATH}", "50% %i %n", "back\\slash \\n", ";"]
+
+
+def test_command_arguments_and_environment_reach_the_server_as_written(px):
+    """systemd would split, unquote, expand $VARS and %specifiers: the role's quoting undoes
+    all of it; {release} is the release's directory."""
+    command = ["{venv}/bin/python", "-c", RECORD_AND_SERVE, "{socket}", *AWKWARD, "{release}/x"]
+    greeting = 'a "b" 100% $x \\ it\'s'
+    px.host_vars(proxy_command=command, proxy_environment={"GREETING": greeting})
+    px.inv("provision")
+    given, environment = json.loads(px.sudo("cat /srv/api/shared/var/given.json"))
+    release = call(px, "/health")[1]["release"]
+    assert given == [*AWKWARD, f"{RELEASES}/{release}/x"]
+    assert environment == greeting
+    verify = px.world.sudo(PX_API.name, f"systemd-analyze verify {UNIT}@{px.instance()}.service")
+    assert verify.returncode == 0 and UNIT not in verify.stderr, verify.stderr
+
+
 def exposure(px: Px) -> tuple[float, str]:
     unit = f"{UNIT}@{px.instance()}.service"
     report = px.sudo(f"systemd-analyze security --no-pager {unit}")
