@@ -14,6 +14,12 @@ is the limit, which is what caps the ceiling row on a 2-core machine that runs b
 After the runs, the resident memory of nginx plus the backend on each host (the sum of their
 processes' RSS, and PSS, which counts shared pages once) must fit the tutorial's 256 MB VPS
 with room to spare: the goal is at most half of it, 128 MB.
+
+The example apps (issue 12) follow, ``GET /orders`` of each at 8 connections on its own host
+(bench/world.py: apps-php, apps-py, apps-proxy; only php-orders with ``--quick``), with their
+server CPU and memory: nginx + backend RSS at most 96 MB with each example. And the built-in
+``/whoami`` front controllers must reach at least 20 % of the ceiling's req/s measured in the
+same run, at 8 connections (the ratios are in the report).
 """
 
 import os
@@ -22,7 +28,14 @@ import tempfile
 from pathlib import Path
 
 from .common import goal, print_goals, print_table, run_process
-from .world import Bundle, host_processes, https_port, lab_cpu_seconds, memory_kb, server_name
+from .world import (
+    Bundle,
+    host_processes,
+    https_port,
+    lab_cpu_seconds,
+    memory_kb,
+    server_name,
+)
 
 NAME = "api-throughput"
 TARGETS = {  # name: (host, path, the host's server processes)
@@ -30,11 +43,26 @@ TARGETS = {  # name: (host, path, the host's server processes)
     "python /whoami": ("fleet2", "/whoami", ("nginx", "uwsgi")),
     "nginx return 200 (ceiling)": ("fleet1", "/ceiling", ("nginx",)),
 }
+EXAMPLES = {  # name: (host, path, the host's server processes); at 8 connections
+    "php-orders GET /orders": ("apps-php", "/orders", ("nginx", "php-fpm")),
+    "flask-orders GET /orders": ("apps-py", "/orders", ("nginx", "uwsgi")),
+    "fastapi-orders GET /orders": ("apps-proxy", "/orders", ("nginx", "uvicorn")),
+}
 HOSTS = ["fleet1", "fleet2"]
-BACKENDS = {"fleet1": ("nginx", "php-fpm"), "fleet2": ("nginx", "uwsgi")}
+BACKENDS = {"fleet1": ("nginx", "php-fpm"), "fleet2": ("nginx", "uwsgi"),
+            **{host: comms for host, _, comms in EXAMPLES.values()}}  # fmt: skip
 CONCURRENCY = (1, 8)
 MAX_REQUESTS = 200_000
-VPS_MB, GOAL_MB = 256, 128
+VPS_MB, GOAL_MB, EXAMPLE_GOAL_MB = 256, 128, 96
+CEILING_SHARE = 0.20  # /whoami req/s over nginx's own `return 200`, at 8 connections
+
+
+def examples(quick: bool) -> dict:
+    return dict(list(EXAMPLES.items())[:1]) if quick else EXAMPLES
+
+
+def hosts_needed(quick: bool) -> list[str]:
+    return [*HOSTS, *(host for host, _, _ in examples(quick).values())]
 
 
 def run(world, quick: bool) -> dict:
@@ -44,17 +72,49 @@ def run(world, quick: bool) -> dict:
         pem = client_pem(world.bundle, Path(scratch))
         for host, path, _ in TARGETS.values():  # warm-up: workers spawned, caches filled
             load(host, path, pem, 1, 1, Path(scratch))
+        for host, path, _ in examples(quick).values():
+            load(host, path, pem, 1, 1, Path(scratch))
         figures = {
             f"{name} c={c}": load(host, path, pem, c, seconds, Path(scratch), comms)
             for name, (host, path, comms) in TARGETS.items()
             for c in CONCURRENCY
         }
-    memory = {host: resident(host, BACKENDS[host]) for host in HOSTS}
-    worst = max(m["rss_mb"] for m in memory.values())
-    goals = [goal("nginx + backend RSS after the run, MB (256 MB VPS)", worst, GOAL_MB)]
+        figures |= {
+            f"{name} c=8": load(host, path, pem, 8, seconds, Path(scratch), comms)
+            for name, (host, path, comms) in examples(quick).items()
+        }
+    memory = {host: resident(host, BACKENDS[host]) for host in hosts_needed(quick)}
+    ratios = ceiling_ratios(figures)
+    goals = memory_goals(memory) + [
+        goal(f"{name} c=8 req/s over the ceiling's, same run", share, CEILING_SHARE, "higher")
+        for name, share in ratios.items()
+    ]
     show(figures, memory, goals, seconds)
     return {"quick": quick, "seconds": seconds, "tool": ab_version(), "figures": figures,
-            "memory": memory, "goals": goals}  # fmt: skip
+            "memory": memory, "ceiling_ratios": ratios, "goals": goals}  # fmt: skip
+
+
+def ceiling_ratios(figures: dict) -> dict:
+    """``{"php /whoami": 0.17, ...}``: each built-in front controller's req/s at 8 connections
+    over nginx's own ``return 200`` at 8 connections in the same run."""
+    ceiling = figures["nginx return 200 (ceiling) c=8"]["requests_per_s"]
+    return {
+        name: round(figures[f"{name} c=8"]["requests_per_s"] / ceiling, 3)
+        for name in ("php /whoami", "python /whoami")
+    }
+
+
+def memory_goals(memory: dict) -> list:
+    """128 MB for the built-in front controllers' hosts, 96 MB for each example's."""
+    built_in = max(memory[h]["rss_mb"] for h in HOSTS)
+    rows = [goal("nginx + backend RSS after the run, MB (256 MB VPS)", built_in, GOAL_MB)]
+    rows += [
+        goal(f"nginx + backend RSS with {name.split()[0]}, MB", memory[host]["rss_mb"],
+             EXAMPLE_GOAL_MB)
+        for name, (host, _, _) in EXAMPLES.items()
+        if host in memory
+    ]  # fmt: skip
+    return rows
 
 
 def client_pem(bundle: Bundle, folder: Path) -> Path:

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from mtls_deploy import lab
 
-from . import api_throughput, fleet, mtls_handshakes, provision_fresh, provision_noop, soak
+from . import (
+    api_throughput,
+    deploy_noop,
+    deploy_under_load,
+    fleet,
+    mtls_handshakes,
+    provision_fresh,
+    provision_noop,
+    soak,
+)
 from .common import (
     QUICK_RESULTS_DIR,
     REPO,
@@ -23,7 +32,7 @@ from .common import (
     versions,
     write_result,
 )
-from .world import World, host_versions, lab_hosts
+from .world import World, host_versions, lab_hosts, sort_key
 
 WORLD_BENCHMARKS = {  # in the order they run: the no-op ones first, before fresh resets fleet1
     "provision-noop": provision_noop,
@@ -31,6 +40,8 @@ WORLD_BENCHMARKS = {  # in the order they run: the no-op ones first, before fres
     "provision-fresh": provision_fresh,
     "mtls-handshakes": mtls_handshakes,
     "api-throughput": api_throughput,
+    "deploy-noop": deploy_noop,
+    "deploy-under-load": deploy_under_load,
 }
 BENCHMARKS = [*WORLD_BENCHMARKS, "pki-bulk", "soak"]  # soak: its own lab world, ~7 min
 ON_REQUEST = ("soak",)  # ~7 minutes of lab time: run only when named (--only soak)
@@ -95,7 +106,7 @@ def hosts_needed(names: list[str], quick: bool) -> list[str]:
         module = WORLD_BENCHMARKS[name]
         wanted = module.hosts_needed(quick) if hasattr(module, "hosts_needed") else module.HOSTS
         hosts += [h for h in wanted if h not in hosts]
-    return sorted(hosts, key=lambda h: int(h.removeprefix("fleet")))
+    return sorted(hosts, key=sort_key)
 
 
 def hosts_with_backends(hosts: list[str]) -> list[str]:

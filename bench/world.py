@@ -9,6 +9,11 @@ Ports: fleet1..fleet8 SSH 2241-2248 and HTTPS 8471-8478 on 127.0.0.1; fleet9..fl
 fleet benchmark's N = 16 and 32) SSH 2249 and HTTPS 8479 each on an address of its own,
 127.0.5.9-127.0.5.32. fleet2 runs the Python backend, the others PHP-FPM. Every host's nginx
 site also answers ``/ceiling`` (templates/ceiling-site.conf.j2).
+
+The example apps (issue 12) run on hosts of their own, group ``apps``, each deployed from a copy
+of its example in the world's directory (the deploy benchmarks change it): apps-php
+(examples/php-orders, SSH 2457, HTTPS 8657), apps-py (flask-orders, 2458/8658) and apps-proxy
+(fastapi-orders, 2459/8659), on 127.0.0.1.
 """
 
 import json
@@ -34,22 +39,41 @@ PYTHON_HOSTS = {"fleet2"}
 CLIENT = "bench"
 CEILING_TEMPLATE = Path(__file__).resolve().parent / "templates" / "ceiling-site.conf.j2"
 INV = Path(sys.executable).with_name("inv")
+SIGNING_KEY_ENV = "ORDERS_SIGNING_KEY"  # the examples' app_environment reads it from here
+_SHARED = {"app_shared": ["var"], "app_environment": {SIGNING_KEY_ENV: {"env": SIGNING_KEY_ENV}}}
+APPS = {  # host: (SSH port, HTTPS port, backend, example, its host_vars beside app_src)
+    "apps-php": (2457, 8657, "php", "php-orders",
+                 {**_SHARED, "php_front_controller": "lib/Request.class.php"}),
+    "apps-py": (2458, 8658, "python", "flask-orders", {**_SHARED, "python_wsgi": "orders:app"}),
+    "apps-proxy": (2459, 8659, "proxy", "fastapi-orders", {"app_shared": ["var"]}),
+}  # fmt: skip
 
 
 def _number(host: str) -> int:
     return int(host.removeprefix("fleet"))
 
 
+def sort_key(host: str) -> tuple:
+    """fleet1..fleet32 in order, then the app hosts."""
+    return (1, list(APPS).index(host)) if host in APPS else (0, _number(host))
+
+
 def address(host: str) -> str:
+    if host in APPS:
+        return "127.0.0.1"
     n = _number(host)
     return "127.0.0.1" if n <= ON_LOCALHOST else f"127.0.5.{n}"
 
 
 def ssh_port(host: str) -> int:
+    if host in APPS:
+        return APPS[host][0]
     return 2240 + min(_number(host), ON_LOCALHOST + 1)
 
 
 def https_port(host: str) -> int:
+    if host in APPS:
+        return APPS[host][1]
     return 8470 + min(_number(host), ON_LOCALHOST + 1)
 
 
@@ -65,6 +89,11 @@ def inventory_text() -> str:
         f"server_name: {server_name(h)}, backend: {'python' if h in PYTHON_HOSTS else 'php'}}}"
         for h in FLEET
     ]
+    apps = [
+        f"            {h}: {{ansible_port: {ssh_port(h)}, https_port: {https_port(h)}, "
+        f"server_name: {server_name(h)}, backend: {backend}}}"
+        for h, (_, _, backend, _, _) in APPS.items()
+    ]
     head = textwrap.dedent(f"""\
         # Written by bench/world.py for one benchmark run.
         all:
@@ -76,7 +105,7 @@ def inventory_text() -> str:
                 fleet:
                   hosts:
         """)
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join([*lines, "        apps:", "          hosts:", *apps]) + "\n"
 
 
 def lab_hosts(hosts: list[str]) -> list:
@@ -115,11 +144,26 @@ class World:
             "MTLS_DEPLOY_DIST_DIR": str(world.dir / "dist"),
             "MTLS_DEPLOY_CA_PASSPHRASE": os.urandom(12).hex(),
         }
+        world.env[SIGNING_KEY_ENV] = os.urandom(12).hex()
+        world.write_apps()
         os.environ.update(world.env)  # in-process provisioning reads the same world
         world.bundle = world.new_pki("pki", "ec")
         if hosts:
             world.boot(hosts, progress)
         return world
+
+    def write_apps(self) -> None:
+        """Each app host's host_vars, its ``app_src`` a copy of its example (``app_dir``)."""
+        folder = self.dir / "inventory" / "host_vars"
+        folder.mkdir(exist_ok=True)
+        for host, (_, _, _, example, values) in APPS.items():
+            shutil.copytree(REPO / "examples" / example, self.app_dir(host),
+                            ignore=shutil.ignore_patterns("__pycache__", "var", "vendor"))  # fmt: skip
+            text = json.dumps({"app_src": str(self.app_dir(host)), **values})
+            (folder / f"{host}.yml").write_text(text + "\n")  # JSON is YAML
+
+    def app_dir(self, host: str) -> Path:
+        return self.dir / "apps" / APPS[host][3]
 
     def new_pki(self, folder: str, key_type: str) -> Bundle:
         """A PKI in ``<dir>/<folder>`` and the bench client's bundle from it."""

@@ -445,7 +445,8 @@ def doctor(c, name=None, cert=None, key=None, host=None):
 @task(
     help={
         "only": "benchmarks, comma-separated: provision-noop, fleet, provision-fresh, "
-        "mtls-handshakes, api-throughput, pki-bulk (default: all of these), soak (~7 min)",
+        "mtls-handshakes, api-throughput, deploy-noop, deploy-under-load, pki-bulk (default: "
+        "all of these), soak (~7 min)",
         "quick": "a short variant of each, written to bench/results/quick.tmp/",
         "results": "directory for the JSON files (default bench/results/)",
     }

@@ -15,7 +15,7 @@ pytestmark = [*needs_lab, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["provision-noop", "fleet", "provision-fresh", "mtls-handshakes", "api-throughput",
-         "pki-bulk"]  # fmt: skip
+         "deploy-noop", "deploy-under-load", "pki-bulk"]  # fmt: skip
 COMMITTED = ROOT / "bench" / "results" / "pki-bulk.json"
 
 
@@ -83,12 +83,32 @@ def test_handshakes_use_the_keys_they_claim_and_resume(results):
 
 def test_throughput_rows_are_clean_and_memory_fits_the_vps(results):
     doc = results["api-throughput"]
-    assert len(doc["figures"]) == 6
+    assert len(doc["figures"]) == 7  # 3 targets x 1 and 8 connections, php-orders at 8 (quick)
+    assert doc["figures"]["php-orders GET /orders c=8"]["host"] == "apps-php"
     for row in doc["figures"].values():
         assert row["complete"] > 0 and row["failed"] == 0 and row["non_2xx"] == 0
         assert row["keep_alive"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+    assert set(doc["memory"]) == {"fleet1", "fleet2", "apps-php"}
     for host in doc["memory"].values():
         assert 1 < host["rss_mb"] < 256 and 0 < host["pss_mb"] <= host["rss_mb"]
+    assert set(doc["ceiling_ratios"]) == {"php /whoami", "python /whoami"}
+    assert all(0 < share < 1 for share in doc["ceiling_ratios"].values())
+
+
+def test_deploy_noop_changes_nothing_in_one_connection(results):
+    f = results["deploy-noop"]["figures"]["apps-php"]
+    assert 0 < f["wall_s"]["min"] <= f["wall_s"]["median"] <= f["wall_s"]["max"]
+    assert f["ssh_channels"] and all(n >= 1 for n in f["ssh_channels"])
+    assert results["deploy-noop"]["goals"][0]["target"] == 1.0
+
+
+def test_deploy_under_load_fails_no_request(results):
+    f = results["deploy-under-load"]["figures"]["apps-php"]
+    for phase in ("before", "during"):
+        for client in ("ab", "keep-alive"):
+            row = f[phase][client]
+            assert row["complete"] > 0 and (row["failed"], row["non_2xx"]) == (0, 0), row
+    assert f["switches"] == 1 and f["switch_seconds"] > 0
 
 
 def test_pki_bulk_is_run_and_moved_to_the_results(results):
