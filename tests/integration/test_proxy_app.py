@@ -13,6 +13,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from mtls_deploy import inventory, lab
 from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.pki.store import PkiStore
 
@@ -354,3 +356,16 @@ def test_mtls_routes_guard_the_admin_path_before_the_app(px):
     assert code == 403 and refused["rule"] == "/admin", refused
     assert call(px, "/orders", SECOND)[0] == 200
     assert call(px, "/admin/stats")[0] == 200
+
+
+def test_the_current_instance_starts_at_boot(px):
+    serving = px.instance()
+    hosts = lab.hosts_from_inventory(inventory.load(px.world.inventory).select())
+    lab.down(hosts)
+    lab.up(hosts, ROOT / ".lab")
+    for _ in range(100):  # nginx and the instance start in parallel after boot
+        if subprocess.run(["curl", "-sf", "-o", "/dev/null", "-k", "--max-time", "2",
+                           f"https://127.0.0.1:{PX_API.https_port}/health"]).returncode == 0:  # fmt: skip
+            break
+        time.sleep(0.2)
+    assert call(px, "/health")[0] == 200 and px.instance() == serving
