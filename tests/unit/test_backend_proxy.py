@@ -374,3 +374,24 @@ def test_every_step_is_valid_shell_the_engine_can_quote():
     for command in [*steps().build, *steps().start, *steps().activate, *steps().retire]:
         text = shell_text(command)
         assert shlex.split(text)  # quoted as one command line
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("proxy_command", "uvicorn app:app", "must be a list, not 'uvicorn app:app'"),
+        ("proxy_command", ["/bin/x", "a\nb"], "'a\\nb' is not one line of at most 1024"),
+        ("proxy_hardening", ["nojit"], "must be one of jit, network, not 'nojit'"),
+        ("proxy_environment", {"1X": "a"}, "has a bad key: '1X' is not an environment variable"),
+        ("proxy_environment", {"A": "a\nb"}, ".A must be one line of text or an integer"),
+        ("proxy_ready_path", "health", "'health' is not an absolute URL path such as /health"),
+    ],
+)
+def test_the_schema_refuses_in_words(name, value, message):
+    from mtls_deploy import schema
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        schema.check_value(value, schema.role_schema("backend_proxy")[name])
