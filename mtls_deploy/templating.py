@@ -12,6 +12,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from . import render_memo
 from .errors import BadInput
 from .project import package_data
 
@@ -27,7 +28,14 @@ def environment(*search_path: str):
     import jinja2  # imported here: only runs that render pay for it
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(
+    class Recorded(SandboxedEnvironment):
+        """Tells ``render_memo`` each template a render loads or looks for."""
+
+        def _load_template(self, name, globals):
+            render_memo.loaded(name)
+            return super()._load_template(name, globals)
+
+    return Recorded(
         loader=jinja2.FileSystemLoader(list(search_path)),
         undefined=jinja2.StrictUndefined,
         bytecode_cache=bytecode_cache(jinja2.__version__),
@@ -70,14 +78,27 @@ def render(name: str, templates_dir: Path | None = None, **context) -> bytes:
 
     Example: ``render("web/site.conf.j2", server_name="api1.lab.test", ...)``
     """
-    import jinja2
-
     search = [str(templates_dir or TEMPLATES_DIR)]
     own = Path(name)
     if own.is_file() and (own.is_absolute() or own.parts[0] != "templates"):
         search.insert(0, str(own.resolve().parent))
+    chosen = own.name if len(search) > 1 else name
+    memo_key = render_memo.key(chosen, search, context, OPTIONS)
+    remembered = render_memo.recall(memo_key, search) if memo_key else None
+    if remembered is not None:
+        return remembered
+    with render_memo.recording() as names:
+        output = _render(name, chosen, search, context)
+    if memo_key:
+        render_memo.remember(memo_key, search, names, output)
+    return output
+
+
+def _render(name: str, chosen: str, search: list[str], context: dict) -> bytes:
+    import jinja2
+
     try:
-        template = environment(*search).get_template(own.name if len(search) > 1 else name)
+        template = environment(*search).get_template(chosen)
         return template.render(**context).encode()
     except jinja2.TemplateError as error:
         raise BadInput(f"template {name}: {_problem(error)}") from None
