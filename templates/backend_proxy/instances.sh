@@ -56,8 +56,9 @@ launch() { # unit staged release ready timeout -> prints the new instance; 1 whe
   sleep 0.3
   why=$(journalctl _SYSTEMD_UNIT="$service" _TRANSPORT=stdout --since "$since" -n 1 -o cat \
     --no-pager 2>/dev/null) # the server's own last line, else systemd's about spawning it
-  [ -n "$why" ] || why=$(journalctl _SYSTEMD_UNIT="$service" --since "$since" -n 1 -o cat \
-    --no-pager 2>/dev/null)
+  if [ -z "$why" ] && ! systemctl is-active --quiet "$service"; then
+    why=$(journalctl _SYSTEMD_UNIT="$service" --since "$since" -n 1 -o cat --no-pager 2>/dev/null)
+  fi
   drop "$unit" "$instance"
   echo "$service $outcome${why:+: $why}" >&2
   return 1

@@ -269,6 +269,19 @@ def test_a_proxy_command_that_exits_at_once_switches_nothing(px):
     assert px.instance() == serving
 
 
+def test_a_server_that_never_answers_is_stopped_after_proxy_start_timeout(px):
+    serving = px.instance()
+    px.host_vars(proxy_command=["/bin/sleep", "600"], proxy_start_timeout=2)
+    refused = px.inv("provision", check=False)
+    assert re.search(
+        r"\(api-proxy@\S+\.service did not answer GET /health within 2s\)", refused.stdout
+    ), refused.stdout
+    assert px.instance() == serving and call(px, "/health")[0] == 200
+    assert "sleep" not in px.sudo("ps -eo cmd")  # the new instance was stopped
+    px.host_vars()
+    px.inv("provision")
+
+
 def test_a_release_whose_server_exits_at_once_is_not_switched(px):
     serving, app = px.instance(), (px.app / "app.py").read_text()
     (px.app / "app.py").write_text('raise SystemExit("orders: DATABASE_URL is not set")\n' + app)
