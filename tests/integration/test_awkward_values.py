@@ -147,7 +147,7 @@ def awkward_vars(backend: str, fallback=max) -> dict:
     lower, upper = iter(string.ascii_lowercase), iter(string.ascii_uppercase)
     values = {}
     for name, spec in sorted(specs.items()):
-        if spec["type"] in UNRENDERED or spec["type"] == "dict":
+        if spec["type"] in UNRENDERED or spec["type"] in ("dict", "map"):
             continue
         textual = "choices" not in spec and spec["type"] in TEXTUAL
         capital = spec["type"] == "str" and "A-Z" in spec.get("pattern", "")
@@ -247,6 +247,7 @@ PLACES = {
         "pm.min_spare_servers = {php_pm_min_spare_servers}",
         "pm.max_spare_servers = {php_pm_max_spare_servers}",
         "pm.max_requests = {php_pm_max_requests}",
+        "process_control_timeout = {php_request_timeout}",
         "request_terminate_timeout = {php_request_timeout}",
         "php_admin_value[memory_limit] = {php_memory_limit}",
         "php_admin_value[open_basedir] = {php_app_dir}/",
@@ -284,6 +285,8 @@ PLACES = {
 NOT_RENDERED = {  # read by the roles for paths, packages or decisions, not written in a file
     "backend", "crl_refresh_fraction", "hsts_max_age", "nginx_hardening", "nginx_site_dir",
     "php_hardening", "php_remove_www_pool", "server_cert", "server_ip_addresses", "acme_staging",
+    # rendered as on/off; rendered only with app_src (tests/unit/test_backend_php_app.py)
+    "php_opcache_validate_timestamps", "php_front_controller",
 }  # fmt: skip
 
 
