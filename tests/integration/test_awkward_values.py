@@ -237,6 +237,7 @@ PLACES = {
     ],
     "pool": [
         "[{php_pool}]",
+        "; with an app, app_environment's (the root-only include {php_pool}.env.conf beside this file).",
         "user = {php_user}",
         "listen = {php_socket}",
         "listen.owner = {php_listen_owner}",
@@ -286,7 +287,7 @@ NOT_RENDERED = {  # read by the roles for paths, packages or decisions, not writ
     "backend", "crl_refresh_fraction", "hsts_max_age", "nginx_hardening", "nginx_site_dir",
     "php_hardening", "php_remove_www_pool", "server_cert", "server_ip_addresses", "acme_staging",
     # rendered as on/off; rendered only with app_src (tests/unit/test_backend_php_app.py)
-    "php_opcache_validate_timestamps", "php_front_controller",
+    "php_opcache_validate_timestamps", "php_front_controller", "app_environment",
 }  # fmt: skip
 
 
