@@ -179,7 +179,7 @@ def test_broken_site_is_refused_and_the_old_one_keeps_serving(world, backend):
 
 def test_a_pool_php_fpm_refuses_is_put_back_and_php_keeps_serving(world):
     """backend_php's own validator (php-fpm -t), declared by the role, not the engine."""
-    refused = {"php_pm_start_servers": 3, "php_pm_max_spare_servers": 2}
+    refused = {"php_pm": "dynamic", "php_pm_start_servers": 3, "php_pm_max_spare_servers": 2}
     result = provision(world, "php", **refused)
     validate = next(s for s in result.steps if s.kind == "validate")
     assert validate.status == "failed" and "ERROR" in validate.reason, validate

@@ -288,7 +288,7 @@ def test_php_pool_content():
         "listen.owner = www-data",
         "listen.group = www-data",
         "listen.mode = 0600",
-        "pm = dynamic",
+        "pm = static",
         "pm.max_children = 4",
         "clear_env = yes",
         "security.limit_extensions = .php",
