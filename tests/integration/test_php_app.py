@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,10 @@ FRONT_CONTROLLER = "lib/Request.class.php"
 # A front controller that tries what open_basedir must refuse, and shows what it got.
 PROBE = """<?php
 header('Content-Type: application/json');
+if ($_SERVER['DOCUMENT_URI'] === '/slow') {
+    sleep(3);
+    exit(json_encode(['slept' => 3]));
+}
 $errors = [];
 set_error_handler(function (int $level, string $message) use (&$errors) {
     $errors[] = $message;
@@ -212,6 +217,26 @@ def test_open_basedir_keeps_the_app_out_of_etc_passwd(world, tmp_path):
     assert world.current() == before
     status, mine = world.bob("GET", "/orders")
     assert status == 200 and len(mine["orders"]) == 1
+
+
+def test_a_pool_reload_lets_the_request_in_flight_finish(world, tmp_path):
+    """process_control_timeout: php-fpm's default (0) kills a request in flight on a reload."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = world.current()
+    world.use_app(variant(tmp_path, **{"lib/Request.class.php": PROBE}))
+    try:
+        world.cli("deploy", "--host", API.name)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(world.bob, "GET", "/slow")
+            time.sleep(1.5)  # the request is in php now
+            world.sudo("systemctl reload php8.2-fpm")
+            assert slow.result(timeout=30) == (200, {"slept": 3})
+        assert world.bob("GET", "/anything")[0] == 200  # the new workers serve
+    finally:
+        world.use_app(EXAMPLE)
+        world.cli("rollback", "--host", API.name)
+    assert world.current() == before
 
 
 def test_a_value_php_fpm_would_read_as_a_variable_is_one_line_and_not_shown(world):
