@@ -15,6 +15,28 @@ from .resources import Handler, Validator
 from .shell import statement
 
 UNTRAP = "trap - EXIT HUP INT TERM PIPE"
+# One run at a time on a host: every script that changes it (an apply, a release's switch,
+# unprovision) holds this lock (flock, fd 9) until it ends. /run: gone at reboot with its holders.
+HOST_LOCK = "/run/lock/mtls-deploy.lock"
+LOCK_WAIT = 120  # seconds a second run waits before it gives up, in one line
+BUSY_EXIT = 75  # EX_TEMPFAIL
+
+
+def host_lock(on_busy: str = "", path: str | None = None, wait: int | None = None) -> str:
+    """Shell lines that take the host's lock for the rest of the script (in its main shell,
+    not a subshell), waiting at most ``wait`` seconds; when another run still holds it:
+    ``on_busy`` runs, then one line on stderr, exit 75."""
+    path, wait = path or HOST_LOCK, LOCK_WAIT if wait is None else wait
+    where, folder = shlex.quote(path), shlex.quote(path.rsplit("/", 1)[0] or "/")
+    busy = (
+        f"another mtls-deploy run holds {path} on this host (waited {wait} s): "
+        "run again once it is done"
+    )
+    return (
+        f"mkdir -p {folder} && exec 9>>{where}\n"
+        f"flock -w {int(wait)} 9 || {{ {on_busy + '; ' if on_busy else ''}"
+        f"echo {shlex.quote(busy)} >&2; exit {BUSY_EXIT}; }}"
+    )
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,7 @@ def build_script(
     files = [(i, s) for i, s in todo if s.kind != "service" and not s.after_checks]
     services = [(i, s) for i, s in todo if s.kind == "service" and not s.after_checks]
     validated = [(i, s) for i, s in files if s.validate]
-    lines = ["set -e", "umask 077", _restore_function(validated)]
+    lines = ["set -e", "umask 077", host_lock(), _restore_function(validated)]
     if validated:
         # A dropped SSH connection ends the script with SIGHUP or SIGPIPE: restore then too.
         lines += [

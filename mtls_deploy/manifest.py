@@ -3,19 +3,24 @@
 One root-owned file, ``/var/lib/mtls-deploy/manifest.json``, read with the facts (same round
 trip) and written by the apply script like any managed file: the engine adds it to the plan as a
 ``File`` of its own, so check mode, diffs and idempotence come for free. Per role it lists the
-files and directories the role manages, the units it runs, its users, and the packages it
-installed (those missing before our apt-get; once recorded, they stay recorded).
+files and directories the role manages, the units it runs, its users, the packages it
+installed (those missing before our apt-get; once recorded, they stay recorded), and its trees:
+directories marked ``Directory(tree=True)`` that a run of ours created (absent when planned;
+once recorded, recorded while the role declares them), whose whole content is ours.
 
 A role that left the host's role list has its entries taken away by ``Removed`` steps, tracked by
-what we wrote, not guessed: units stopped and disabled, files deleted, directories deleted when
-empty, users deleted; packages stay. A path, unit or user a remaining role manages stays. The
+what we wrote, not guessed: units stopped and disabled, files deleted, trees deleted with all
+they hold (never one with a path a remaining role manages inside it, never a system directory
+or one less than two levels deep), directories deleted when empty, users deleted; packages
+stay. A path, unit or user a remaining role manages stays. The
 manifest is written first with the leaving role still in it, and once more, after the removals,
 without it: a removal that fails leaves the role recorded, to be tried again next run.
 
 Example manifest (sorted, no timestamps: a converged host's never changes)::
 
     {"format": 1, "roles": {"app": {"directories": ["/srv/app"], "files": ["/srv/app/run"],
-     "packages": ["app-server"], "units": ["app-server"], "users": ["app"]}}}
+     "packages": ["app-server"], "trees": ["/srv/app"], "units": ["app-server"],
+     "users": ["app"]}}}
 """
 
 import json
@@ -28,23 +33,73 @@ from .operations import Step, plan_file
 from .resources import Directory, File, Packages, Removed, Service, User
 
 FORMAT = 1
-KEYS = ("directories", "files", "packages", "units", "users")
-# Removal order: what runs stops first, then files go, then the (emptied) directories, then users.
-REMOVAL_ORDER = ("units", "files", "directories", "users")
-REMOVED_KIND = {"units": "unit", "files": "file", "directories": "directory", "users": "user"}
+KEYS = ("directories", "files", "packages", "trees", "units", "users")
+# Removal order: what runs stops first, then files go, then trees (whole), then the (emptied)
+# directories (a tree's parent among them), then users.
+REMOVAL_ORDER = ("units", "files", "trees", "directories", "users")
+REMOVED_KIND = {
+    "units": "unit",
+    "files": "file",
+    "trees": "tree",
+    "directories": "directory",
+    "users": "user",
+}
+# Never removed whole, whatever a manifest says (nor anything less than two levels deep).
+SYSTEM_DIRS = frozenset(
+    f"/{top}/{sub}"
+    for top, subs in {
+        "usr": ("bin", "sbin", "lib", "lib64", "libexec", "local", "share", "include", "src"),
+        "var": ("lib", "log", "cache", "spool", "backups", "mail", "opt", "tmp", "www", "local"),
+        "etc": ("systemd", "ssh", "default", "apt", "security", "pam.d", "sudoers.d"),
+        "run": ("systemd", "lock", "user", "sshd", "dbus"),
+    }.items()
+    for sub in subs
+)
 
 
-def entry(resources: list, installed: list[str] = ()) -> dict[str, list[str]]:
+def entry(resources: list, installed: list[str] = (), ours=frozenset()) -> dict[str, list[str]]:
     """What one role's ``resources`` manage, as its manifest entry; ``installed``: the packages
-    it installed (missing before our apt-get)."""
+    it installed (missing before our apt-get); ``ours``: the paths of tree directories we
+    created (its ``Directory(tree=True)`` among them are its trees)."""
     found = {
         "directories": [r.path for r in resources if isinstance(r, Directory)],
         "files": [r.path for r in resources if isinstance(r, File)],
         "packages": list(installed),
+        "trees": [r.path for r in resources if _is_tree(r) and r.path in ours],
         "units": [r.name for r in resources if isinstance(r, Service) and r.running],
         "users": [r.name for r in resources if isinstance(r, User)],
     }
+    for path in found["trees"]:
+        if refusal := tree_refusal(path):
+            raise UserError(f"Directory({path!r}, tree=True): {refusal}")
     return {key: sorted(set(values)) for key, values in found.items()}
+
+
+def _is_tree(resource) -> bool:
+    return isinstance(resource, Directory) and resource.tree
+
+
+def tree_refusal(path: str) -> str | None:
+    """Why ``path`` may not be removed whole (None when it may): not absolute and normal, ``/``,
+    less than two levels deep (``/srv``), or a system directory (``/var/lib``).
+
+    Example: ``tree_refusal("/srv")`` -> ``"less than two levels deep: ..."``
+    """
+    if not path.startswith("/") or path.startswith("//") or posixpath.normpath(path) != path:
+        return "not an absolute, normal path"
+    if path.count("/") < 2:
+        return "less than two levels deep: a tree is a directory of its own, such as /srv/<name>"
+    if path in SYSTEM_DIRS:
+        return "a system directory, never removed whole"
+    return None
+
+
+def created_trees(resources: list, facts: ResourceFacts) -> frozenset[str]:
+    """The tree directories among ``resources`` that are not there yet: this run creates them,
+    so everything that comes under them is ours."""
+    return frozenset(
+        r.path for r in resources if _is_tree(r) and facts.path(r.path).kind == "absent"
+    )
 
 
 def missing_packages(wanted: dict[str, list], facts: HostFacts) -> dict[str, list[str]]:
@@ -80,41 +135,67 @@ def _checked(found: dict) -> dict[str, list[str]]:
     for path in result["files"] + result["directories"]:
         if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
             raise ValueError(f"{path!r} is not an absolute, normal path")
+    for path in result["trees"]:
+        if refusal := tree_refusal(path):
+            raise ValueError(f"tree {path!r} is {refusal}")
     return result
 
 
 def updated(
-    old: dict, resources: dict[str, list], installed: dict[str, list[str]]
+    old: dict, resources: dict[str, list], installed: dict[str, list[str]], created=frozenset()
 ) -> dict[str, dict[str, list[str]]]:
-    """The current roles' entries: what their ``resources`` manage now, and every package the
-    old manifest recorded for them or they ``installed`` this run (sticky)."""
+    """The current roles' entries: what their ``resources`` manage now, every package the
+    old manifest recorded for them or they ``installed`` this run (sticky), and their trees:
+    recorded before, or ``created`` by this run."""
     return {
-        role: entry(found, [*old.get(role, {}).get("packages", []), *installed.get(role, [])])
+        role: entry(
+            found,
+            [*old.get(role, {}).get("packages", []), *installed.get(role, [])],
+            {*old.get(role, {}).get("trees", []), *created},
+        )
         for role, found in resources.items()
     }
 
 
-def render(roles: dict) -> bytes:
-    """The manifest file's content: sorted, indented JSON with a final newline."""
+def render(listed: dict) -> bytes:
+    """The manifest file's content: sorted, indented JSON with a final newline. An empty
+    ``trees`` is left out (a host's manifest from before trees stays byte for byte)."""
+    shown = {
+        name: {key: x for key, x in e.items() if key != "trees" or x} for name, e in listed.items()
+    }
     return (
-        json.dumps({"format": FORMAT, "roles": roles}, indent=2, sort_keys=True) + "\n"
+        json.dumps({"format": FORMAT, "roles": shown}, indent=2, sort_keys=True) + "\n"
     ).encode()
 
 
 def removals(left: dict[str, dict], kept: dict[str, dict]) -> list[Removed]:
     """What the roles in ``left`` had put there and no role in ``kept`` manages: units, files,
+    trees (whole, when no kept path is in them; what they hold is not listed again),
     directories (deepest first), users. Their packages stay."""
     managed = {(key, x) for e in kept.values() for key in KEYS for x in e[key]}
-    paths = {x for key, x in managed if key in ("files", "directories")}
+    paths = {x for key, x in managed if key in ("files", "directories", "trees")}
+    trees = {t for e in left.values() for t in e["trees"] if not any(_inside(p, t) for p in paths)}
     found = []
     for key in REMOVAL_ORDER:
         for role, e in sorted(left.items()):
             found += [
                 Removed(REMOVED_KIND[key], x, role)
                 for x in e[key]
-                if (key, x) not in managed and x not in paths
+                if (key, x) not in managed and x not in paths and _goes(key, x, trees)
             ]
     return sorted(found, key=_removal_rank)
+
+
+def _inside(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree + "/")
+
+
+def _goes(key: str, thing: str, trees: set[str]) -> bool:
+    """Whether ``thing`` has a removal of its own: a tree when it goes whole; a file or
+    directory when no tree that goes holds it (it goes with the tree)."""
+    if key == "trees":
+        return thing in trees
+    return key not in ("files", "directories") or not any(_inside(thing, t) for t in trees)
 
 
 def _removal_rank(removed: Removed) -> tuple:
@@ -123,7 +204,7 @@ def _removal_rank(removed: Removed) -> tuple:
     kind = tuple(REMOVED_KIND.values()).index(removed.kind)
     if removed.kind == "unit":
         return (kind, removed.name.endswith(".service") or "." not in removed.name, removed.name)
-    if removed.kind == "directory":
+    if removed.kind in ("directory", "tree"):
         return (kind, -removed.name.count("/"), removed.name)
     return (kind, False, removed.name)
 
@@ -136,22 +217,37 @@ class Bookkeeping:
     first: list
     removals: list[Removed]
     last: File | None
-    left: tuple[str, ...] = ()  # the roles that left the host's list
+    left: tuple[str, ...] = ()  # the roles that left the host's list (with things to remove)
+    packages: tuple[str, ...] = ()  # what only they installed: no remaining role wants it
 
 
 NOTHING = Bookkeeping([], [], None)
 
 
-def bookkeeping(resources: dict[str, list], facts: HostFacts, installed: dict) -> Bookkeeping:
+def bookkeeping(
+    resources: dict[str, list], facts: HostFacts, installed: dict, created=frozenset()
+) -> Bookkeeping:
     """The manifest for the roles' ``resources`` (by role), given the one on the host
-    (``facts``) and the packages ``installed`` this run (by role)."""
+    (``facts``), the packages ``installed`` this run (by role) and the tree directories this
+    run ``created``. A role that left keeps its packages recorded (they stay installed: a
+    later ``unprovision --packages`` still knows them)."""
     old = read(facts)
-    current = updated(old, resources, installed)
+    current = updated(old, resources, installed, created)
     left = {role: e for role, e in old.items() if role not in current}
+    leaving = {role: e for role, e in left.items() if any(e[k] for k in REMOVAL_ORDER)}
+    staying = {role: {**e, **dict.fromkeys(REMOVAL_ORDER, [])} for role, e in left.items()}
+    staying = {role: e for role, e in staying.items() if e["packages"]}
     folder = Directory(posixpath.dirname(MANIFEST), mode=0o755)
     first = File(MANIFEST, render({**left, **current}), mode=0o644)
-    last = File(MANIFEST, render(current), mode=0o644) if left else None
-    return Bookkeeping([folder, first], removals(left, current), last, tuple(sorted(left)))
+    last = File(MANIFEST, render({**staying, **current}), mode=0o644) if leaving else None
+    wanted = {
+        n for rs in resources.values() for r in rs if isinstance(r, Packages) for n in r.names
+    }
+    wanted |= {p for e in current.values() for p in e["packages"]}
+    only = sorted({p for e in leaving.values() for p in e["packages"]} - wanted)
+    return Bookkeeping(
+        [folder, first], removals(leaving, current), last, tuple(sorted(leaving)), tuple(only)
+    )
 
 
 def last_step(books: Bookkeeping, facts: ResourceFacts, steps: list[Step]) -> list[Step]:

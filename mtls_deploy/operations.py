@@ -7,6 +7,7 @@ stops after the plan, so it costs nothing extra and cannot lie.
 
 import difflib
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -333,7 +334,18 @@ def _unit_removal(name: str, facts: ResourceFacts) -> tuple[bool | None, str]:
 
 def _file_removal(path: str, facts: ResourceFacts) -> tuple[bool | None, str]:
     kind = facts.path(path).kind
-    return (None if kind == "directory" else kind != "absent"), f"rm -f -- {shlex.quote(path)}"
+    command = f"rm -f -- {shlex.quote(path)}"
+    if TEMPLATE_UNIT.fullmatch(path):  # its instances are ours too: they go first
+        command = f"sh -c {shlex.quote(INSTANCES_GONE)} sh {shlex.quote(path)}\n{command}"
+    return (None if kind == "directory" else kind != "absent"), command
+
+
+def _tree_removal(path: str, facts: ResourceFacts) -> tuple[bool | None, str]:
+    # Everything in it is ours (manifest.py records only trees we created); a link in its
+    # place is not followed (failed: "a link is there now"), nor another file system in it.
+    kind = facts.path(path).kind
+    command = f"rm -rf --one-file-system -- {shlex.quote(path)}"
+    return (None if kind not in ("absent", "directory") else kind == "directory"), command
 
 
 def _directory_removal(path: str, facts: ResourceFacts) -> tuple[bool | None, str]:
@@ -347,15 +359,35 @@ def _user_removal(name: str, facts: ResourceFacts) -> tuple[bool | None, str]:
     return name in facts.users, f"userdel -- {shlex.quote(name)}"
 
 
+# A template unit we wrote (``/etc/systemd/system/<name>@.service``): every instance of it was
+# started from our file, so with the file go its instances, stopped and disabled (loaded, or
+# enabled through a .wants link), and their drop-in directories ``<name>@<instance>.service.d``.
+TEMPLATE_UNIT = re.compile(r"/etc/systemd/system/[^/@]+@\.(service|socket|timer|path)")
+INSTANCES_GONE = r"""
+dir=${1%/*} template=${1##*/}
+prefix=${template%%@*}@ suffix=.${template##*.}
+{ systemctl list-units --all --plain --no-legend --full "$prefix*$suffix" | awk '{print $1}'
+  for p in "$dir"/*.wants/"$prefix"?*"$suffix" "$dir/$prefix"?*"$suffix.d"; do
+    [ -e "$p" ] || [ -L "$p" ] || continue
+    p=${p##*/}; echo "${p%.d}"
+  done; } | sort -u | while read -r unit; do
+  systemctl disable --now --quiet -- "$unit" 2>/dev/null || true
+  rm -rf -- "$dir/$unit.d"
+  systemctl reset-failed -- "$unit" 2>/dev/null || true
+done
+""".strip()
+
 REMOVALS = {
     "unit": _unit_removal,
     "file": _file_removal,
+    "tree": _tree_removal,
     "directory": _directory_removal,
     "user": _user_removal,
 }
 REMOVED = {
     "unit": "stopped and disabled",
     "file": "removed",
+    "tree": "removed with everything in it (we created it)",
     "directory": "removed (if nothing else is in it)",
     "user": "removed",
 }
@@ -394,7 +426,7 @@ def watched(resources: list) -> tuple[list[str], list[str], list[str], list[str]
     paths = [r.path for r in resources if isinstance(r, File | Directory | Absent)]
     paths += [r.creates for r in resources if isinstance(r, Command) and r.creates]
     gone = [r for r in resources if isinstance(r, Removed)]
-    paths += [r.name for r in gone if r.kind in ("file", "directory")]
+    paths += [r.name for r in gone if r.kind in ("file", "directory", "tree")]
     users = [r.name for r in resources if isinstance(r, User)]
     users += [r.name for r in gone if r.kind == "user"]
     units = [r.name for r in resources if isinstance(r, Service)]

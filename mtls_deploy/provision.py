@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import apply as applying
-from . import fact_cache, manifest, role_loader
+from . import fact_cache, manifest, package_survey, role_loader
 from .connection import Remote, SshTarget
 from .errors import UserError
 from .facts import (
@@ -34,7 +34,7 @@ from .operations import (
     unified_diff,
     watched,
 )
-from .resources import File, Handler, Packages, tagged
+from .resources import File, Handler, Packages, Service, tagged
 from .runner import HostResult
 from .variables import require
 
@@ -103,6 +103,7 @@ class HostRun:
         }
         self.packages = [p for found in self.wanted_packages.values() for p in found]
         self.installed: dict[str, list[str]] = {}  # by role: the packages this run installed
+        self.created: frozenset[str] = frozenset()  # tree directories this run creates
         self.facts: HostFacts | None = None
 
     def by_role(self, facts: HostFacts) -> dict[str, list]:
@@ -121,7 +122,7 @@ class HostRun:
         found = [r for rs in by_role.values() for r in rs]
         if self.options.tags:
             return [r for r in found if tagged(r, self.options.tags)], manifest.NOTHING
-        books = manifest.bookkeeping(by_role, facts, self.installed)
+        books = manifest.bookkeeping(by_role, facts, self.installed, self.created)
         last = [books.last] if books.last else []
         return [*books.first, *found, *books.removals, *last], books
 
@@ -184,7 +185,8 @@ class HostRun:
     def install(self, steps: list[Step]) -> bool:
         """apt-get for the missing packages (and our leftover policy-rc.d removed first); on
         failure mark the steps failed with apt's words."""
-        script = "set -e\n" + "\n".join(c for s in steps if s.changed for c in s.commands) + "\n"
+        commands = [c for s in steps if s.changed for c in s.commands]
+        script = "\n".join(["set -e", applying.host_lock(), *commands]) + "\n"
         result = self.remote.run_script(script, sudo=True, timeout=1800)
         for step in steps if not result.ok else []:
             if step.changed:
@@ -199,12 +201,39 @@ class HostRun:
         result = self.remote.run_script(missing.script(), sudo=True, check=True)
         return merge(actual, parse_resource_facts(result.stdout))
 
-    def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
-        """Plan every resource against the facts; unless checking, apply what changed."""
+    def planned(self, actual: ResourceFacts, covered: Watched):
+        """The resources to plan (no packages), the engine's bookkeeping, and complete facts."""
         wanted, books = self.wanted(self.facts)
         resources = [r for r in wanted if not isinstance(r, Packages)]
         facts = self.complete(actual, covered, resources)
+        if created := manifest.created_trees(resources, facts) - self.created:
+            self.created |= created  # the manifest records them as ours: planned again
+            wanted, books = self.wanted(self.facts)
+            resources = [r for r in wanted if not isinstance(r, Packages)]
+        return resources, books, facts
+
+    def left_packages(self, books: manifest.Bookkeeping, resources: list) -> list[Step]:
+        """What the packages only the roles that left had installed need, after their removals
+        (one more round trip, only then): configuration files they took away put back as the
+        packages ship them, and the packages' enabled units disabled (the packages stay)."""
+        if not books.packages:
+            return []
+        script = package_survey.survey_script(books.packages)
+        found = package_survey.parse_survey(
+            self.remote.run_script(script, sudo=True, check=True).stdout
+        )
+        handled = [r.name for r in resources if isinstance(r, Service)]
+        handled += [r.name for r in books.removals if r.kind == "unit"]
+        steps = package_survey.package_steps(package_survey.leaving(found, handled), purge=False)
+        for step in steps:
+            step.after_checks = True
+        return steps
+
+    def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
+        """Plan every resource against the facts; unless checking, apply what changed."""
+        resources, books, facts = self.planned(actual, covered)
         steps = plan([r for r in resources if r is not books.last], facts)
+        steps += self.left_packages(books, resources)
         steps += manifest.last_step(books, facts, steps)
         if self.options.diff:
             _attach_diffs(self.remote, steps)

@@ -20,12 +20,18 @@ class Packages:
 
 @dataclass(frozen=True)
 class Directory:
-    """A directory with an owner, group and mode."""
+    """A directory with an owner, group and mode.
+
+    ``tree``: everything that comes to be under it is ours (what a release pipeline or a
+    service writes there). When this run creates it, the manifest records it as a tree, and
+    when its role leaves the host the whole tree goes (``manifest.py``); one that was there
+    before us is only ever removed when empty."""
 
     path: str
     mode: int = 0o755
     owner: str = "root"
     group: str = "root"
+    tree: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 leave the packages' own files as the packages ship them.
 
 1. **What the roles wrote** (``manifest.py``): the run of a host whose every role left, the
-   engine's own plan (``manifest.bookkeeping({}, ...)``): units stopped and disabled, files
-   deleted, directories deleted when empty, users deleted.
+   engine's own plan (``manifest.bookkeeping({}, ...)``): units stopped and disabled (with a
+   template unit we wrote, every instance of it and its drop-in directory), files deleted,
+   trees we created deleted whole (the app's releases, shared state and environment),
+   directories deleted when empty, users deleted.
 2. **The packages we brought** (the manifest's ``packages``: those missing before our apt-get)
    and what apt would take away with them (``apt-get -s purge --autoremove``, less what was
    autoremovable before): with ``--packages`` purged; otherwise kept, but the units they enabled
@@ -14,8 +16,9 @@ leave the packages' own files as the packages ship them.
    in its role.py: nginx's default site link, made by nginx-common's first install only).
 3. **Our bookkeeping**: with ``--packages`` the manifest and ``/var/lib/mtls-deploy`` go;
    without, the manifest keeps only the packages we installed (so that a later
-   ``unprovision --packages``, or a provision, still knows them). The local fact cache goes.
-   A second run finds nothing to do.
+   ``unprovision --packages``, or a provision, still knows them). The local fact cache goes,
+   and the host's lock file (``apply.HOST_LOCK``, held while it runs). A second run finds
+   nothing to do.
 
 Limits: a unit the manifest lists was enabled by us, even if it ran before we came (the manifest
 does not say); packages that were there before us are never touched, their files neither.
@@ -23,110 +26,20 @@ does not say); packages that were there before us are never touched, their files
 
 import base64
 import shlex
-from dataclasses import dataclass, field
 
 from . import fact_cache, manifest, role_loader
+from .apply import HOST_LOCK, host_lock
 from .connection import Remote, SshTarget
 from .facts import MANIFEST, HostFacts
-from .operations import Step, changed, install_without_starting, ok
+from .operations import Step, changed, ok
+from .package_survey import SURVEY, Survey, package_steps, parse_survey, survey_script  # noqa: F401
 from .provision import HostRun, RunOptions
 from .runner import HostResult
-
-UNIT_FILES = r"^/(usr/)?lib/systemd/system/[^/@]+\.(service|socket|timer|path)$"
-# One read, after the roles' removals (the recorded packages are its arguments): which of them
-# are still there, what apt would take away with them, their enabled units, and those missing
-# a configuration file (dpkg --verify: "missing   c /etc/..."). What came with ours and is kept
-# only because a package that was there before recommends it (procps recommends psmisc, which
-# php-common needs) goes too: apt's autoremove would keep it, a fresh host does not have it.
-SURVEY = rf"""
-installed=$(dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\n' "$@" 2>/dev/null | awk '$1 == "ii" {{print $2}}')
-[ -n "$installed" ] || exit 0
-keep_no_recommends="-o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemove::SuggestsImportant=false"
-before=$(apt-get -s -qq $keep_no_recommends autoremove 2>/dev/null | sed -n 's/^Remv \([^ ]*\).*/\1/p' | sort -u)
-apt-get -s -qq $keep_no_recommends purge --autoremove $installed 2>/dev/null | sed -n 's/^Purg \([^ ]*\).*/\1/p' | sort -u |
-while read -r package; do
-  printf '%s\n' "$before" | grep -qxF "$package" && continue
-  echo "package $package"
-  dpkg -L "$package" 2>/dev/null | grep -E '{UNIT_FILES}' | while read -r unit; do
-    unit=${{unit##*/}}
-    [ "$(systemctl is-enabled "$unit" 2>/dev/null)" = enabled ] && echo "unit $unit $package"
-  done
-  dpkg --verify "$package" 2>/dev/null | grep -q '^missing  *c /' && echo "conffiles $package"
-done
-true
-"""
-
-
-@dataclass
-class Survey:
-    """What ``SURVEY`` found: the packages that go with ours, their enabled units (unit ->
-    package) and those missing a configuration file."""
-
-    packages: list[str] = field(default_factory=list)
-    units: dict[str, str] = field(default_factory=dict)
-    conffiles: list[str] = field(default_factory=list)
-
-
-def parse_survey(output: str) -> Survey:
-    """``SURVEY``'s lines (``package P``, ``unit U P``, ``conffiles P``) as a ``Survey``.
-
-    Example: ``parse_survey("package nginx\\nunit nginx.service nginx\\n").units``
-    -> ``{"nginx.service": "nginx"}``
-    """
-    found = Survey()
-    for line in output.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "package":
-            found.packages.append(rest)
-        elif kind == "unit":
-            unit, _, package = rest.partition(" ")
-            found.units[unit] = package
-        elif kind == "conffiles":
-            found.conffiles.append(rest)
-    return found
 
 
 def recorded_packages(roles: dict[str, dict]) -> list[str]:
     """Every package the manifest says a role installed, each once, sorted."""
     return sorted({p for entry in roles.values() for p in entry["packages"]})
-
-
-def package_steps(survey: Survey, purge: bool) -> list[Step]:
-    """With ``purge``: the packages purged. Otherwise: missing configuration files put back
-    from their packages (services held back), then the packages' enabled units disabled (after:
-    a reinstall may enable them again)."""
-    if purge and survey.packages:
-        command = (
-            "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "
-            + " ".join(map(shlex.quote, survey.packages))
-            + " >/dev/null"
-        )
-        return [changed("packages", " ".join(survey.packages), "purged (--packages)", [command])]
-    if purge:
-        return []
-    steps = [_reinstall(package) for package in survey.conffiles]
-    for unit, package in sorted(survey.units.items()):
-        command = f"systemctl disable --now {shlex.quote(unit)}"
-        reason = f"of {package}, which we installed: disabled"
-        steps.append(changed("unit", unit, reason, [command]))
-    return steps
-
-
-def _reinstall(package: str) -> Step:
-    """``package``'s missing configuration files back as it ships them (``--force-confmiss``;
-    a file the package's user changed is kept: ``--force-confold``). apt marks what it
-    installs by name as installed by hand: a package that came as a dependency is marked so
-    again, or a later purge would leave it behind."""
-    options = ["--reinstall", "-o", "Dpkg::Options::=--force-confmiss", package]
-    name = shlex.quote(package)
-    command = "\n".join(
-        [
-            f"was_auto=$(apt-mark showauto {name})",
-            install_without_starting(options),
-            f'if [ -n "$was_auto" ]; then apt-mark auto {name} >/dev/null; fi',
-        ]
-    )
-    return changed("conffiles", package, "put back as the package ships them", [command])
 
 
 def restore_steps(roles: dict[str, dict], v: dict) -> list[Step]:
@@ -192,8 +105,7 @@ def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[S
     if any(step.status == "failed" for step in steps):
         return steps
     names = recorded_packages(roles)
-    survey = f"set -- {' '.join(map(shlex.quote, names))}\n{SURVEY}"
-    found = remote.run_script(survey, sudo=True, check=True) if names else None
+    found = remote.run_script(survey_script(names), sudo=True, check=True) if names else None
     later = package_steps(parse_survey(found.stdout if found else ""), packages)
     later += [] if packages else restore_steps({name: roles[name] for name in placed}, v)
     later.append(bookkeeping_step(roles, probe.stdout, packages))
@@ -201,10 +113,14 @@ def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[S
 
 
 def _apply(remote: Remote, steps: list[Step]) -> list[Step]:
-    """Run the steps in order, one script; the first that fails stops it and is marked."""
-    lines = ["set -e"]
+    """Run the steps in order, one script, holding the host's lock; the first that fails stops
+    it and is marked. Last, the lock's file goes too (in /run: nothing of ours stays; a run
+    that waited for it then holds the removed file, which only another waiting run could
+    contend for)."""
+    lines = ["set -e", host_lock()]
     for number, step in enumerate(steps):
         lines += [*step.commands, f"echo 'done {number}'"]
+    lines.append(f"rm -f -- {shlex.quote(HOST_LOCK)}")
     result = remote.run_script("\n".join(lines) + "\n", sudo=True, timeout=1800)
     done = {int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("done ")}
     for number, step in enumerate(steps):

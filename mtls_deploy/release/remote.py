@@ -8,6 +8,7 @@ failure happened; the last line of its stderr says why.
 
 import shlex
 
+from ..apply import host_lock
 from ..facts import HostFacts, parse_system_facts, system_facts_script
 from ..shell import render, statement
 from .steps import ReleaseContext, ReleaseSteps
@@ -107,10 +108,15 @@ def switch_script(
     """``start``, the atomic switch of ``current``, ``activate`` (undone on failure: ``current``
     back to the previous release and its ``activate`` run again), pruning, then ``retire`` (which
     sees only the releases kept: unused virtualenvs go at once). A new release that failed to
-    start or activate is removed; a rollback's target is kept."""
+    start or activate is removed; a rollback's target is kept. First the host's lock (another
+    run's switch or apply finishes first), then ``current`` must still be what the probe saw:
+    else another deploy switched in between, and this one stops."""
     drop = [] if ctx.rollback else [f"rm -rf -- {q(ctx.release)}"]
     lines = [
         "set -e",
+        _phase("lock"),
+        host_lock(on_busy="; ".join(drop)),
+        *_guarded((_unchanged(ctx),), drop),
         _phase("start"),
         *_guarded(steps.start, drop),
         _phase("switch"),
@@ -124,6 +130,21 @@ def switch_script(
         *(statement(c) for c in steps.retire),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _unchanged(ctx: ReleaseContext) -> str:
+    """True when ``current`` is as the probe found it (pointing at ``previous``, or absent);
+    else one line saying what it is now."""
+    expected = "releases/" + ctx.previous.rsplit("/", 1)[-1] if ctx.previous else "none"
+    moved = (
+        "%s changed since this run looked (now %s, was %s): another deploy or rollback ran "
+        "meanwhile; run again\\n"
+    )
+    return (
+        f"now=$(readlink -- {q(ctx.current)} 2>/dev/null || echo none)\n"
+        f'[ "$now" = {q(expected)} ] || '
+        f'{{ printf {q(moved)} {q(ctx.current)} "$now" {q(expected)} >&2; false; }}'
+    )
 
 
 def _stale_partials(root: str) -> str:

@@ -51,11 +51,13 @@ def resources(v: dict, facts: HostFacts) -> list:
         return []
     root, path = app_root(v), env_file_path(v)
     content = env_file(resolved(v.get("inventory_hostname", "host"), v.get("app_environment")))
+    # Trees: releases, current, shared state and virtualenvs (the pipeline's and the backends'),
+    # the environment and staged settings; when we created them, unprovision takes them whole.
     return [
-        Directory(root),
+        Directory(root, tree=True),
         Directory(f"{root}/releases"),
         Directory(f"{root}/shared"),
         Directory(CONFIG_ROOT),
-        Directory(path.rsplit("/", 1)[0], mode=0o700),
+        Directory(path.rsplit("/", 1)[0], mode=0o700, tree=True),
         File(path, content, mode=0o600, secret=True, notify=ENVIRONMENT_CHANGED),
     ]

@@ -160,6 +160,8 @@ def resources(v: dict, facts: HostFacts) -> list:
         Packages(PACKAGES),
         User(user),
         Directory(f"{v['app_root']}/venvs", mode=0o755, owner=user, group=user),
+        # The instances' socket directories: ours whole (removed with the role).
+        Directory(f"/run/{v['proxy_unit']}", tree=True),
         *shared,
         File(unit_path(v), render_unit(v), notify=("daemon-reload", *RESTART)),
         File(staged_path(v), render_staged(v), notify=RESTART),

@@ -34,6 +34,9 @@ OWN_IDENTITY = (
     "./subuid-", "./subgid-", "./ld.so.cache",
     "./ssh/sshd_config.d/10-mtls-deploy-lab.conf",  # the lab's, with the host's own SSH port
 )  # fmt: skip
+# What a package's maintainer scripts make where no package's files are (dpkg -S knows nothing
+# of it): sgml-base's postinst writes the SGML super catalog (php's composer pulls it in).
+MADE_BY = {"/etc/sgml": "sgml-base", "/etc/sgml/catalog": "sgml-base"}
 # Every entry of /etc: path, type, and content hash or link target, with mode and owner.
 ETC_LISTING = r"""cd /etc && find . -xdev | LC_ALL=C sort | while IFS= read -r p; do
   if [ -L "$p" ]; then echo "$p L $(readlink "$p")"
@@ -55,16 +58,16 @@ for p in "$@"; do
 done"""
 
 
-def write_world_inventory(folder):
+def write_world_inventory(folder, api: ApiHost = API, ref: tuple[str, int] = (REF, REF_PORT)):
     (folder / "group_vars").mkdir(parents=True)
     (folder / "hosts.yml").write_text(
         "all:\n"
         "  vars: {ansible_host: 127.0.0.1, ansible_user: deploy, ansible_become: true, lab: true}\n"
         "  children:\n"
         "    api:\n      hosts:\n"
-        f"        {API.name}: {{ansible_port: {API.ssh_port}, https_port: {API.https_port}, "
-        f"https_listen: 127.0.0.1, backend: php, server_name: {API.server_name}}}\n"
-        f"    reference:\n      hosts:\n        {REF}: {{ansible_port: {REF_PORT}}}\n"
+        f"        {api.name}: {{ansible_port: {api.ssh_port}, https_port: {api.https_port}, "
+        f"https_listen: 127.0.0.1, backend: php, server_name: {api.server_name}}}\n"
+        f"    reference:\n      hosts:\n        {ref[0]}: {{ansible_port: {ref[1]}}}\n"
     )
     (folder / "group_vars" / "all.yml").write_text(
         f"ansible_ssh_private_key_file: {ROOT}/.lab/id_ed25519\n"
@@ -102,20 +105,23 @@ def etc(folder, name: str) -> dict[str, str]:
     return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines}
 
 
-def differences(folder) -> list[str]:
+def differences(folder, api: str = API.name, ref: str = REF) -> list[str]:
     """/etc paths that differ between un-api and un-ref, but for each host's own identity."""
-    mine, fresh = etc(folder, API.name), etc(folder, REF)
+    mine, fresh = etc(folder, api), etc(folder, ref)
     found = {p for p in mine.keys() | fresh.keys() if mine.get(p) != fresh.get(p)}
     return sorted(p for p in found if p not in OWN_IDENTITY and not p.startswith("./ssh/ssh_host_"))
 
 
-def not_of_extra_packages(folder, paths: list[str]) -> list[str]:
+def not_of_extra_packages(folder, paths: list[str], api=API.name, ref=REF) -> list[str]:
     """The paths (under /etc) that no package un-api has and un-ref lacks accounts for."""
-    extra = set(on(folder, API.name, PACKAGES).split()) - set(on(folder, REF, PACKAGES).split())
+    extra = set(on(folder, api, PACKAGES).split()) - set(on(folder, ref, PACKAGES).split())
     if not paths:
         return []
-    owners = on(folder, API.name, OWNER, *[f"/etc/{p[2:]}" for p in paths])
+    owners = on(folder, api, OWNER, *[f"/etc/{p[2:]}" for p in paths])
     rows = [line.split("\t") for line in owners.splitlines()]
+    rows = [
+        (path, MADE_BY.get(path) if MADE_BY.get(path) in extra else owner) for path, owner in rows
+    ]
     return [f"{path} ({owner or 'no owner'})" for path, owner in rows if owner not in extra]
 
 

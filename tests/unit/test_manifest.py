@@ -55,6 +55,7 @@ OLD_ENTRY = {
         "/srv/old/run.conf",
     ],
     "packages": ["old-server"],
+    "trees": [],
     "units": ["old-server"],
     "users": ["old"],
 }
@@ -163,8 +164,26 @@ def test_the_first_write_keeps_the_leaving_role_and_the_last_drops_it():
     books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"old": OLD_ENTRY}), {})
     first = json.loads(books.first[1].content)["roles"]
     last = json.loads(books.last.content)["roles"]
-    assert set(first) == {"old", "new"} and first["old"] == OLD_ENTRY
-    assert set(last) == {"new"}
+    assert set(first) == {"old", "new"}
+    assert first["old"] == {k: v for k, v in OLD_ENTRY.items() if k != "trees"}  # empty: left out
+    assert set(last) == {"new", "old"}
+    assert last["old"] == {"directories": [], "files": [], "packages": ["old-server"], "units": [], "users": []}  # fmt: skip
+    assert books.left == ("old",) and books.packages == ("old-server",)
+
+
+def test_a_role_that_left_keeps_only_its_packages_recorded_and_is_not_removed_again():
+    kept = {"old": {**dict.fromkeys(manifest.KEYS, []), "packages": ["old-server"]}}
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with(kept), {})
+    assert books.removals == [] and books.last is None and books.left == ()
+    assert json.loads(books.first[1].content)["roles"]["old"] == {
+        k: v for k, v in kept["old"].items() if k != "trees"
+    }
+
+
+def test_the_packages_only_the_leaving_role_recorded_are_those_no_remaining_role_wants():
+    old = {"old": {**OLD_ENTRY, "packages": ["old-server", "shared-lib", "new-server"]}}
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with(old), {})
+    assert books.packages == ("old-server", "shared-lib")  # new-server: the new role wants it
 
 
 def test_removal_order_sockets_before_services_and_deepest_directories_first():
@@ -302,11 +321,14 @@ class Host:
         self.users = {r.name for r in resources if isinstance(r, User)}
         self.units, self.scripts = units, []
         self.packages = ["new-server", "old-server"]
+        self.survey = ""
 
     def run_script(self, script, sudo=False, check=False, timeout=None):
         self.scripts.append(script)
         if "apt-get install" in script:
             self.packages.append("fresh-lib")
+        if "dpkg --verify" in script:  # the survey of packages only a role that left installed
+            return SimpleNamespace(stdout=self.survey, stderr="", exit_status=0, ok=True)
         if "@@resources" not in script and "stat -c" not in script:  # an apply script
             return SimpleNamespace(stdout="", stderr="", exit_status=0, ok=True)
         return SimpleNamespace(stdout=self.answer(), stderr="", exit_status=0, ok=True)
@@ -351,7 +373,8 @@ def test_a_role_that_left_is_taken_away_and_its_entry_dropped_last():
     changed = [(s.kind, s.name) for s in steps if s.changed]
     assert changed[0] == ("file", MANIFEST) and changed[-1] == ("manifest", MANIFEST)
     assert ("unit", "old-server") in changed and ("user", "old") in changed
-    assert len(host.scripts) == 2  # the old paths were in the guess: facts, then apply
+    assert len(host.scripts) == 3  # the old paths were in the guess: facts, survey, apply
+    assert "dpkg --verify" in host.scripts[1]  # old-server: only the old role installed it
     assert "systemctl daemon-reload" in host.scripts[-1]  # a drop-in went
 
 
@@ -361,7 +384,7 @@ def test_check_mode_shows_the_removals_as_changes_and_applies_nothing():
     run = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions(check=True))
     steps = run.converge(HostFacts(manifest=old.decode()))
     assert len([s for s in steps if s.changed]) == 8  # 2 manifest writes, 6 removals
-    assert len(host.scripts) == 1
+    assert len(host.scripts) == 2  # facts, and the survey of old-server (reads only)
 
 
 def test_a_tagged_run_neither_reads_into_nor_writes_the_manifest_nor_removes():
@@ -383,3 +406,128 @@ def test_packages_this_run_installed_are_recorded_for_the_role_that_wanted_them(
     written = next(s for s in steps if s.name == MANIFEST).resource.content
     assert json.loads(written)["roles"]["new"]["packages"] == ["fresh-lib"]  # not new-server
     assert "apt-get install" in host.scripts[1] and MANIFEST in host.scripts[-1]
+
+
+# --- trees: directories whose whole content is ours --------------------------------------------
+
+APP_TREE = [
+    Directory("/srv/app", tree=True),
+    Directory("/srv/app/releases"),
+    Directory("/etc/mtls-deploy"),
+    Directory("/etc/mtls-deploy/app", mode=0o700, tree=True),
+    File("/etc/mtls-deploy/app/app.env", b"A=1\n", mode=0o600),
+    File("/etc/systemd/system/app-server@.service", b"[Service]\n"),
+]
+
+
+def tree_entry(trees=("/etc/mtls-deploy/app", "/srv/app")) -> dict:
+    return manifest.entry(APP_TREE, (), set(trees))
+
+
+def test_a_tree_is_recorded_only_when_we_created_it_and_then_stays_recorded():
+    assert tree_entry()["trees"] == ["/etc/mtls-deploy/app", "/srv/app"]
+    assert tree_entry(())["trees"] == []  # there before us: only ever removed when empty
+    assert manifest.entry(APP_TREE, (), {"/srv/app/releases", "/elsewhere"})["trees"] == []
+    old = {"app": tree_entry(("/srv/app",))}
+    again = manifest.updated(old, {"app": APP_TREE}, {}, frozenset({"/etc/mtls-deploy/app"}))
+    assert again["app"]["trees"] == ["/etc/mtls-deploy/app", "/srv/app"]
+    assert manifest.updated(old, {"app": APP_TREE[1:]}, {})["app"]["trees"] == []  # undeclared
+
+
+def test_the_trees_a_run_creates_are_those_not_there_yet():
+    facts = ResourceFacts(
+        paths={"/srv/app/releases": PathState("absent"), "/srv/app": PathState("absent"),
+               "/etc/mtls-deploy/app": PathState("directory", 0o700, "root", "root")},
+        users=frozenset(), units={},
+    )  # fmt: skip
+    assert manifest.created_trees(APP_TREE, facts) == {"/srv/app"}
+
+
+def test_a_manifest_without_trees_reads_and_renders_as_before():
+    text = manifest.render({"old": OLD_ENTRY}).decode()
+    assert "trees" not in text  # a host's manifest from before trees is unchanged
+    assert manifest.read(HostFacts(manifest=text))["old"]["trees"] == []
+    assert '"trees": [\n' in manifest.render({"app": tree_entry()}).decode()
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/srv", "/etc", "/var/lib", "/usr/local", "/srv/../etc/x", "//srv/x", "srv/x"]
+)
+def test_a_tree_that_is_a_system_directory_or_not_deep_enough_is_refused(path):
+    assert manifest.tree_refusal(path)
+    with pytest.raises(UserError, match="cannot be read .*tree"):
+        manifest.read(HostFacts(manifest=json.dumps({"roles": {"x": {"trees": [path]}}})))
+    with pytest.raises(UserError, match=r"tree=True\): "):
+        manifest.entry([Directory(path, tree=True)], (), {path})
+    assert manifest.tree_refusal("/srv/api") is None
+
+
+def test_a_tree_goes_whole_after_files_and_before_its_parent_directory():
+    gone = manifest.removals({"app": tree_entry()}, {})
+    assert [(r.kind, r.name) for r in gone] == [
+        ("file", "/etc/systemd/system/app-server@.service"),  # outside every tree
+        ("tree", "/etc/mtls-deploy/app"),
+        ("tree", "/srv/app"),
+        ("directory", "/etc/mtls-deploy"),  # emptied by the tree's removal
+    ]  # what the trees hold (releases/, app.env) goes with them, not listed again
+
+
+def test_a_tree_with_a_path_a_remaining_role_manages_inside_is_not_removed_whole():
+    kept = {"backend": manifest.entry([Directory("/srv/app/venvs")])}
+    gone = [(r.kind, r.name) for r in manifest.removals({"app": tree_entry()}, kept)]
+    assert ("tree", "/srv/app") not in gone and ("directory", "/srv/app/releases") in gone
+    assert ("directory", "/srv/app") in gone and ("tree", "/etc/mtls-deploy/app") in gone
+    also_a_tree = {"other": tree_entry(("/srv/app",))}
+    gone = [(r.kind, r.name) for r in manifest.removals({"app": tree_entry()}, also_a_tree)]
+    assert ("tree", "/srv/app") not in gone and ("directory", "/srv/app/releases") not in gone
+
+
+def test_a_tree_is_removed_recursively_on_its_own_file_system_and_a_link_is_refused():
+    present = ResourceFacts(
+        {"/srv/app": PathState("directory", 0o755, "root", "root")}, frozenset(), {}
+    )
+    step = plan_removed(Removed("tree", "/srv/app", "app"), present)
+    assert step.commands == ["rm -rf --one-file-system -- /srv/app"] and step.after_checks
+    assert "with everything in it" in step.reason
+    linked = ResourceFacts({"/srv/app": PathState("link")}, frozenset(), {})
+    assert plan_removed(Removed("tree", "/srv/app", "app"), linked).status == "failed"
+    assert plan_removed(Removed("tree", "/srv/app", "app"), GONE).status == "ok"
+
+
+def test_a_template_unit_s_instances_go_with_it_stopped_disabled_and_their_drop_ins():
+    path = "/etc/systemd/system/app-server@.service"
+    present = ResourceFacts({path: PathState("file", 0o644, "root", "root")}, frozenset(), {})
+    step = plan_removed(Removed("file", path, "app"), present)
+    assert step.commands[0].startswith("sh -c ") and step.commands[0].endswith(
+        f" sh {path}\nrm -f -- {path}"
+    )
+    assert step.notify == ("daemon-reload",)
+    plain = "/srv/old/run.conf"
+    assert plan_removed(Removed("file", plain, "app"), PRESENT).commands == [f"rm -f -- {plain}"]
+
+
+def test_what_only_a_leaving_role_installed_gets_its_conffiles_back_and_its_units_disabled():
+    """php -> python: php-fpm stays installed, Debian's www pool comes back, its timer stops."""
+    old = manifest.render({"old": OLD_ENTRY})
+    units = {**RUNNING, "old-server.service": ("enabled", "active")}
+    host = Host([*NEW_APP, *OLD_APP], old, units)
+    host.survey = (
+        "package old-server\nunit old-server.service old-server\nconffiles old-server\n"
+        "package old-common\nunit old-clean.timer old-common\nunit new.service old-common\n"
+    )
+    run = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions())
+    steps = run.converge(HostFacts(manifest=old.decode()))
+    changed = [(s.kind, s.name) for s in steps if s.changed]
+    removal = changed.index(("user", "old"))
+    assert changed[removal + 1 :] == [
+        ("conffiles", "old-server"),  # after the removals, before the manifest's last write
+        ("unit", "old-clean.timer"),  # not old-server (its removal stops it), not new.service
+        ("manifest", MANIFEST),
+    ]
+    script = host.scripts[-1]
+    assert script.index("userdel") < script.index("--force-confmiss old-server")
+    assert script.index("systemctl disable --now old-clean.timer") < script.rindex(MANIFEST)
+    written = json.loads(next(s for s in steps if s.kind == "manifest").resource.content)
+    assert written["roles"]["old"] == {
+        "directories": [], "files": [], "packages": ["old-server"], "units": [], "users": []
+    }  # fmt: skip

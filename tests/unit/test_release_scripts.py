@@ -6,10 +6,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from mtls_deploy import apply
 from mtls_deploy.release import plan, remote
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.release.transfer import tar_of
@@ -21,11 +23,13 @@ OLD, NEW = "20261130T080000Z-0a2b3c4d5e6f", "20261130T090000Z-1a2b3c4d5e6f"
 
 
 @pytest.fixture
-def host():
+def host(monkeypatch):
     """A scratch 'host': <base>/srv/api with releases/ and shared/, readable by others (the
-    build runs as nobody), removed afterwards."""
+    build runs as nobody), and its own lock file (<base>/run/lock/...): removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="release-host-"))
     base.chmod(0o755)
+    monkeypatch.setattr(apply, "HOST_LOCK", f"{base}/run/lock/mtls-deploy.lock")
+    monkeypatch.setattr(apply, "LOCK_WAIT", 1)
     for folder in ("srv/api/releases", "srv/api/shared", "app"):
         (base / folder).mkdir(parents=True)
     (base / "app" / "index.php").write_text("<?php echo 1;")
@@ -118,6 +122,7 @@ def current(base: Path) -> str:
 def test_the_switch_is_a_relative_link_and_prunes_before_retire(host):
     for name in (OLD, NEW, "20261130T070000Z-aaaaaaaaaaaa"):
         make_release(host, name)
+    (host / "srv/api/current").symlink_to(f"releases/{OLD}")
     retire = (("sh", "-c", "ls $0 > $1", f"{host}/srv/api/releases", f"{host}/seen-by-retire"),)
     steps = ReleaseSteps(user=USER, retire=(retire,))
     done = switch(host, steps, OLD, prune=["20261130T070000Z-aaaaaaaaaaaa"])
@@ -134,6 +139,7 @@ def test_a_switch_removes_builds_a_killed_run_left_an_hour_ago(host):
         make_release(host, "20261130T100000Z-cccccccccccc.partial"),
     )
     os.utime(stale, (0, 0))
+    (host / "srv/api/current").symlink_to(f"releases/{OLD}")
     assert switch(host, ReleaseSteps(user=USER), OLD).returncode == 0
     assert not stale.exists() and fresh.exists()
 
@@ -181,3 +187,92 @@ def test_the_probe_reads_back_what_the_scripts_made(host):
     assert plan.parse_probe(
         remote.split_probe(sh(remote.probe_script(f"{host}/nothing")).stdout)[1]
     ) == plan.HostState(False)
+
+
+# --- one run at a time on a host ----------------------------------------------------------------
+
+
+def held(base: Path, seconds: float) -> subprocess.Popen:
+    """Another run holding the host's lock for ``seconds`` (flock(1), as the scripts take it)."""
+    lock = Path(apply.HOST_LOCK)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", "-o", str(lock), "sleep", str(seconds)])
+    for _ in range(50):  # until it holds it
+        if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
+            return holder
+        time.sleep(0.05)
+    raise AssertionError("the holder never took the lock")
+
+
+def test_a_switch_while_another_run_holds_the_lock_waits_then_gives_up_in_one_line(host):
+    make_release(host, OLD), make_release(host, NEW)
+    (host / "srv/api/current").symlink_to(f"releases/{OLD}")
+    holder = held(host, 5)
+    try:
+        started = time.monotonic()
+        done = switch(host, ReleaseSteps(user=USER), OLD)
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == apply.BUSY_EXIT and remote.failed_phase(done.stdout) == "lock"
+    assert done.stderr == (
+        f"another mtls-deploy run holds {apply.HOST_LOCK} on this host (waited 1 s): "
+        "run again once it is done\n"
+    )
+    assert 0.9 < waited < 4
+    assert current(host) == f"releases/{OLD}" and os.listdir(host / "srv/api/releases") == [OLD]
+
+
+def test_a_switch_waits_for_a_run_that_ends_within_the_wait_then_goes_on(host):
+    make_release(host, OLD), make_release(host, NEW)
+    (host / "srv/api/current").symlink_to(f"releases/{OLD}")
+    holder = held(host, 0.4)
+    done = switch(host, ReleaseSteps(user=USER), OLD)
+    assert holder.wait() == 0
+    assert done.returncode == 0, done.stderr
+    assert current(host) == f"releases/{NEW}"
+
+
+def test_the_lock_is_held_by_the_switch_until_it_ends(host):
+    make_release(host, OLD), make_release(host, NEW)
+    (host / "srv/api/current").symlink_to(f"releases/{OLD}")
+    probe = ("sh", "-c", "flock -n -E 7 $0 true; echo $? > $1", apply.HOST_LOCK, f"{host}/seen")
+    done = switch(host, ReleaseSteps(user=USER, activate=((probe,),)), OLD)
+    assert done.returncode == 0, done.stderr
+    assert (host / "seen").read_text() == "7\n"  # another taker was refused meanwhile
+
+
+def test_a_switch_after_another_deploy_moved_current_stops_in_one_line(host):
+    (
+        make_release(host, OLD),
+        make_release(host, NEW),
+        make_release(host, "20261130T085000Z-bbbbbbbbbbbb"),
+    )
+    (host / "srv/api/current").symlink_to("releases/20261130T085000Z-bbbbbbbbbbbb")
+    done = switch(host, ReleaseSteps(user=USER), OLD)
+    assert done.returncode == 1 and remote.failed_phase(done.stdout) == "lock"
+    assert remote.last_line(done.stderr) == (
+        f"{host}/srv/api/current changed since this run looked (now "
+        f"releases/20261130T085000Z-bbbbbbbbbbbb, was releases/{OLD}): another deploy or "
+        "rollback ran meanwhile; run again"
+    )
+    assert current(host) == "releases/20261130T085000Z-bbbbbbbbbbbb"
+    assert NEW not in os.listdir(host / "srv/api/releases")
+    first = switch(host, ReleaseSteps(user=USER), None, release_id="20261130T085000Z-bbbbbbbbbbbb")
+    assert (
+        first.returncode == 1 and "(now releases/" in first.stderr and "was none)" in first.stderr
+    )
+
+
+def test_provision_s_apply_takes_the_same_lock(host):
+    script = apply.build_script([], [])
+    holder = held(host, 5)
+    try:
+        done = sh(script)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == apply.BUSY_EXIT
+    assert done.stderr.startswith(f"another mtls-deploy run holds {apply.HOST_LOCK} ")
+    assert sh(script).returncode == 0  # free again
