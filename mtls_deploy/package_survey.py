@@ -107,9 +107,8 @@ def survey_script(packages) -> str:
 
 
 def leaving(survey: Survey, kept_units) -> Survey:
-    """What a role that left leaves behind: ``survey`` without the units some run of ours
-    still handles (``kept_units``: a remaining role's, or a leaving role's own, stopped by its
-    removal), with or without ``.service``."""
+    """What a role that left leaves behind: ``survey`` without the units a remaining role
+    runs (``kept_units``, with or without ``.service``)."""
     kept = {u for unit in kept_units for u in (unit, f"{unit}.service")}
     units = {u: p for u, p in survey.units.items() if u not in kept}
     return Survey(survey.packages, units, survey.conffiles)

@@ -222,8 +222,8 @@ class HostRun:
         found = package_survey.parse_survey(
             self.remote.run_script(script, sudo=True, check=True).stdout
         )
+        # Not a remaining role's units; the leaving role's own again (after the reinstall).
         handled = [r.name for r in resources if isinstance(r, Service)]
-        handled += [r.name for r in books.removals if r.kind == "unit"]
         steps = package_survey.package_steps(package_survey.leaving(found, handled), purge=False)
         for step in steps:
             step.after_checks = True

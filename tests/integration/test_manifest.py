@@ -1,7 +1,9 @@
 """The manifest on a real host: provisioned with the PHP backend, the host's manifest lists what
 backend_php put there; switched to the Python backend, the next provision takes PHP's pool, app
-directory, user and unit drop-in away and stops PHP-FPM (its packages stay), the Python backend
-answers, and the runs after that change nothing. A no-op run stays one round trip."""
+directory, user and unit drop-in away and stops PHP-FPM; its packages stay (still recorded, for
+unprovision --packages), with Debian's www pool back as php8.2-fpm ships it and none of their
+units enabled (PHP's session-cleaning timer neither); the Python backend answers, and the runs
+after that change nothing. A no-op run stays one round trip."""
 
 import json
 import shlex
@@ -20,6 +22,7 @@ POOL = "/etc/php/8.2/fpm/pool.d/api.conf"
 APP_DIR = "/srv/api-php"
 DROP_IN_DIR = "/etc/systemd/system/php8.2-fpm.service.d"
 DROP_IN = f"{DROP_IN_DIR}/hardening.conf"
+EMPTY = ("directories", "files", "units", "users")
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +78,19 @@ def test_switching_to_python_takes_away_what_php_had_put_there(world):
     gone = [POOL, APP_DIR, DROP_IN, DROP_IN_DIR]
     assert on_host(world, " ; ".join(f"test -e {p} && echo {p} || true" for p in gone)) == ""
     assert world.sudo(HOST.name, "getent passwd api-php").returncode == 2
-    on_host(world, "dpkg-query -W php8.2-fpm")  # packages stay (a later issue: --packages)
+    on_host(world, "dpkg-query -W php8.2-fpm")  # packages stay (unprovision --packages)
+    assert ("conffiles", "php8.2-fpm") in done and ("unit", "phpsessionclean.timer") in done
+    assert on_host(world, "dpkg --verify php8.2-fpm php-common; test -f /etc/php/8.2/fpm/pool.d/www.conf && echo back") == "back\n"  # fmt: skip
+    enabled = on_host(world, "systemctl list-unit-files --state=enabled --no-legend 'php*'; true")
+    assert enabled == "" and "php-fpm" not in on_host(world, "ps -eo comm")
     code, body = world.curl(HOST.name)
     assert code == 200 and body["verified"] == "SUCCESS", body
 
 
 def test_after_the_switch_the_manifest_lists_no_php_and_nothing_changes(world):
     roles = recorded(world)
-    assert "backend_php" not in roles and "backend_python" in roles
+    assert "backend_python" in roles
+    assert roles["backend_php"] == {"packages": ["php-fpm"], **dict.fromkeys(EMPTY, [])}
     assert world.provision(HOST.name, check=True, backend="python").recap()["changed"] == 0
     again = world.provision(HOST.name, backend="python")
     assert again.recap()["changed"] == 0 and not again.failed, changed(again)

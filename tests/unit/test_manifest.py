@@ -521,7 +521,8 @@ def test_what_only_a_leaving_role_installed_gets_its_conffiles_back_and_its_unit
     removal = changed.index(("user", "old"))
     assert changed[removal + 1 :] == [
         ("conffiles", "old-server"),  # after the removals, before the manifest's last write
-        ("unit", "old-clean.timer"),  # not old-server (its removal stops it), not new.service
+        ("unit", "old-clean.timer"),  # not new.service: the new role runs it
+        ("unit", "old-server.service"),  # again after the reinstall, which may enable it
         ("manifest", MANIFEST),
     ]
     script = host.scripts[-1]
