@@ -27,8 +27,8 @@ does not say); packages that were there before us are never touched, their files
 import base64
 import shlex
 
+from . import apply as applying
 from . import fact_cache, manifest, role_loader
-from .apply import HOST_LOCK, host_lock
 from .connection import Remote, SshTarget
 from .facts import MANIFEST, HostFacts
 from .operations import Step, changed, ok
@@ -117,10 +117,10 @@ def _apply(remote: Remote, steps: list[Step]) -> list[Step]:
     it and is marked. Last, the lock's file goes too (in /run: nothing of ours stays; a run
     that waited for it then holds the removed file, which only another waiting run could
     contend for)."""
-    lines = ["set -e", host_lock()]
+    lines = ["set -e", applying.host_lock()]
     for number, step in enumerate(steps):
         lines += [*step.commands, f"echo 'done {number}'"]
-    lines.append(f"rm -f -- {shlex.quote(HOST_LOCK)}")
+    lines.append(f"rm -f -- {shlex.quote(applying.HOST_LOCK)}")
     result = remote.run_script("\n".join(lines) + "\n", sudo=True, timeout=1800)
     done = {int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("done ")}
     for number, step in enumerate(steps):

@@ -5,6 +5,7 @@ a no-op; a tagged run leaves the manifest alone; removals run after the checks).
 import base64
 import hashlib
 import json
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ from mtls_deploy import apply as applying
 from mtls_deploy import manifest
 from mtls_deploy.errors import UserError
 from mtls_deploy.facts import MANIFEST, HostFacts, PathState, ResourceFacts, UnitState
-from mtls_deploy.operations import plan, plan_removed
+from mtls_deploy.operations import INSTANCES_GONE, plan, plan_removed
 from mtls_deploy.provision import HostRun, RunOptions
 from mtls_deploy.resources import (
     Absent,
@@ -406,6 +407,8 @@ def test_packages_this_run_installed_are_recorded_for_the_role_that_wanted_them(
     written = next(s for s in steps if s.name == MANIFEST).resource.content
     assert json.loads(written)["roles"]["new"]["packages"] == ["fresh-lib"]  # not new-server
     assert "apt-get install" in host.scripts[1] and MANIFEST in host.scripts[-1]
+    assert host.scripts[1].index("flock") < host.scripts[1].index("apt-get install")  # one run
+    assert host.scripts[-1].index("flock") < host.scripts[-1].index(MANIFEST)  # at a time
 
 
 # --- trees: directories whose whole content is ours --------------------------------------------
@@ -502,6 +505,7 @@ def test_a_template_unit_s_instances_go_with_it_stopped_disabled_and_their_drop_
         f" sh {path}\nrm -f -- {path}"
     )
     assert step.notify == ("daemon-reload",)
+    assert subprocess.run(["sh", "-n"], input=INSTANCES_GONE, text=True).returncode == 0
     plain = "/srv/old/run.conf"
     assert plan_removed(Removed("file", plain, "app"), PRESENT).commands == [f"rm -f -- {plain}"]
 

@@ -4,10 +4,13 @@ and the one apply script. On a real host: tests/integration/test_unprovision.py.
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from mtls_deploy import apply as applying
 from mtls_deploy import unprovision
 from mtls_deploy.unprovision import Survey, package_steps, parse_survey
 
@@ -100,6 +103,38 @@ class FakeRemote:
         self.scripts.append(script)
         done = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
         return Done(done.stdout, done.stderr)
+
+
+@pytest.fixture(autouse=True)
+def scratch_lock(tmp_path, monkeypatch):
+    """The host's lock in a scratch directory, given up after a second."""
+    monkeypatch.setattr(applying, "HOST_LOCK", str(tmp_path / "lock" / "mtls-deploy.lock"))
+    monkeypatch.setattr(applying, "LOCK_WAIT", 1)
+
+
+def test_the_steps_run_under_the_host_s_lock_and_its_file_goes_last(tmp_path):
+    seen = tmp_path / "seen"
+    probe = f"flock -n -E 7 {applying.HOST_LOCK} true || echo $? > {seen}"
+    done = unprovision._apply(FakeRemote(), [unprovision.changed("a", "one", "", [probe])])
+    assert done[0].status == "changed" and seen.read_text() == "7\n"  # held meanwhile
+    assert not Path(applying.HOST_LOCK).exists()  # nothing of ours left in /run/lock
+
+
+def test_while_another_run_holds_the_lock_nothing_is_done_and_one_line_says_why(tmp_path):
+    Path(applying.HOST_LOCK).parent.mkdir()
+    holder = subprocess.Popen(["flock", "-o", applying.HOST_LOCK, "sleep", "5"])
+    try:
+        while subprocess.run(["flock", "-n", applying.HOST_LOCK, "true"]).returncode == 0:
+            time.sleep(0.05)
+        done = unprovision._apply(FakeRemote(), [unprovision.changed("a", "one", "", ["touch x"])])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (done[0].status, done[0].reason) == (
+        "failed",
+        f"another mtls-deploy run holds {applying.HOST_LOCK} on this host (waited 1 s): "
+        "run again once it is done",
+    )
 
 
 def test_the_first_failing_step_stops_the_rest():
