@@ -6,6 +6,7 @@ each (script on stdin, so a batch of checks is one round trip); privileged comma
 """
 
 import base64
+import errno
 import getpass
 import hashlib
 import shlex
@@ -316,11 +317,44 @@ def _connect(target: SshTarget, sock=None):
     known_entries(target)  # refuses a line paramiko would crash on, naming it
     connection.client.load_host_keys(str(target.known_hosts))
     connection.client.set_missing_host_key_policy(_RefuseUnknown(target))
+    own = None
     try:
+        if sock is None:  # ours, not paramiko's: with Nagle's algorithm off
+            own = connection.connect_kwargs["sock"] = tcp_socket(target)
         connection.open()
     except Exception as error:  # paramiko and socket errors: one line each
+        if own is not None:
+            own.close()
         raise ConnectError(describe_connect_error(target, error)) from None
     return connection
+
+
+def tcp_socket(target: SshTarget) -> socket.socket:
+    """A TCP connection to the target's sshd with TCP_NODELAY set, as OpenSSH's ssh sets it.
+
+    The key exchange, the authentication and each channel are small writes that wait for an
+    answer; with Nagle's algorithm a write waits for the host's delayed ACK of the one before
+    (40 ms on Linux): connecting and authenticating took 70 ms in the lab instead of 25.
+    Addresses are tried and errors raised as paramiko's own ``SSHClient.connect`` does.
+    """
+    from paramiko.ssh_exception import NoValidConnectionsError
+
+    found = socket.getaddrinfo(target.address, target.port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    errors = {}
+    for family, _, _, _, address in found:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(int(target.timeout))  # Fabric's connect_timeout
+        try:
+            sock.connect(address)
+        except OSError as error:
+            sock.close()
+            if error.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
+                raise
+            errors[address] = error
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise NoValidConnectionsError(errors)
 
 
 def _check_files(target: SshTarget) -> None:
