@@ -101,7 +101,7 @@ def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[S
         return [ok("manifest", MANIFEST, "none on the host: nothing of ours to take away")]
     roles = manifest.read(HostFacts(manifest=probe.stdout))
     placed = {name for name, e in roles.items() if any(e[k] for k in manifest.REMOVAL_ORDER)}
-    steps = HostRun(remote, [], v, RunOptions(check=check)).converge(None) if placed else []
+    steps = Removals(remote, [], v, RunOptions(check=check)).converge(None) if placed else []
     if any(step.status == "failed" for step in steps):
         return steps
     names = recorded_packages(roles)
@@ -110,6 +110,14 @@ def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[S
     later += [] if packages else restore_steps({name: roles[name] for name in placed}, v)
     later.append(bookkeeping_step(roles, probe.stdout, packages))
     return steps + (later if check else _apply(remote, later))
+
+
+class Removals(HostRun):
+    """The engine's run of a host whose every role left, without its survey of the packages
+    only they installed: unprovision surveys every recorded package itself, after."""
+
+    def left_packages(self, books, resources) -> list[Step]:
+        return []
 
 
 def _apply(remote: Remote, steps: list[Step]) -> list[Step]:
