@@ -21,6 +21,7 @@ import json
 import os
 import threading
 from contextlib import contextmanager, suppress
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -38,11 +39,16 @@ def key(name: str, search: list[str], context: dict, options: dict) -> str | Non
         plain = [_plain(v) for v in (name, search, context, options)]
     except NotPlain:
         return None
+    text = json.dumps([plain, "sandboxed", *_jinja2()], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@cache
+def _jinja2() -> tuple[str, int]:
+    """Where Jinja2 is installed and when (found without importing it), once a process."""
     jinja = find_spec("jinja2")
     origin = jinja.origin if jinja and jinja.origin else ""
-    installed = os.stat(origin).st_mtime_ns if origin else 0
-    text = json.dumps([plain, "sandboxed", origin, installed], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return origin, os.stat(origin).st_mtime_ns if origin else 0
 
 
 def _plain(value):
