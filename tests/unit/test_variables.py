@@ -194,10 +194,11 @@ def test_the_lab_inventory_loads_without_a_warning(capsys, monkeypatch):
 
 def test_role_names_by_group_or_by_list():
     # nginx (groups: [api]) after its dependencies: tls, acme (it acts only with server_cert
-    # acme), and the backend its variable chooses.
+    # acme), and the backend its variable chooses, after app (it acts only with app_src).
     assert variables.role_names({"group_names": ["api"], "backend": "python"}) == [
         "tls",
         "acme",
+        "app",
         "backend_python",
         "nginx",
     ]
