@@ -64,6 +64,18 @@ echo json_encode([
 """
 
 
+# The release's own classes under php's CLI on php-api: the answers to FastCGI params that nginx
+# would send (a client nginx did not verify cannot reach php with client_verify: on).
+HARNESS = """<?php
+require '/srv/api/current/lib/Request.class.php';
+$api = new Api(new OrderStore('/nonexistent/orders.jsonl', 'k'));
+foreach (json_decode($argv[1], true) as $server) {
+    $response = $api->handle(new Request($server + ['REQUEST_METHOD' => 'GET'], ''));
+    echo json_encode([$response->status, $response->body]), "\\n";
+}
+"""
+
+
 @dataclass
 class World:
     inventory: Path
@@ -166,6 +178,24 @@ def test_admin_stats_and_bad_requests(world):
     assert world.bob("POST", "/orders", {"quantity": 0})[0] == 400
     assert world.bob("DELETE", "/orders")[0] == 405
     assert world.bob("GET", "/nothing")[0] == 404
+
+
+def test_the_caller_is_the_verified_certificates_cn_and_nobody_else(world):
+    cases = [
+        {"DOCUMENT_URI": "/orders"},  # no certificate (client_verify: optional)
+        {"DOCUMENT_URI": "/orders", "VERIFIED": "FAILED:certificate revoked", "DN": "CN=bob"},
+        {"DOCUMENT_URI": "/orders", "HTTP_VERIFIED": "SUCCESS", "HTTP_DN": "CN=bob"},  # headers
+        {"DOCUMENT_URI": "/orders", "VERIFIED": "SUCCESS", "DN": "O=No CN"},
+        {"DOCUMENT_URI": "/orders", "VERIFIED": "SUCCESS", "DN": "CN=bob\\, jr,O=Example\\, Inc."},
+        {"DOCUMENT_URI": "/orders", "VERIFIED": "SUCCESS", "DN": "CN=caf\\C3\\A9,O=X"},
+    ]
+    script = f"cat > /tmp/harness.php <<'EOF'\n{HARNESS}EOF\n"
+    out = world.sudo(script + f"php /tmp/harness.php {shlex.quote(json.dumps(cases))}")
+    answers = [json.loads(line) for line in out.splitlines()]
+    unverified = [401, {"error": "client certificate required"}]
+    assert answers[:4] == [unverified] * 4
+    assert answers[4] == [200, {"client": "bob, jr", "orders": []}]
+    assert answers[5] == [200, {"client": "café", "orders": []}]
 
 
 def test_the_release_is_built_by_composer_and_owned_by_root(world):

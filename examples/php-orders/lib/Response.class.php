@@ -4,8 +4,11 @@ declare(strict_types=1);
 /** A JSON answer. */
 final class Response
 {
-    public function __construct(private int $status, private array $body, private array $headers = [])
-    {
+    public function __construct(
+        public readonly int $status,
+        public readonly array $body,
+        private array $headers = []
+    ) {
     }
 
     public function send(): void
