@@ -105,7 +105,7 @@ def test_yaml_syntax_error_names_file_and_line(inv):
         ("https_port: '443'\n", r"api1: https_port must be a port number, not '443'"),
         ("ansible_become: 'yes'\n", r"api1: ansible_become must be true or false"),
         ("server_name: 'bad name!'\n", r"api1: server_name 'bad name!' is not a valid DNS name"),
-        ("backend: ruby\n", r"api1: backend must be one of php, python, not 'ruby'"),
+        ("backend: ruby\n", r"api1: backend must be one of php, python, proxy, not 'ruby'"),
         (
             "server_ip_addresses: [1.2.3]\n",
             r"api1: server_ip_addresses '1.2.3' is not an IP address",
