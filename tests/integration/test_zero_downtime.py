@@ -11,7 +11,8 @@ same after the switches), since a reload closes idle keep-alive connections and 
 a request again.
 
 One lab host, zd-api (SSH 2370, HTTPS 8570), reset for each backend; a PKI of the module's own.
-``MTLS_DEPLOY_ZD_RESULT=<file>`` writes the figures there as JSON (bench/deploy.py reads it).
+``MTLS_DEPLOY_ZD_RESULT=<file>`` writes the figures there as JSON (`inv bench --only
+deploy-under-load` measures the same on the bench hosts).
 """
 
 import json
