@@ -121,7 +121,13 @@ def test_validators_come_from_meta_and_from_role_py(project):
 
 def test_the_package_roles_group_api_gets_the_api(monkeypatch):
     v = {"group_names": ["api"], "backend": "php"}
-    assert [r.name for r in role_loader.host_roles(v)] == ["tls", "acme", "app", "backend_php", "nginx"]
+    assert [r.name for r in role_loader.host_roles(v)] == [
+        "tls",
+        "acme",
+        "app",
+        "backend_php",
+        "nginx",
+    ]
     assert role_loader.host_roles({"group_names": ["consumers"]}) == []
 
 
