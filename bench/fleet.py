@@ -113,12 +113,19 @@ def floor_figures(figures: dict, runs: dict, ns: list[int], control: list[float]
         row["above_floor_pct"] = round(100 * (row["wall_s"]["median"] / row["floor_s"] - 1), 1)
     n_max = max(ns)
     cpu_1 = spread(r["cpu_s"] for r in runs[(1, None)])["median"]
-    cpu_max = figures["parallel"][str(n_max)]["cpu_s"]["median"]
+    top = figures["parallel"][str(n_max)]
+    control_extra = round((top["cpu_s"]["median"] - cpu_1) / max(n_max - 1, 1), 4)
+    host_extra = round((top["hosts_cpu_s"]["median"] - host_1) / max(n_max - 1, 1), 4)
+    # The same floor from what each extra host cost in the largest run (a stricter check: the
+    # one-host run's host CPU holds a little that does not grow with N).
+    marginal = round(wall_1 + (n_max - 1) * (host_extra + control_extra) / cores(), 4)
     return {
         "formula": "floor(N) = wall(1) + (N - 1) x (host CPU + control CPU of one host) / cores",
         "wall_1_s": wall_1, "host_cpu_1_s": host_1, "control_cpu_1_s": control_1,
         "control_cpu_1_runs": control, "cores": cores(),
-        "control_cpu_per_extra_host_s": round((cpu_max - cpu_1) / max(n_max - 1, 1), 4),
+        "control_cpu_per_extra_host_s": control_extra, "host_cpu_per_extra_host_s": host_extra,
+        f"floor_{n_max}_from_extra_hosts_s": marginal,
+        f"above_that_floor_{n_max}_pct": round(100 * (top["wall_s"]["median"] / marginal - 1), 1),
         "how": "host CPU: utime+stime+cutime+cstime deltas (/proc/<pid>/stat) of every process "
         "under the hosts' systemd-nspawn; control CPU of one host: getrusage(RUSAGE_SELF) across "
         "a warm in-process provision_host of fleet1; per extra host: the inv processes' own rusage "
@@ -180,5 +187,6 @@ def show(f: dict, goals: list[dict]) -> None:
     fl = f["floor"]
     print(f"floor: wall(1) {fl['wall_1_s']} s + (N - 1) x (host {fl['host_cpu_1_s']} + control "
           f"{fl['control_cpu_1_s']} CPU s) / {fl['cores']} cores; control CPU per extra host "
-          f"{fl['control_cpu_per_extra_host_s']} s")  # fmt: skip
+          f"{fl['control_cpu_per_extra_host_s']} s, host CPU per extra host "
+          f"{fl['host_cpu_per_extra_host_s']} s")  # fmt: skip
     print_goals(goals)
