@@ -35,9 +35,10 @@ def world(tmp_path_factory):
     """The API host 'jumped' (fresh) and the bastion (fresh, logging forwardings)."""
     with lab_world(tmp_path_factory, [JUMPED], name="Bastion Test API", passphrase="bastion") as w:
         lab.reset([BASTION], ROOT / ".lab")
+        # Written while the host's root is mounted (an overlay: lab.down unmounts it and keeps
+        # the host's changes), then read by sshd as the host boots again.
+        (lab.paths_for(BASTION.name).root / BASTION_LOG_LEVEL).write_text("LogLevel DEBUG1\n")
         lab.down([BASTION])
-        root = lab.paths_for(BASTION.name).root
-        (root / BASTION_LOG_LEVEL).write_text("LogLevel DEBUG1\n")
         lab.up([BASTION], ROOT / ".lab")
         try:
             yield w
