@@ -1,6 +1,6 @@
 """mtls-deploy: the front door. Each task parses its flags, calls the engine, prints, exits.
 
-inv lab.up                  # throwaway Debian 12 "VPSes" on this machine
+inv lab.up                  # throwaway Debian 12/13 "VPSes" on this machine
 inv pki.init                # client CA + server CA in pki/
 inv provision --host api1   # nginx mTLS site + FastCGI backend, idempotent
 inv issue-client --name bob # client certificate, delivered to the consumer
@@ -100,7 +100,7 @@ def lab_hosts(names):
     }
 )
 def lab_up(c, host=None, with_acme=False):
-    """Boot the lab hosts, building the Debian 12 base on first use; idempotent.
+    """Boot the lab hosts, building the Debian base (12, or 13: lab_release) on first use; idempotent.
 
     Ex: inv lab.up  |  inv lab.up --with-acme (directory https://127.0.0.1:14000/dir)
     """

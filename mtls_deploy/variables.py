@@ -58,6 +58,11 @@ ENGINE_VARIABLES = {
         "of the host's groups), each after the roles it depends on",
     },
     "lab": {"type": "bool", "description": "a lab host (inv lab.*)"},
+    "lab_release": {
+        "type": "str",
+        "choices": ["bookworm", "trixie"],
+        "description": "the Debian a lab host runs: bookworm (12, default) or trixie (13)",
+    },
     "pki_key_type": {"type": "str", "choices": ["ec", "rsa"], "description": "client key type"},
     # The PKI's lifetimes and thresholds (mtls_deploy/pki/settings.py), set once in group_vars/all
     **{

@@ -200,6 +200,7 @@ EXAMPLES = {  # a good value for declared strings without a non-empty default
     "server_ip_addresses": ["10.0.0.1"],
     "php_version": "8.2",
     "pki_key_type": "ec",
+    "lab_release": "trixie",
     **dict.fromkeys(
         ["client_lifetime", "server_lifetime", "crl_lifetime", "ca_lifetime", "warn_before"], "30d"
     ),
