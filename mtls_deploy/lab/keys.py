@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -40,11 +41,15 @@ def public_key_line(private_pem: bytes) -> str:
 
 
 def record_host_key(state_dir: Path, host: LabHost, root: Path) -> None:
-    """Write the host's ed25519 key, read straight from its root, into ``state_dir/known_hosts``."""
+    """Write the host's ed25519 key, read straight from its root, into ``state_dir/known_hosts``.
+    Read, change and write hold a lock: two processes booting lab hosts at once (the test
+    suite's workers) must not each write back the file without the other's line."""
     host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
     path = state_dir / "known_hosts"
-    old = path.read_text() if path.exists() else ""
     line = known_hosts_line(host.address, host.ssh_port, host_key)
-    new = replace_known_host(old, host.address, host.ssh_port, line)
-    if new != old:
-        atomic_write(path, new.encode(), 0o644)
+    with open(state_dir / "known_hosts.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text() if path.exists() else ""
+        new = replace_known_host(old, host.address, host.ssh_port, line)
+        if new != old:
+            atomic_write(path, new.encode(), 0o644)

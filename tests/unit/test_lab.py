@@ -1,5 +1,6 @@
 """The lab's pure parts: sshd drop-in, known_hosts and authorized_keys edits, pid files, checks."""
 
+import multiprocessing
 import os
 import socket
 import stat
@@ -62,6 +63,31 @@ def test_record_host_key_reads_the_key_from_the_root(tmp_path):
     (tmp_path / "known_hosts").write_text("[127.0.0.1]:2201 ssh-ed25519 STALE\n")
     record_host_key(tmp_path, API1, root)
     assert (tmp_path / "known_hosts").read_text() == f"[127.0.0.1]:2201 {ED25519}\n"
+
+
+def record_many(state_dir: str, port: int) -> None:
+    """In a process of its own: record lab hosts on ``port``..``port + 39``, one at a time."""
+    root = Path(state_dir) / "root"
+    for offset in range(40):
+        record_host_key(
+            Path(state_dir),
+            LabHost(f"h{offset}", "127.0.0.1", port + offset, "u", sudo=False),
+            root,
+        )
+
+
+def test_two_processes_recording_host_keys_at_once_lose_no_line(tmp_path):
+    """The test suite's two workers boot lab hosts side by side: each record must survive the
+    other's (a read-change-write without a lock loses lines)."""
+    (tmp_path / "root/etc/ssh").mkdir(parents=True)
+    (tmp_path / "root/etc/ssh/ssh_host_ed25519_key.pub").write_text(f"{ED25519} root@h\n")
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=record_many, args=(str(tmp_path), p)) for p in (3000, 4000)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert len((tmp_path / "known_hosts").read_text().splitlines()) == 80
 
 
 # --- the lab's key pair and authorized_keys ---------------------------------------------------
