@@ -147,7 +147,7 @@ def awkward_vars(backend: str, fallback=max) -> dict:
     lower, upper = iter(string.ascii_lowercase), iter(string.ascii_uppercase)
     values = {}
     for name, spec in sorted(specs.items()):
-        if spec["type"] in UNRENDERED or spec["type"] in ("dict", "map"):
+        if spec["type"] in UNRENDERED or spec["type"] in ("dict", "map") or name in OWN_TESTS:
             continue
         textual = "choices" not in spec and spec["type"] in TEXTUAL
         capital = spec["type"] == "str" and "A-Z" in spec.get("pattern", "")
@@ -283,11 +283,17 @@ PLACES = {
         "Also={python_unit}.socket",
     ],
 }
+# Rendered only in their own settings, and tried at their extremes by tests of their own:
+# mtls_routes (a list of rules: 43 of them with a 32-character api_name pass nginx -t in
+# tests/integration/test_routes.py), python_wsgi (only with app_src:
+# tests/unit/test_backend_python_app.py, tests/integration/test_python_app.py).
+OWN_TESTS = ("mtls_routes", "python_wsgi")
 NOT_RENDERED = {  # read by the roles for paths, packages or decisions, not written in a file
     "backend", "crl_refresh_fraction", "hsts_max_age", "nginx_hardening", "nginx_site_dir",
     "php_hardening", "php_remove_www_pool", "server_cert", "server_ip_addresses", "acme_staging",
     # rendered as on/off; rendered only with app_src (tests/unit/test_backend_php_app.py)
     "php_opcache_validate_timestamps", "php_front_controller", "app_environment",
+    *OWN_TESTS,
 }  # fmt: skip
 
 
