@@ -18,10 +18,10 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-# Under pytest-xdist (``-n 2 --dist loadgroup``, scripts/test.sh), the lab modules that share
-# lab hosts or a session's world run in one worker, one after the other: the default lab (api1,
-# bob, the project's PKI), the toolbox host and Pebble; the security lab; the bench's fleet. Every
-# other lab module is a group of its own (its own hosts and ports), so two run side by side.
+# Under pytest-xdist (``-n 2``, scripts/test.sh), the lab modules that share lab hosts or a
+# session's world run in one worker, one after the other: the default lab (api1, bob, the
+# project's PKI), the toolbox host and Pebble; the security lab; the bench's fleet. Every other
+# test module is a unit of its own (its own hosts and ports), so two run side by side.
 SHARED_LAB = {
     "default-lab": ("test_connection", "test_deliver", "test_lab", "test_lab_acme", "test_acme",
                     "test_site_in_lab", "test_smoke", "test_awkward_values", "test_policy_rc"),
@@ -32,14 +32,30 @@ GROUP_OF = {module: group for group, modules in SHARED_LAB.items() for module in
 
 
 def pytest_collection_modifyitems(items):
-    """Every ``lab`` test is ``required``, also one with skip marks of its own (test_lab.py);
-    every integration test is in the xdist group of its lab hosts."""
+    """Every ``lab`` test is ``required``, also one with skip marks of its own (test_lab.py)."""
     for item in items:
         if item.get_closest_marker("lab") and not item.get_closest_marker("required"):
             item.add_marker(pytest.mark.required)
-        if "integration" in item.path.parts:
-            module = item.path.stem
-            item.add_marker(pytest.mark.xdist_group(GROUP_OF.get(module, module)))
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its lab group, else its file."""
+    path = nodeid.split("::", 1)[0]
+    module = path.rsplit("/", 1)[-1].removesuffix(".py")
+    return GROUP_OF.get(module, path) if "/integration/" in f"/{path}" else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadfile, with the lab groups above as units. (Its own ``loadgroup`` reads
+    marks it writes into ``item._nodeid``, which pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class LabGroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return LabGroupScheduling(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
