@@ -157,7 +157,9 @@ app = getattr(importlib.import_module(module), name)
 if not callable(app):
     sys.exit(f"{module}:{name} is not callable")"""
 # $1: the unit; $2: the master FIFO. Not running: start it (the first release). Running: a
-# chain reload, waiting (60 s at most) until uWSGI says the last new worker serves.
+# chain reload, waiting (60 s at most) until uWSGI says the last new worker serves and no
+# worker of before is left (their pids: the master's children, from /proc; procps may be
+# missing).
 ACTIVATE = """unit=$1 fifo=$2
 if ! systemctl is-active --quiet "$unit.service"; then
     systemctl reset-failed "$unit.socket" "$unit.service" 2>/dev/null
@@ -170,16 +172,41 @@ if [ ! -p "$fifo" ]; then
     systemctl restart "$unit.service"
     exit
 fi
-cursor=$(journalctl --quiet -n 1 --show-cursor -u "$unit.service" | sed -n 's/^-- cursor: //p')
-printf c > "$fifo"
+log_since() { journalctl --quiet -o cat -u "$unit.service" ${1:+--after-cursor="$1"}; }
+main=$(systemctl show -p MainPID --value "$unit.service")
+old=$(cat /proc/"$main"/task/*/children 2>/dev/null)
+# uWSGI answers "already running" (and does nothing) while it has not yet noted the end of a
+# chain reload before: then ask again, until it says "starting".
+tries=0
+while :; do
+    cursor=$(journalctl --quiet -n 1 --show-cursor -u "$unit.service" | sed -n 's/^-- cursor: //p')
+    printf c > "$fifo"
+    i=0
+    until log_since "$cursor" | grep -q -e 'chain reload starting' -e 'already running'; do
+        [ "$i" -lt 50 ] || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    log_since "$cursor" | grep -q 'chain reload starting' && break
+    tries=$((tries + 1))
+    if [ "$tries" -ge 20 ]; then
+        echo "uWSGI did not start a chain reload of $unit.service: see journalctl -u $unit.service" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
 i=0
 while [ "$i" -lt 300 ]; do
-    journalctl --quiet -o cat -u "$unit.service" ${cursor:+--after-cursor="$cursor"} \
-        | grep -q 'chain reloading complete' && exit 0
+    # Done when uWSGI says so and none of the workers that served before is left.
+    left=
+    for pid in $old; do [ -d "/proc/$pid" ] && left=1; done
+    [ -z "$left" ] && log_since "$cursor" | grep -q 'chain reloading complete' && exit 0
     sleep 0.2
     i=$((i + 1))
 done
-echo "uWSGI's chain reload of $unit.service did not end in 60 s: see journalctl -u $unit.service" >&2
+left=
+for pid in $old; do [ -d "/proc/$pid" ] && left="$left $pid"; done
+echo "uWSGI's chain reload of $unit.service did not end in 60 s (workers of before left:${left:- none}): see journalctl -u $unit.service" >&2
 exit 1"""
 # $1: /srv/<api_name>. A virtualenv that no release links (kept or being built) is removed.
 RETIRE_VENVS = """cd "$1" || exit 0

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -356,3 +357,50 @@ def test_a_new_virtualenv_is_built_and_linked(tmp_path):
     assert done.stderr.strip() == "pip install --quiet --require-hashes -r requirements.txt"
     assert (venv / ".complete").exists()
     assert os.readlink(build / ".venv") == "../../venvs/x"
+
+
+FAKE_JOURNALCTL = """#!/bin/sh
+# The lines of $LOG as a journal: the cursor is a line count.
+case "$*" in
+  *--show-cursor*) echo "-- cursor: $(wc -l < "$LOG")" ;;
+  *--after-cursor=*) n=${*##*--after-cursor=}; tail -n +$((n + 1)) "$LOG" ;;
+  *) cat "$LOG" ;;
+esac
+"""
+FAKE_SYSTEMCTL = """#!/bin/sh
+case "$1" in show) echo 4194303 ;; esac  # is-active: yes; MainPID: no such process
+"""
+
+
+def fake_master(fifo: Path, log: Path) -> None:
+    """uWSGI's master as it was seen on the lab: the first ``c`` comes while it has not yet
+    noted the end of the chain reload before ("already running", nothing done)."""
+    answers = [
+        ["chain reload already running...", "chain reloading complete"],
+        ["chain reload starting...", "chain reloading complete"],
+    ]
+    for lines in answers:
+        with fifo.open() as reader:
+            reader.read(1)
+        with log.open("a") as journal:
+            journal.write("".join(f"{line}\n" for line in lines))
+
+
+def test_activate_asks_again_when_uwsgi_says_a_chain_reload_is_already_running(tmp_path):
+    import threading
+
+    bin_dir, fifo, log = tmp_path / "bin", tmp_path / "master.fifo", tmp_path / "journal"
+    bin_dir.mkdir()
+    for name, text in (("journalctl", FAKE_JOURNALCTL), ("systemctl", FAKE_SYSTEMCTL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    os.mkfifo(fifo)
+    log.write_text("spawned uWSGI worker 1\n")
+    master = threading.Thread(target=fake_master, args=(fifo, log), daemon=True)
+    master.start()
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log)}
+    argv = ["sh", "-c", backend_python.ACTIVATE, "activate", "api-python", str(fifo)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    master.join(5)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().count("chain reload starting") == 1  # the second ask took
