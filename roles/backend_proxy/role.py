@@ -20,6 +20,7 @@ import re
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
+from mtls_deploy.release.venv import build_venv, retire_venvs
 from mtls_deploy.resources import Directory, File, Handler, Packages, User
 from mtls_deploy.templating import TEMPLATES_DIR, render
 
@@ -188,43 +189,11 @@ def readiness(v: dict) -> tuple[str, str]:
 
 # --- a release switch ---------------------------------------------------------------------------
 
-# As the app's user in the release being built: the virtualenv of this requirements.txt, built
-# once by Debian's python3 and marked complete last (a build that failed half-way is never
-# reused), shared by every release that has the same file; pip's last line is the reason of a
-# refusal. The same steps as backend_python's.
-BUILD_VENV = r"""
-venv=$1
-if [ ! -f "$venv/.complete" ]; then
-  rm -rf "$venv"
-  /usr/bin/python3 -m venv "$venv" || exit 1
-  set --
-  grep -q -e '^[^#]*--hash=' requirements.txt && set -- --require-hashes
-  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
-    "$venv/bin/pip" install --quiet "$@" -r requirements.txt || { rm -rf "$venv"; exit 1; }
-  touch "$venv/.complete"
-fi
-ln -sfn "../../venvs/${venv##*/}" .venv
-""".strip()
-# As root after a switch: a virtualenv that no release links (kept or being built) is removed.
-RETIRE_VENVS = r"""
-cd "$1" || exit 0
-for venv in venvs/*; do
-  [ -d "$venv" ] || continue
-  used=
-  for link in releases/*/.venv; do
-    [ "$(readlink "$link")" = "../../$venv" ] && used=1 && break
-  done
-  [ -n "$used" ] || rm -rf -- "$venv"
-done
-""".strip()
-
 
 def build_steps(ctx: ReleaseContext) -> tuple:
-    """The release's virtualenv when it has a requirements.txt."""
-    if "requirements.txt" not in ctx.files:
-        return ()
-    venv = f"{ctx.root}/venvs/{ctx.digests['requirements.txt'][:12]}"
-    return ((("sh", "-c", BUILD_VENV, "sh", venv),),)
+    """The release's virtualenv when it has a requirements.txt (a server that is not Python,
+    or Python's standard library alone, needs none)."""
+    return (build_venv(ctx),) if "requirements.txt" in ctx.files else ()
 
 
 def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
@@ -234,7 +203,7 @@ def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
     no release links any more."""
     unit = v["proxy_unit"]
     old = (instances("retire", unit, ctx.previous),) if ctx.previous else ()
-    retire = (*old, (("sh", "-c", RETIRE_VENVS, "retire-venvs", v["app_root"]),))
+    retire = (*old, retire_venvs(ctx))
     return ReleaseSteps(
         user=v["proxy_user"],
         build=build_steps(ctx),

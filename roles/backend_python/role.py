@@ -10,10 +10,9 @@ With the ``app`` role's ``app_src`` (``app_enabled``), uWSGI serves the user's W
 (built once, then reused), an import of the callable before the switch, a chain reload after.
 """
 
-import hashlib
-
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
+from mtls_deploy.release.venv import build_venv, retire_venvs
 from mtls_deploy.resources import Directory, File, Handler, Packages, Service, User
 from mtls_deploy.templating import TEMPLATES_DIR, render
 
@@ -130,25 +129,6 @@ def handlers(v: dict, facts: HostFacts) -> list[Handler]:
 
 # --- releases of the user's application (the app role's pipeline calls ``release``) ------------
 
-# $1: the virtualenv (venvs/<sha12 of requirements.txt>); $2: .venv's relative target. Built
-# once per requirements.txt by Debian's python3 (uWSGI's plugin embeds it), marked complete
-# last: a build that failed half-way is never reused. pip's last line is the refusal reason.
-BUILD_VENV = """venv=$1 link=$2
-if [ -f "$venv/.complete" ]; then
-    echo "virtualenv ${venv##*/}: reused, not rebuilt"
-else
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv" || exit 1
-    if [ -f requirements.txt ]; then
-        set --
-        grep -q -e '^[^#]*--hash=' requirements.txt && set -- --require-hashes
-        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
-            "$venv/bin/pip" install --quiet "$@" -r requirements.txt || { rm -rf "$venv"; exit 1; }
-    fi
-    touch "$venv/.complete"
-    echo "virtualenv ${venv##*/}: built"
-fi
-ln -sfn "$link" .venv"""
 # python_wsgi's module imported and its callable found, as uWSGI will (the release on sys.path,
 # its virtualenv's python); a failure's last line (ModuleNotFoundError: ...) is the reason.
 CHECK_WSGI = """import importlib, sys
@@ -208,22 +188,6 @@ left=
 for pid in $old; do [ -d "/proc/$pid" ] && left="$left $pid"; done
 echo "uWSGI's chain reload of $unit.service did not end in 60 s (workers of before left:${left:- none}): see journalctl -u $unit.service" >&2
 exit 1"""
-# $1: /srv/<api_name>. A virtualenv that no release links (kept or being built) is removed.
-RETIRE_VENVS = """cd "$1" || exit 0
-for venv in venvs/*; do
-    [ -d "$venv" ] || continue
-    used=
-    for link in releases/*/.venv; do
-        [ "$(readlink "$link")" = "../../$venv" ] && used=1 && break
-    done
-    [ -n "$used" ] || rm -rf -- "$venv"
-done"""
-NO_REQUIREMENTS = hashlib.sha256(b"").hexdigest()  # an app without requirements.txt
-
-
-def venv_name(ctx: ReleaseContext) -> str:
-    """``<sha12 of requirements.txt>`` (of empty content when the tree has none)."""
-    return ctx.digests.get("requirements.txt", NO_REQUIREMENTS)[:12]
 
 
 def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
@@ -231,14 +195,12 @@ def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
     by pip as the app's user, or reused) linked at ``.venv``; the import of ``python_wsgi``
     with it; after the switch, a chain reload (or the first start); then the virtualenvs no
     release links any more are removed."""
-    name = venv_name(ctx)
-    venv = f"{venvs_dir(v)}/{name}"
     module, _, attribute = str(v["python_wsgi"]).partition(":")
     fifo = f"/run/{v['python_unit']}/master.fifo"
     return ReleaseSteps(
         user=v["python_user"],
-        build=((("sh", "-c", BUILD_VENV, "build-venv", venv, f"../../venvs/{name}"),),),
+        build=(build_venv(ctx),),
         check=(((".venv/bin/python", "-B", "-c", CHECK_WSGI, module, attribute),),),
         activate=((("sh", "-c", ACTIVATE, "activate", v["python_unit"], fifo),),),
-        retire=((("sh", "-c", RETIRE_VENVS, "retire-venvs", v["app_root"]),),),
+        retire=(retire_venvs(ctx),),
     )

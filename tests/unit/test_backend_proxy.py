@@ -322,7 +322,8 @@ def steps(**overrides) -> ReleaseSteps:
 
 def test_build_makes_the_virtualenv_of_the_requirements_once():
     ((argv,),) = steps().build
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/srv/api/venvs/0123456789ab")
+    assert argv[:2] == ("sh", "-c")
+    assert argv[3:] == ("build-venv", "/srv/api/venvs/0123456789ab", "../../venvs/0123456789ab")
     assert "--require-hashes" in argv[2] and ".complete" in argv[2]
     assert "'^[^#]*--hash='" in argv[2]  # a comment that mentions --hash= requires nothing
     assert steps().user == "api-proxy"

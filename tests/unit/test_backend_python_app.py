@@ -12,6 +12,7 @@ import pytest
 
 from mtls_deploy import schema
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.release import venv as release_venv
 from mtls_deploy.release.steps import ReleaseContext
 from mtls_deploy.resources import Directory, Packages
 from mtls_deploy.role_loader import load
@@ -205,7 +206,7 @@ def test_release_steps_build_check_activate_retire():
     steps = backend_python.release(app_vars(), FACTS, context())
     assert steps.user == "api-python"
     assert steps.build == (
-        (("sh", "-c", backend_python.BUILD_VENV, "build-venv", "/srv/api/venvs/1a2b3c4d5e6f",
+        (("sh", "-c", release_venv.BUILD_VENV, "build-venv", "/srv/api/venvs/1a2b3c4d5e6f",
           "../../venvs/1a2b3c4d5e6f"),),
     )  # fmt: skip
     assert steps.check == (
@@ -215,7 +216,7 @@ def test_release_steps_build_check_activate_retire():
         (("sh", "-c", backend_python.ACTIVATE, "activate", "api-python",
           "/run/api-python/master.fifo"),),
     )  # fmt: skip
-    assert steps.retire == ((("sh", "-c", backend_python.RETIRE_VENVS, "retire-venvs",
+    assert steps.retire == ((("sh", "-c", release_venv.RETIRE_VENVS, "retire-venvs",
                               "/srv/api"),),)  # fmt: skip
     assert steps.start == ()
 
@@ -229,14 +230,15 @@ def test_a_tree_without_requirements_gets_the_empty_files_virtualenv():
     "script", ["BUILD_VENV", "ACTIVATE", "RETIRE_VENVS"]
 )  # fmt: skip
 def test_the_scripts_are_valid_sh(script):
-    done = subprocess.run(["sh", "-n", "-c", getattr(backend_python, script)], capture_output=True)
+    text = getattr(backend_python if script == "ACTIVATE" else release_venv, script)
+    done = subprocess.run(["sh", "-n", "-c", text], capture_output=True)
     assert done.returncode == 0, done.stderr
 
 
 def run_build(tmp_path, venv: str) -> subprocess.CompletedProcess:
     build = tmp_path / "release.partial"
     build.mkdir(exist_ok=True)
-    argv = ["sh", "-c", backend_python.BUILD_VENV, "build-venv", venv, "../../venvs/x"]
+    argv = ["sh", "-c", release_venv.BUILD_VENV, "build-venv", venv, "../../venvs/x"]
     return subprocess.run(argv, cwd=build, capture_output=True, text=True)
 
 
@@ -258,7 +260,7 @@ def test_retire_removes_only_virtualenvs_no_release_links(tmp_path):
     for release, venv in (("r1", "kept"), ("r2", "kept"), ("r3.partial", "building")):
         (tmp_path / "releases" / release).mkdir(parents=True)
         (tmp_path / "releases" / release / ".venv").symlink_to(f"../../venvs/{venv}")
-    argv = ["sh", "-c", backend_python.RETIRE_VENVS, "retire-venvs", str(tmp_path)]
+    argv = ["sh", "-c", release_venv.RETIRE_VENVS, "retire-venvs", str(tmp_path)]
     assert subprocess.run(argv, capture_output=True).returncode == 0
     assert sorted(p.name for p in (tmp_path / "venvs").iterdir()) == ["building", "kept"]
 
@@ -312,7 +314,7 @@ def test_hashes_are_required_when_a_requirement_has_one_not_a_comment(
     tmp_path, requirements, hashed
 ):
     """The hash test of BUILD_VENV, run alone: a comment naming --hash= must not turn it on."""
-    line = next(x for x in backend_python.BUILD_VENV.splitlines() if "--require-hashes" in x)
+    line = next(x for x in release_venv.BUILD_VENV.splitlines() if "--require-hashes" in x)
     (tmp_path / "requirements.txt").write_text(requirements)
     script = f"set -- none\n{line.strip()}\necho $1"
     done = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True)
@@ -332,7 +334,7 @@ def fake_python(tmp_path, pip_exit: int):
 
 
 def build_with(tmp_path, fake, requirements: str) -> subprocess.CompletedProcess:
-    script = backend_python.BUILD_VENV.replace("/usr/bin/python3", str(fake))
+    script = release_venv.BUILD_VENV.replace("/usr/bin/python3", str(fake))
     build = tmp_path / "release.partial"
     build.mkdir()
     (build / "requirements.txt").write_text(requirements)
