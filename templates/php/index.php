@@ -20,6 +20,9 @@ const IDENTITY_PARAMS = ['VERIFIED', 'DN', 'ISSUER_DN', 'SERIAL', 'FINGERPRINT',
 /** Split on $separator where it is not escaped with a backslash; escapes are kept. */
 function dn_split(string $text, string $separator): array
 {
+    if (strpos($text, '\\') === false) {  // no escapes (most DNs): explode, not a PHP loop
+        return explode($separator, $text);
+    }
     $parts = [];
     $current = '';
     $length = strlen($text);
@@ -42,6 +45,9 @@ function dn_split(string $text, string $separator): array
 /** Undo RFC 2253 escapes: "\," -> "," and "\C3\A9" (UTF-8 bytes) -> "é". */
 function dn_unescape(string $raw): string
 {
+    if (strpos($raw, '\\') === false) {
+        return $raw;
+    }
     $out = '';
     $length = strlen($raw);
     for ($i = 0; $i < $length; $i++) {

@@ -147,6 +147,7 @@ PARITY_CASES = [
     environ("/nope", **BOB),
     environ("/whoami", method="POST", **BOB),
     environ("/whoami", VERIFIED="SUCCESS", DN="CN=Jos\\C3\\A9+UID=7,OU=a,OU=b,O=x\\2C y/z"),
+    environ("/whoami", VERIFIED="SUCCESS", DN="CN=Jo+UID=7,OU=a,OU=b,O=x y/z,=,k", ISSUER_DN="O=x"),
     environ("/whoami", VERIFIED="SUCCESS", DN='CN=a\\+b\\\\c\\"d,1.2.3=#0401ff', ISSUER_DN=""),
 ]
 
