@@ -4,36 +4,44 @@ One root-owned file, ``/var/lib/mtls-deploy/manifest.json``, read with the facts
 trip) and written by the apply script like any managed file: the engine adds it to the plan as a
 ``File`` of its own, so check mode, diffs and idempotence come for free. Per role it lists the
 files and directories the role manages, the units it runs, its users, the packages it
-installed (those missing before our apt-get; once recorded, they stay recorded), and its trees:
+installed (those missing before our apt-get; once recorded, they stay recorded), its trees:
 directories marked ``Directory(tree=True)`` that a run of ours created (absent when planned;
-once recorded, recorded while the role declares them), whose whole content is ours.
+once recorded, recorded while the role declares them), whose whole content is ours, and its
+``units_before``: the units it runs that were already enabled or running the first time a run
+of ours managed them, as seen before that run's apply and before its apt-get (a unit that a
+package this run installs enables is ours); once recorded, recorded while the role runs them.
 
 A role that left the host's role list has its entries taken away by ``Removed`` steps, tracked by
 what we wrote, not guessed: units stopped and disabled, files deleted, trees deleted with all
 they hold (never one with a path a remaining role manages inside it, never a system directory
 or one less than two levels deep), directories deleted when empty, users deleted; packages
-stay. A path, unit or user a remaining role manages stays. The
+stay. A unit in ``units_before`` is neither stopped nor disabled (it serves what was there
+before us): once our files are gone it is reloaded (``systemctl try-reload-or-restart``: one
+that someone stopped stays stopped). A path, unit or user a remaining role manages stays. The
 manifest is written first with the leaving role still in it, and once more, after the removals,
 without it: a removal that fails leaves the role recorded, to be tried again next run.
 
-Example manifest (sorted, no timestamps: a converged host's never changes)::
+Example manifest (sorted, no timestamps: a converged host's never changes; an empty ``trees``
+or ``units_before`` is left out, so a manifest from before them stays byte for byte)::
 
     {"format": 1, "roles": {"app": {"directories": ["/srv/app"], "files": ["/srv/app/run"],
-     "packages": ["app-server"], "trees": ["/srv/app"], "units": ["app-server"],
-     "users": ["app"]}}}
+     "packages": ["app-server"], "trees": ["/srv/app"], "units": ["app-server", "web"],
+     "units_before": ["web"], "users": ["app"]}}}
 """
 
 import json
 import posixpath
+import shlex
 from dataclasses import dataclass
 
 from .errors import UserError
-from .facts import MANIFEST, HostFacts, ResourceFacts
-from .operations import Step, plan_file
+from .facts import MANIFEST, HostFacts, ResourceFacts, UnitState
+from .operations import ENABLED, RUNNING, UNIT_DIRS, Step, changed, plan_file
 from .resources import Directory, File, Packages, Removed, Service, User
 
 FORMAT = 1
-KEYS = ("directories", "files", "packages", "trees", "units", "users")
+KEYS = ("directories", "files", "packages", "trees", "units", "units_before", "users")
+OPTIONAL = ("trees", "units_before")  # left out of the file when empty (older manifests lack them)
 # Removal order: what runs stops first, then files go, then trees (whole), then the (emptied)
 # directories (a tree's parent among them), then users.
 REMOVAL_ORDER = ("units", "files", "trees", "directories", "users")
@@ -57,16 +65,21 @@ SYSTEM_DIRS = frozenset(
 )
 
 
-def entry(resources: list, installed: list[str] = (), ours=frozenset()) -> dict[str, list[str]]:
+def entry(
+    resources: list, installed: list[str] = (), ours=frozenset(), before=frozenset()
+) -> dict[str, list[str]]:
     """What one role's ``resources`` manage, as its manifest entry; ``installed``: the packages
     it installed (missing before our apt-get); ``ours``: the paths of tree directories we
-    created (its ``Directory(tree=True)`` among them are its trees)."""
+    created (its ``Directory(tree=True)`` among them are its trees); ``before``: the units that
+    ran before us (those of them it runs are its ``units_before``)."""
+    units = [r.name for r in resources if isinstance(r, Service) and r.running]
     found = {
         "directories": [r.path for r in resources if isinstance(r, Directory)],
         "files": [r.path for r in resources if isinstance(r, File)],
         "packages": list(installed),
         "trees": [r.path for r in resources if _is_tree(r) and r.path in ours],
-        "units": [r.name for r in resources if isinstance(r, Service) and r.running],
+        "units": units,
+        "units_before": [u for u in units if u in before],
         "users": [r.name for r in resources if isinstance(r, User)],
     }
     for path in found["trees"]:
@@ -100,6 +113,18 @@ def created_trees(resources: list, facts: ResourceFacts) -> frozenset[str]:
     return frozenset(
         r.path for r in resources if _is_tree(r) and facts.path(r.path).kind == "absent"
     )
+
+
+def found_units(resources: list, facts: ResourceFacts) -> frozenset[str]:
+    """The units among ``resources`` that ``facts`` shows enabled or running (a static unit
+    that is not running was enabled by nobody). Given facts from before our apply and before
+    our apt-get: the units that ran before us."""
+    units = [r.name for r in resources if isinstance(r, Service) and r.running]
+    return frozenset(u for u in units if _was_on(facts.unit(u)))
+
+
+def _was_on(unit: UnitState) -> bool:
+    return (unit.enabled in ENABLED and unit.enabled != "static") or unit.active in RUNNING
 
 
 def missing_packages(wanted: dict[str, list], facts: HostFacts) -> dict[str, list[str]]:
@@ -142,26 +167,37 @@ def _checked(found: dict) -> dict[str, list[str]]:
 
 
 def updated(
-    old: dict, resources: dict[str, list], installed: dict[str, list[str]], created=frozenset()
+    old: dict,
+    resources: dict[str, list],
+    installed: dict[str, list[str]],
+    created=frozenset(),
+    found=frozenset(),
 ) -> dict[str, dict[str, list[str]]]:
     """The current roles' entries: what their ``resources`` manage now, every package the
-    old manifest recorded for them or they ``installed`` this run (sticky), and their trees:
-    recorded before, or ``created`` by this run."""
+    old manifest recorded for them or they ``installed`` this run (sticky), their trees:
+    recorded before, or ``created`` by this run, and their units that ran before us: recorded
+    before (by any role), or ``found`` enabled or running before this run when no run of ours
+    ran them yet (the old manifest lists them nowhere: else we may have enabled them)."""
+    ours = {u for e in old.values() for u in e["units"]}
+    before = {u for e in old.values() for u in e["units_before"]} | (set(found) - ours)
     return {
         role: entry(
-            found,
+            wanted,
             [*old.get(role, {}).get("packages", []), *installed.get(role, [])],
             {*old.get(role, {}).get("trees", []), *created},
+            before,
         )
-        for role, found in resources.items()
+        for role, wanted in resources.items()
     }
 
 
 def render(listed: dict) -> bytes:
     """The manifest file's content: sorted, indented JSON with a final newline. An empty
-    ``trees`` is left out (a host's manifest from before trees stays byte for byte)."""
+    ``trees`` or ``units_before`` is left out (a host's manifest from before them stays byte
+    for byte)."""
     shown = {
-        name: {key: x for key, x in e.items() if key != "trees" or x} for name, e in listed.items()
+        name: {key: x for key, x in e.items() if key not in OPTIONAL or x}
+        for name, e in listed.items()
     }
     return (
         json.dumps({"format": FORMAT, "roles": shown}, indent=2, sort_keys=True) + "\n"
@@ -169,10 +205,13 @@ def render(listed: dict) -> bytes:
 
 
 def removals(left: dict[str, dict], kept: dict[str, dict]) -> list[Removed]:
-    """What the roles in ``left`` had put there and no role in ``kept`` manages: units, files,
-    trees (whole, when no kept path is in them; what they hold is not listed again),
-    directories (deepest first), users. Their packages stay."""
+    """What the roles in ``left`` had put there and no role in ``kept`` manages: units (not
+    those that ran before us: ``reloaded``), files, trees (whole, when no kept path is in
+    them; what they hold is not listed again), directories (deepest first), users. Their
+    packages stay."""
     managed = {(key, x) for e in kept.values() for key in KEYS for x in e[key]}
+    # What ran before us is not stopped: it is reloaded (``reloaded``).
+    managed |= {("units", u) for e in left.values() for u in e["units_before"]}
     paths = {x for key, x in managed if key in ("files", "directories", "trees")}
     trees = {t for e in left.values() for t in e["trees"] if not any(_inside(p, t) for p in paths)}
     found = []
@@ -184,6 +223,28 @@ def removals(left: dict[str, dict], kept: dict[str, dict]) -> list[Removed]:
                 if (key, x) not in managed and x not in paths and _goes(key, x, trees)
             ]
     return sorted(found, key=_removal_rank)
+
+
+def reloaded(left: dict[str, dict], kept: dict[str, dict]) -> tuple[str, ...]:
+    """The units of the roles in ``left`` that ran before us and no role in ``kept`` runs:
+    they stay enabled and running, and are reloaded once our files are gone."""
+    running = {u for e in kept.values() for u in e["units"]}
+    return tuple(sorted({u for e in left.values() for u in e["units_before"]} - running))
+
+
+def reload_steps(units, left, unit_files: bool = False) -> list[Step]:
+    """``units`` (``reloaded``) reloaded after the removals of the roles ``left`` (after a
+    daemon-reload when one of our ``unit_files`` went): they serve what is not ours, no longer
+    what was. ``try-``: a unit someone stopped stays stopped."""
+    steps = []
+    for unit in units:
+        commands = ["systemctl daemon-reload"] if unit_files else []
+        commands.append(f"systemctl try-reload-or-restart -- {shlex.quote(unit)}")
+        reason = f"{', '.join(left)} left: reloaded without our files (ran before us: stays)"
+        step = changed("unit", unit, reason, ["\n".join(commands)])
+        step.after_checks = True
+        steps.append(step)
+    return steps
 
 
 def _inside(path: str, tree: str) -> bool:
@@ -219,23 +280,36 @@ class Bookkeeping:
     last: File | None
     left: tuple[str, ...] = ()  # the roles that left the host's list (with things to remove)
     packages: tuple[str, ...] = ()  # what only they installed: no remaining role wants it
+    reloads: tuple[str, ...] = ()  # their units that ran before us: reloaded, not stopped
+
+    def reload_steps(self) -> list[Step]:
+        """The ``reloads``, after the removals (and a daemon-reload when a unit file went)."""
+        unit_files = any(r.kind == "file" and r.name.startswith(UNIT_DIRS) for r in self.removals)
+        return reload_steps(self.reloads, self.left, unit_files)
 
 
 NOTHING = Bookkeeping([], [], None)
 
 
 def bookkeeping(
-    resources: dict[str, list], facts: HostFacts, installed: dict, created=frozenset()
+    resources: dict[str, list],
+    facts: HostFacts,
+    installed: dict,
+    created=frozenset(),
+    found=frozenset(),
 ) -> Bookkeeping:
     """The manifest for the roles' ``resources`` (by role), given the one on the host
-    (``facts``), the packages ``installed`` this run (by role) and the tree directories this
-    run ``created``. A role that left keeps its packages recorded (they stay installed: a
-    later ``unprovision --packages`` still knows them)."""
+    (``facts``), the packages ``installed`` this run (by role), the tree directories this
+    run ``created`` and the units ``found`` enabled or running before it (``found_units``). A
+    role that left keeps its packages recorded (they stay installed: a later ``unprovision
+    --packages`` still knows them)."""
     old = read(facts)
-    current = updated(old, resources, installed, created)
+    current = updated(old, resources, installed, created, found)
     left = {role: e for role, e in old.items() if role not in current}
     leaving = {role: e for role, e in left.items() if any(e[k] for k in REMOVAL_ORDER)}
-    staying = {role: {**e, **dict.fromkeys(REMOVAL_ORDER, [])} for role, e in left.items()}
+    staying = {
+        role: {**dict.fromkeys(KEYS, []), "packages": e["packages"]} for role, e in left.items()
+    }
     staying = {role: e for role, e in staying.items() if e["packages"]}
     folder = Directory(posixpath.dirname(MANIFEST), mode=0o755)
     first = File(MANIFEST, render({**left, **current}), mode=0o644)
@@ -246,7 +320,12 @@ def bookkeeping(
     wanted |= {p for e in current.values() for p in e["packages"]}
     only = sorted({p for e in leaving.values() for p in e["packages"]} - wanted)
     return Bookkeeping(
-        [folder, first], removals(leaving, current), last, tuple(sorted(leaving)), tuple(only)
+        [folder, first],
+        removals(leaving, current),
+        last,
+        tuple(sorted(leaving)),
+        tuple(only),
+        reloaded(leaving, current),
     )
 
 

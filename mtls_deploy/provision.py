@@ -104,6 +104,8 @@ class HostRun:
         self.packages = [p for found in self.wanted_packages.values() for p in found]
         self.installed: dict[str, list[str]] = {}  # by role: the packages this run installed
         self.created: frozenset[str] = frozenset()  # tree directories this run creates
+        self.found: frozenset[str] = frozenset()  # units enabled or running before this run
+        self.before: ResourceFacts | None = None  # the units' states before our apt-get
         self.facts: HostFacts | None = None
 
     def by_role(self, facts: HostFacts) -> dict[str, list]:
@@ -122,7 +124,7 @@ class HostRun:
         found = [r for rs in by_role.values() for r in rs]
         if self.options.tags:
             return [r for r in found if tagged(r, self.options.tags)], manifest.NOTHING
-        books = manifest.bookkeeping(by_role, facts, self.installed, self.created)
+        books = manifest.bookkeeping(by_role, facts, self.installed, self.created, self.found)
         last = [books.last] if books.last else []
         return [*books.first, *found, *books.removals, *last], books
 
@@ -183,11 +185,17 @@ class HostRun:
         return actual, covered
 
     def install(self, steps: list[Step]) -> bool:
-        """apt-get for the missing packages (and our leftover policy-rc.d removed first); on
-        failure mark the steps failed with apt's words."""
+        """apt-get for the missing packages (and our leftover policy-rc.d removed first), after
+        reading the state of the units the roles run (``before``: what a package enables is
+        not what ran before us); on failure mark the steps failed with apt's words."""
         commands = [c for s in steps if s.changed for c in s.commands]
-        script = "\n".join(["set -e", applying.host_lock(), *commands]) + "\n"
+        units = [
+            r.name for rs in self.by_role(self.facts).values() for r in rs if isinstance(r, Service)
+        ]
+        probe = Watched.of((), (), units).script()
+        script = "\n".join(["set -e", applying.host_lock(), probe, *commands]) + "\n"
         result = self.remote.run_script(script, sudo=True, timeout=1800)
+        self.before = parse_resource_facts(result.stdout)
         for step in steps if not result.ok else []:
             if step.changed:
                 step.status, step.reason = "failed", _last_line(result.stderr) or "apt-get failed"
@@ -206,8 +214,10 @@ class HostRun:
         wanted, books = self.wanted(self.facts)
         resources = [r for r in wanted if not isinstance(r, Packages)]
         facts = self.complete(actual, covered, resources)
-        if created := manifest.created_trees(resources, facts) - self.created:
-            self.created |= created  # the manifest records them as ours: planned again
+        created = manifest.created_trees(resources, facts) - self.created
+        found = manifest.found_units(resources, self.before or facts) - self.found
+        if created or found:  # the manifest records them: planned again
+            self.created, self.found = self.created | created, self.found | found
             wanted, books = self.wanted(self.facts)
             resources = [r for r in wanted if not isinstance(r, Packages)]
         return resources, books, facts
@@ -223,17 +233,22 @@ class HostRun:
             self.remote.run_script(script, sudo=True, check=True).stdout
         )
         # Not a remaining role's units; the leaving role's own again (after the reinstall).
-        handled = [r.name for r in resources if isinstance(r, Service)]
+        handled = [*(r.name for r in resources if isinstance(r, Service)), *books.reloads]
         steps = package_survey.package_steps(package_survey.leaving(found, handled), purge=False)
         for step in steps:
             step.after_checks = True
         return steps
+
+    def reloads(self, books: manifest.Bookkeeping) -> list[Step]:
+        """The units of the roles that left that ran before us: reloaded after the removals."""
+        return books.reload_steps()
 
     def apply(self, actual: ResourceFacts, covered: Watched) -> list[Step]:
         """Plan every resource against the facts; unless checking, apply what changed."""
         resources, books, facts = self.planned(actual, covered)
         steps = plan([r for r in resources if r is not books.last], facts)
         steps += self.left_packages(books, resources)
+        steps += self.reloads(books)
         steps += manifest.last_step(books, facts, steps)
         if self.options.diff:
             _attach_diffs(self.remote, steps)

@@ -5,7 +5,9 @@ leave the packages' own files as the packages ship them.
    engine's own plan (``manifest.bookkeeping({}, ...)``): units stopped and disabled (with a
    template unit we wrote, every instance of it and its drop-in directory), files deleted,
    trees we created deleted whole (the app's releases, shared state and environment),
-   directories deleted when empty, users deleted.
+   directories deleted when empty, users deleted. A unit that ran before us (the manifest's
+   ``units_before``) is neither stopped nor disabled: it is reloaded once our files are gone
+   and the roles' ``restore`` is done (step 2), so it keeps serving what was there before us.
 2. **The packages we brought** (the manifest's ``packages``: those missing before our apt-get)
    and what apt would take away with them (``apt-get -s purge --autoremove``, less what was
    autoremovable before): with ``--packages`` purged; otherwise kept, but the units they enabled
@@ -20,8 +22,12 @@ leave the packages' own files as the packages ship them.
    and the host's lock file (``apply.HOST_LOCK``, held while it runs). A second run finds
    nothing to do.
 
-Limits: a unit the manifest lists was enabled by us, even if it ran before we came (the manifest
-does not say); packages that were there before us are never touched, their files neither.
+Limits: packages that were there before us are never touched, their files neither (but for
+what the roles wrote over them, such as the default site they took away, which ``restore``
+puts back). Whether a unit ran before us is known from the first run of ours that managed it
+(enabled or running before its apply and before its apt-get); a host provisioned by a version
+that did not record ``units_before``, or whose first run installed packages but failed before
+its manifest was written, has its units taken for ours: they are stopped and disabled.
 """
 
 import base64
@@ -32,7 +38,7 @@ from . import fact_cache, manifest, role_loader
 from .connection import Remote, SshTarget
 from .facts import MANIFEST, HostFacts
 from .operations import Step, changed, ok
-from .package_survey import SURVEY, Survey, package_steps, parse_survey, survey_script  # noqa: F401
+from .package_survey import SURVEY, Survey, leaving, package_steps, parse_survey, survey_script  # noqa: F401
 from .provision import HostRun, RunOptions
 from .runner import HostResult
 
@@ -106,18 +112,25 @@ def _unprovision(remote: Remote, v: dict, packages: bool, check: bool) -> list[S
         return steps
     names = recorded_packages(roles)
     found = remote.run_script(survey_script(names), sudo=True, check=True) if names else None
-    later = package_steps(parse_survey(found.stdout if found else ""), packages)
+    before = manifest.reloaded(roles, {})
+    survey = leaving(parse_survey(found.stdout if found else ""), before)
+    later = package_steps(survey, packages)
     later += [] if packages else restore_steps({name: roles[name] for name in placed}, v)
+    later += manifest.reload_steps(before, tuple(sorted(placed)))
     later.append(bookkeeping_step(roles, probe.stdout, packages))
     return steps + (later if check else _apply(remote, later))
 
 
 class Removals(HostRun):
     """The engine's run of a host whose every role left, without its survey of the packages
-    only they installed: unprovision surveys every recorded package itself, after."""
+    only they installed (unprovision surveys every recorded package itself, after) nor the
+    reloads of the units that ran before us (after the roles' restores)."""
 
     def left_packages(self, books, resources) -> list[Step]:
         return []
+
+    def reloads(self, books) -> list[Step]:
+        return []  # after the roles' restores (unprovision's own steps)
 
 
 def _apply(remote: Remote, steps: list[Step]) -> list[Step]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mtls_deploy.connection import CommandResult, ConnectError, RemoteCommandError
 from mtls_deploy.facts import (
+    MANIFEST,
     RESOURCES_MARK,
     UNIT_SUFFIXES,
     HostFacts,
@@ -80,8 +81,12 @@ class FakeHost:
         )
 
     def gathered(self) -> str:
-        """The recorded system facts part, as ``parse_gathered`` reads it."""
-        return "\n".join(self.system) + "\n"
+        """The recorded system facts part, as ``parse_gathered`` reads it (with the manifest
+        a converged run wrote, as the host's facts carry it)."""
+        lines = list(self.system)
+        if MANIFEST in self.contents:
+            lines.append(f"manifest\t{base64.b64encode(self.contents[MANIFEST]).decode()}")
+        return "\n".join(lines) + "\n"
 
     def facts(self) -> HostFacts:
         """The system facts, parsed: what the last run cached (the engine's guess)."""

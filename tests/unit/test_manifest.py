@@ -58,6 +58,7 @@ OLD_ENTRY = {
     "packages": ["old-server"],
     "trees": [],
     "units": ["old-server"],
+    "units_before": [],
     "users": ["old"],
 }
 
@@ -166,7 +167,9 @@ def test_the_first_write_keeps_the_leaving_role_and_the_last_drops_it():
     first = json.loads(books.first[1].content)["roles"]
     last = json.loads(books.last.content)["roles"]
     assert set(first) == {"old", "new"}
-    assert first["old"] == {k: v for k, v in OLD_ENTRY.items() if k != "trees"}  # empty: left out
+    assert first["old"] == {
+        k: v for k, v in OLD_ENTRY.items() if k not in manifest.OPTIONAL
+    }  # empty: left out
     assert set(last) == {"new", "old"}
     assert last["old"] == {"directories": [], "files": [], "packages": ["old-server"], "units": [], "users": []}  # fmt: skip
     assert books.left == ("old",) and books.packages == ("old-server",)
@@ -177,7 +180,7 @@ def test_a_role_that_left_keeps_only_its_packages_recorded_and_is_not_removed_ag
     books = manifest.bookkeeping({"new": NEW_APP}, facts_with(kept), {})
     assert books.removals == [] and books.last is None and books.left == ()
     assert json.loads(books.first[1].content)["roles"]["old"] == {
-        k: v for k, v in kept["old"].items() if k != "trees"
+        k: v for k, v in kept["old"].items() if k not in manifest.OPTIONAL
     }
 
 
@@ -536,3 +539,158 @@ def test_what_only_a_leaving_role_installed_gets_its_conffiles_back_and_its_unit
     assert written["roles"]["old"] == {
         "directories": [], "files": [], "packages": ["old-server"], "units": [], "users": []
     }  # fmt: skip
+
+
+# --- units that ran before us: never stopped, reloaded once our files are gone ---------------
+
+SITE = [File("/etc/web/sites/app.conf", b"site\n"), Service("web"), Service("app-server")]
+SITE_ENTRY = {
+    **dict.fromkeys(manifest.KEYS, []),
+    "files": ["/etc/web/sites/app.conf"],
+    "units": ["app-server", "web"],
+    "units_before": ["web"],
+}
+
+
+def unit_facts(units: dict[str, tuple[str, str]]) -> ResourceFacts:
+    states = {name: UnitState(*state) for name, state in units.items()}
+    return ResourceFacts(paths={}, users=frozenset(), units=states)
+
+
+@pytest.mark.parametrize(
+    "state, found",
+    [
+        (("enabled", "active"), True),
+        (("enabled", "inactive"), True),  # enabled by someone, stopped for now
+        (("disabled", "active"), True),  # started by hand
+        (("static", "active"), True),
+        (("static", "inactive"), False),  # enabled by nobody
+        (("disabled", "inactive"), False),
+        (("not-found", "inactive"), False),
+    ],
+)
+def test_a_unit_enabled_or_running_is_found(state, found):
+    facts = unit_facts({"web.service": state, "stopped-thing.service": ("enabled", "active")})
+    wanted = [Service("web"), Service("stopped-thing", running=False, enabled=False)]
+    assert manifest.found_units(wanted, facts) == ({"web"} if found else set())
+
+
+def test_a_unit_found_before_our_first_run_is_recorded_and_then_stays_recorded():
+    first = manifest.updated({}, {"site": SITE}, {}, found=frozenset({"web"}))
+    assert first["site"]["units_before"] == ["web"] and first["site"]["units"] == [
+        "app-server",
+        "web",
+    ]
+    again = manifest.updated(first, {"site": SITE}, {})  # sticky: not found again, still recorded
+    assert again["site"]["units_before"] == ["web"]
+    moved = manifest.updated(first, {"web-role": SITE[1:2]}, {})  # another role runs it now
+    assert moved["web-role"]["units_before"] == ["web"]
+    assert manifest.updated(first, {"site": SITE[2:]}, {})["site"]["units_before"] == []
+
+
+def test_a_unit_a_run_of_ours_ran_before_is_never_recorded_as_there_before_us():
+    """Running now because of us (the old manifest lists it): that is not "before us"."""
+    ours = manifest.updated({}, {"site": SITE}, {})
+    found = frozenset({"web", "app-server"})
+    assert manifest.updated(ours, {"site": SITE}, {}, found=found)["site"]["units_before"] == []
+
+
+def test_a_manifest_without_units_before_reads_as_none_recorded_and_renders_as_before():
+    text = manifest.render({"old": OLD_ENTRY}).decode()
+    assert "units_before" not in text
+    assert manifest.read(HostFacts(manifest=text))["old"]["units_before"] == []
+    written = manifest.render({"site": SITE_ENTRY}).decode()
+    assert '"units_before": [\n        "web"\n      ]' in written
+    assert manifest.read(HostFacts(manifest=written))["site"] == SITE_ENTRY
+
+
+def test_a_leaving_role_s_unit_that_ran_before_us_is_reloaded_after_its_files_not_stopped():
+    books = manifest.bookkeeping({"new": NEW_APP}, facts_with({"site": SITE_ENTRY}), {})
+    assert [(r.kind, r.name) for r in books.removals] == [
+        ("unit", "app-server"),  # ours: stopped and disabled
+        ("file", "/etc/web/sites/app.conf"),
+    ]
+    assert books.reloads == ("web",)
+    facts = ResourceFacts(
+        paths={"/etc/web/sites/app.conf": PathState("file")},
+        users=frozenset(),
+        units={f"{u}.service": UnitState("enabled", "active") for u in ("web", "app-server")},
+    )
+    steps = plan([File("/etc/new.conf", b"new\n"), *books.removals], facts)
+    steps += books.reload_steps()
+    steps += manifest.last_step(books, facts, steps)
+    reload = steps[-2]
+    assert (reload.kind, reload.name, reload.status) == ("unit", "web", "changed")
+    assert reload.reason == "site left: reloaded without our files (ran before us: stays)"
+    script = applying.build_script(steps, [])
+    at = script.index
+    assert "disable --now web" not in script and "systemctl disable --now app-server" in script
+    assert at("rm -f -- /etc/web/sites/app.conf") < at("systemctl try-reload-or-restart -- web")
+    assert at("systemctl try-reload-or-restart -- web") < at(f'mv -f "$t" {MANIFEST}')
+    last = json.loads(books.last.content)["roles"]
+    assert "site" not in last  # nothing left to record: no packages
+
+
+def test_a_unit_that_ran_before_us_and_a_remaining_role_runs_is_neither_stopped_nor_reloaded():
+    books = manifest.bookkeeping({"web-role": SITE[1:2]}, facts_with({"site": SITE_ENTRY}), {})
+    assert ("unit", "web") not in [(r.kind, r.name) for r in books.removals]
+    assert books.reloads == () and books.reload_steps() == []
+
+
+def test_a_removed_unit_file_is_read_by_systemd_before_the_reload():
+    entry = {**SITE_ENTRY, "files": ["/etc/systemd/system/web.service.d/hardening.conf"]}
+    books = manifest.bookkeeping({}, facts_with({"site": entry}), {})
+    assert books.reload_steps()[0].commands == [
+        "systemctl daemon-reload\nsystemctl try-reload-or-restart -- web"
+    ]
+
+
+class Installing(Host):
+    """apt-get install of fresh-server enables and starts it (Debian's postinst); the
+    install script reads the units' states before apt-get runs."""
+
+    def run_script(self, script, sudo=False, check=False, timeout=None):
+        if "apt-get install" not in script:
+            return super().run_script(script, sudo, check, timeout)
+        self.scripts.append(script)
+        before = self.answer().partition("@@resources\n")[2]
+        self.packages.append("fresh-server")
+        self.units["fresh-server.service"] = ("enabled", "active")
+        return SimpleNamespace(stdout=before, stderr="", exit_status=0, ok=True)
+
+
+FRESH = [Packages(("fresh-server",)), *SITE, Service("fresh-server")]
+
+
+def test_a_first_run_records_what_ran_before_it_not_what_its_packages_enabled():
+    host = Installing(SITE, b"", {"web.service": ("enabled", "active")})  # no manifest yet
+    steps = HostRun(host, [FakeRole("site", FRESH)], {}, RunOptions()).converge(None)
+    written = json.loads(next(s for s in steps if s.name == MANIFEST).resource.content)
+    assert written["roles"]["site"]["units_before"] == ["web"]  # not fresh-server, nor app-server
+    assert written["roles"]["site"]["packages"] == ["fresh-server"]
+    install = next(s for s in host.scripts if "apt-get install" in s)
+    assert install.index("systemctl show") < install.index("apt-get install")
+    assert install.index("flock") < install.index("systemctl show")
+
+
+def test_a_run_that_installs_nothing_records_what_runs_before_its_apply():
+    host = Host(SITE, manifest.render({}), {"web.service": ("enabled", "active")})
+    steps = HostRun(host, [FakeRole("site", SITE)], {}, RunOptions()).converge(None)
+    written = json.loads(next(s for s in steps if s.name == MANIFEST).resource.content)
+    assert written["roles"]["site"]["units_before"] == ["web"]
+
+
+def test_check_mode_shows_the_reload_of_a_leaving_unit_that_ran_before_us_and_does_nothing():
+    old = manifest.render({"site": SITE_ENTRY})
+    units = {
+        **RUNNING,
+        "web.service": ("enabled", "active"),
+        "app-server.service": ("enabled", "active"),
+    }
+    host = Host([*NEW_APP, *SITE], old, units)
+    steps = HostRun(host, [FakeRole("new", NEW_APP)], {}, RunOptions(check=True)).converge(None)
+    changed = [(s.kind, s.name, s.commands) for s in steps if s.changed]
+    assert ("unit", "web", ["systemctl try-reload-or-restart -- web"]) in changed
+    assert ("unit", "app-server", ["systemctl disable --now app-server"]) in changed
+    assert not any("disable --now web" in c for *_, cs in changed for c in cs)
+    assert not any("try-reload" in s for s in host.scripts)  # shown, not done

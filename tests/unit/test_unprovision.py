@@ -2,6 +2,7 @@
 that follow from it (purge, or conffiles put back and units disabled), the roles' own restores,
 and the one apply script. On a real host: tests/integration/test_unprovision.py."""
 
+import base64
 import json
 import subprocess
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from mtls_deploy import apply as applying
-from mtls_deploy import unprovision
+from mtls_deploy import manifest, unprovision
+from mtls_deploy.connection import CommandResult
+from mtls_deploy.facts import MANIFEST
 from mtls_deploy.unprovision import Survey, package_steps, parse_survey
 
 SURVEYED = """package nginx
@@ -200,3 +203,69 @@ def test_the_task_needs_a_host(inv):
 def test_the_task_is_listed(inv):
     code, out, _ = inv("--list")
     assert code == 0 and "unprovision" in out
+
+
+# --- a unit that ran before us: reloaded, never stopped -----------------------------------------
+
+SITE = "/etc/nginx/conf.d/api.conf"
+BEFORE = {
+    "nginx": {**ROLES["nginx"], "packages": [], "units_before": ["nginx"], "trees": []},
+    "backend": {"directories": [], "files": ["/etc/app/pool.conf"], "packages": ["app-server"],
+                "trees": [], "units": ["app-server"], "units_before": [], "users": []},
+}  # fmt: skip
+
+
+class Host:
+    """The host as the engine's removal run and unprovision ask it: the manifest, the state of
+    what it lists (everything present, every unit enabled and running), no survey finding."""
+
+    def __init__(self, roles: dict):
+        self.text = manifest.render(roles).decode()
+        self.scripts = []
+
+    def run(self, command, sudo=False):
+        return CommandResult(self.text, "", 0)
+
+    def run_script(self, script, sudo=False, check=False, timeout=None):
+        self.scripts.append(script)
+        if "@@resources" in script:  # the system facts
+            encoded = base64.b64encode(self.text.encode()).decode()
+            return CommandResult(f"os\tdebian\t12\nmanifest\t{encoded}\n@@resources\n", "", 0)
+        if "stat -c" in script or "systemctl show" in script:  # what the manifest lists
+            stats = [
+                f"stat\t{p}\tregular file\t644\troot\troot" for p in (SITE, "/etc/app/pool.conf")
+            ]
+            units = [f"unit\tId={u}.service\nunit\tUnitFileState=enabled\nunit\tActiveState=active\nunit\t"
+                     for u in ("nginx", "app-server")]  # fmt: skip
+            return CommandResult("\n".join(stats + units) + "\n", "", 0)
+        return CommandResult("", "", 0)  # the survey of app-server: nothing to do
+
+
+def test_a_unit_that_ran_before_us_is_reloaded_after_our_files_and_the_restores_not_stopped():
+    host = Host(BEFORE)
+    steps = unprovision._unprovision(host, {}, packages=False, check=True)
+    shown = [(s.kind, s.name, s.status) for s in steps]
+    commands = [c for s in steps for c in s.commands]
+    assert "systemctl disable --now nginx" not in commands
+    assert "systemctl disable --now app-server" in commands  # ours: stopped and disabled
+    reload = shown.index(("unit", "nginx", "changed"))
+    assert shown.index(("file", SITE, "changed")) < reload  # our site goes first
+    assert shown.index(("link", "/etc/nginx/sites-enabled/default", "changed")) < reload
+    assert shown[reload + 1 :] == [("manifest", MANIFEST, "changed")]
+    assert steps[reload].commands == ["systemctl try-reload-or-restart -- nginx"]
+    assert (
+        steps[reload].reason
+        == "backend, nginx left: reloaded without our files (ran before us: stays)"
+    )
+    assert not any("try-reload" in s or "rm -f" in s for s in host.scripts)  # check: shown only
+
+
+def test_with_packages_a_unit_that_ran_before_us_is_reloaded_too():
+    steps = unprovision._unprovision(Host(BEFORE), {}, packages=True, check=True)
+    assert [s.name for s in steps[-2:]] == ["nginx", MANIFEST]
+    assert steps[-2].commands == ["systemctl try-reload-or-restart -- nginx"]
+
+
+def test_a_unit_that_ran_before_us_is_not_disabled_as_a_unit_of_our_packages():
+    survey = unprovision.leaving(parse_survey(SURVEYED), manifest.reloaded(BEFORE, {}))
+    assert "nginx.service" not in survey.units and "php8.2-fpm.service" in survey.units
