@@ -7,6 +7,8 @@ never provisioned: "back as it was".
   only by what belongs to the packages un-api has and un-ref has not (their files, what their
   maintainer scripts made in their own directories, their rc.d links and alternatives).
 - With --packages: the package list is un-ref's too, and /etc differs by nothing.
+- A web server that served a site of its own before our first run (a real server's other
+  sites) is still enabled and serving after unprovision; our site is gone from it.
 
 Never compared: what makes each host itself (host name, machine id, SSH host keys, the lab's
 sshd drop-in with the host's port), the backups the shadow tools keep of the previous
@@ -21,6 +23,7 @@ import pytest
 
 from mtls_deploy import inventory, lab
 from mtls_deploy.facts import MANIFEST
+from mtls_deploy.operations import install_without_starting
 
 from .conftest import ROOT, ApiHost, inv, make_pki_with_client, needs_lab, pki_environment, remote
 
@@ -182,3 +185,40 @@ def test_with_packages_the_host_is_the_fresh_one(world):
     assert on(folder, API.name, f"test -e {MANIFEST} || echo gone") == "gone\n"
     done = inv("unprovision", "--host", API.name)
     assert "nothing of ours to take away" in done.stdout and "changed=0" in done.stdout
+
+
+# nginx as a real server has it before we come: installed, enabled, serving a site of its own
+# (Debian's default site, moved off port 80, which the machine the lab shares its network with
+# may use; no other module uses 8566). Installed held back, so it never binds port 80.
+OTHER_PORT = 8566
+BEFORE_US = f"""set -e
+apt-get update -qq
+{install_without_starting(["nginx"])}
+sed -i -e 's/^[[:space:]]*listen 80 default_server;/\\tlisten 127.0.0.1:{OTHER_PORT} default_server;/' \\
+  -e '/listen \\[::\\]:80/d' /etc/nginx/sites-available/default
+systemctl enable --now nginx"""
+STATE = 'systemctl is-enabled "$1"; systemctl is-active "$1"; true'
+LISTENING = f"ss -Hltn 'sport = :{API.https_port}'"
+PRESENT = 'for p in "$@"; do [ -e "$p" ] && echo "$p"; done; true'
+
+
+def test_a_web_server_that_served_before_us_keeps_serving_what_was_not_ours(world):
+    """unprovision takes our site away and reloads nginx once Debian's default site is back:
+    nginx stays enabled and running and its own site answers (it was stopped and disabled)."""
+    folder = world["inventory"]
+    inv("unprovision", "--host", API.name, "--packages")  # fresh, whichever test ran before
+    on(folder, API.name, BEFORE_US)
+    assert on(folder, API.name, STATE, "nginx") == "enabled\nactive\n"
+    inv("provision", "--host", API.name)
+    roles = json.loads(on(folder, API.name, f"cat {MANIFEST}"))["roles"]
+    assert roles["nginx"]["units_before"] == ["nginx"] and roles["nginx"]["packages"] == []
+    assert [name for name, e in roles.items() if e.get("units_before")] == ["nginx"]
+    assert on(folder, API.name, LISTENING) != ""
+    done = inv("unprovision", "--host", API.name)
+    assert "failed=0" in done.stdout and "reloaded without our files" in done.stdout, done.stdout
+    assert on(folder, API.name, STATE, "nginx") == "enabled\nactive\n"
+    assert on(folder, API.name, STATE, "php8.2-fpm") == "disabled\ninactive\n"  # ours
+    assert on(folder, API.name, PRESENT, *roles["nginx"]["files"]) == ""
+    assert on(folder, API.name, LISTENING) == ""  # our https port: nginx serves it no more
+    page = on(folder, API.name, f"curl -sS http://127.0.0.1:{OTHER_PORT}/")
+    assert "Welcome to nginx" in page
