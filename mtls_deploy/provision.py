@@ -216,7 +216,7 @@ class HostRun:
         facts = self.complete(actual, covered, resources)
         created = manifest.created_trees(resources, facts) - self.created
         found = manifest.found_units(resources, self.before or facts) - self.found
-        if created or found:  # the manifest records them: planned again
+        if created or found:  # the manifest may record them: planned again
             self.created, self.found = self.created | created, self.found | found
             wanted, books = self.wanted(self.facts)
             resources = [r for r in wanted if not isinstance(r, Packages)]
