@@ -123,6 +123,12 @@ def found_units(resources: list, facts: ResourceFacts) -> frozenset[str]:
     return frozenset(u for u in units if _was_on(facts.unit(u)))
 
 
+def units_recorded(facts: HostFacts) -> frozenset[str]:
+    """The units the host's manifest lists already, ours or there before us: nothing left to
+    find about them (a converged host's run finds none and is not planned again)."""
+    return frozenset(u for e in read(facts).values() for u in (*e["units"], *e["units_before"]))
+
+
 def _was_on(unit: UnitState) -> bool:
     return (unit.enabled in ENABLED and unit.enabled != "static") or unit.active in RUNNING
 

@@ -215,7 +215,8 @@ class HostRun:
         resources = [r for r in wanted if not isinstance(r, Packages)]
         facts = self.complete(actual, covered, resources)
         created = manifest.created_trees(resources, facts) - self.created
-        found = manifest.found_units(resources, self.before or facts) - self.found
+        found = manifest.found_units(resources, self.before or facts)
+        found -= self.found | manifest.units_recorded(self.facts)
         if created or found:  # the manifest may record them: planned again
             self.created, self.found = self.created | created, self.found | found
             wanted, books = self.wanted(self.facts)

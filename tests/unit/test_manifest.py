@@ -680,6 +680,28 @@ def test_a_run_that_installs_nothing_records_what_runs_before_its_apply():
     assert written["roles"]["site"]["units_before"] == ["web"]
 
 
+class Counting(FakeRole):
+    """Counts how often the engine asks for its resources: once per plan."""
+
+    def call(self, function, v, facts, default=None):
+        self.plans = getattr(self, "plans", 0) + (function == "resources")
+        return super().call(function, v, facts, default)
+
+
+@pytest.mark.parametrize("key", ["units", "units_before"])
+def test_a_converged_host_whose_units_are_recorded_is_not_planned_again(key):
+    """Its running units are found every run, but the manifest knows them already: nothing
+    new to record, so no second plan (each costs the roles' resources again)."""
+    recorded = manifest.updated({}, {"site": SITE}, {}, found=frozenset({"web"}))
+    if key == "units":
+        recorded = manifest.updated({}, {"site": SITE}, {})
+    host = Host(SITE, manifest.render(recorded), {**RUNNING, "web.service": ("enabled", "active")})
+    role = Counting("site", SITE)
+    HostRun(host, [role], {}, RunOptions()).converge(None)
+    assert role.plans == 2  # once for the facts to read, once for the plan: never again
+    assert manifest.units_recorded(facts_with(recorded)) == {"web", "app-server"}
+
+
 def test_check_mode_shows_the_reload_of_a_leaving_unit_that_ran_before_us_and_does_nothing():
     old = manifest.render({"site": SITE_ENTRY})
     units = {
