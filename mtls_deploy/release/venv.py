@@ -11,8 +11,15 @@ from .steps import ReleaseContext
 # $1: the virtualenv; $2: .venv's relative target. Built by Debian's python3 (uWSGI's plugin
 # embeds it), marked complete last: a build that failed half-way is never reused. Hashes are
 # required when a requirement line (not a comment) has one. pip's last line is the reason of a
-# refusal.
+# refusal. One build or retire at a time holds venvs/ (flock on the directory: no lock file the
+# app's user could point elsewhere): a second deploy of the same app waits for the first's
+# build, then reuses it, and a retire never removes one being built (not linked yet).
 BUILD_VENV = """venv=$1 link=$2
+exec 9<"${venv%/*}" || exit 1
+flock -w VENV_WAIT 9 || {
+    echo "another deploy has been building in ${venv%/*} for VENV_WAIT s: run again once it is done" >&2
+    exit 1
+}
 if [ -f "$venv/.complete" ]; then
     echo "virtualenv ${venv##*/}: reused, not rebuilt"
 else
@@ -28,9 +35,14 @@ else
     echo "virtualenv ${venv##*/}: built"
 fi
 ln -sfn "$link" .venv"""
-# $1: /srv/<api_name>. As root after a switch: a virtualenv that no release links (kept or
-# being built) is removed.
+# $1: /srv/<api_name>. As root after a switch, holding venvs/ as a build does: a virtualenv
+# that no release links (kept, or being built: linked before its build lets go) is removed.
 RETIRE_VENVS = """cd "$1" || exit 0
+exec 9<venvs 2>/dev/null || exit 0
+flock -w VENV_WAIT 9 || {
+    echo "a build has held $1/venvs for VENV_WAIT s: unused virtualenvs stay until the next deploy" >&2
+    exit 0
+}
 for venv in venvs/*; do
     [ -d "$venv" ] || continue
     used=
@@ -39,6 +51,10 @@ for venv in venvs/*; do
     done
     [ -n "$used" ] || rm -rf -- "$venv"
 done"""
+VENV_WAIT = 900  # s that a build or a retire waits for another build: a large app's pip install
+BUILD_VENV, RETIRE_VENVS = (
+    s.replace("VENV_WAIT", str(VENV_WAIT)) for s in (BUILD_VENV, RETIRE_VENVS)
+)
 NO_REQUIREMENTS = hashlib.sha256(b"").hexdigest()  # an app without requirements.txt
 
 

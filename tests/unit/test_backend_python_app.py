@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,37 @@ def test_retire_removes_only_virtualenvs_no_release_links(tmp_path):
     assert sorted(p.name for p in (tmp_path / "venvs").iterdir()) == ["building", "kept"]
 
 
+def holding_venvs(tmp_path, then: str) -> subprocess.Popen:
+    """Another deploy's build: holds venvs/ as BUILD_VENV does, runs ``then`` (sh, in
+    ``tmp_path``) after a while, and lets go."""
+    venvs = tmp_path / "venvs"
+    venvs.mkdir(exist_ok=True)
+    holder = subprocess.Popen(["flock", str(venvs), "sh", "-c", f"sleep 0.5; {then}"], cwd=tmp_path)
+    for _ in range(50):  # until it holds it
+        if subprocess.run(["flock", "-n", str(venvs), "true"]).returncode != 0:
+            return holder
+        time.sleep(0.02)
+    raise AssertionError("the other build never took venvs/")
+
+
+def test_a_second_build_of_the_same_virtualenv_waits_for_the_first_then_reuses_it(tmp_path):
+    first = holding_venvs(tmp_path, "mkdir venvs/x && touch venvs/x/.complete")
+    done = build_with(tmp_path, fake_python(tmp_path, pip_exit=0), "flask==3.1.3\n")
+    assert first.wait() == 0
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "virtualenv x: reused, not rebuilt"  # not its rm -rf and pip
+
+
+def test_retire_waits_for_a_build_in_progress_and_keeps_what_it_links(tmp_path):
+    (tmp_path / "releases" / "r9.partial").mkdir(parents=True)
+    (tmp_path / "venvs" / "new").mkdir(parents=True)  # being built: linked at the build's end
+    build = holding_venvs(tmp_path, "ln -s ../../venvs/new releases/r9.partial/.venv")
+    argv = ["sh", "-c", release_venv.RETIRE_VENVS, "retire-venvs", str(tmp_path)]
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    assert build.wait() == 0
+    assert (tmp_path / "venvs" / "new").is_dir()
+
+
 def check_import(tmp_path, module: str, attribute: str) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-B", "-c", backend_python.CHECK_WSGI, module, attribute]
     return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
@@ -337,6 +369,7 @@ def build_with(tmp_path, fake, requirements: str) -> subprocess.CompletedProcess
     script = release_venv.BUILD_VENV.replace("/usr/bin/python3", str(fake))
     build = tmp_path / "release.partial"
     build.mkdir()
+    (tmp_path / "venvs").mkdir(exist_ok=True)  # the role's Directory on a host
     (build / "requirements.txt").write_text(requirements)
     argv = ["sh", "-c", script, "build-venv", str(tmp_path / "venvs" / "x"), "../../venvs/x"]
     return subprocess.run(argv, cwd=build, capture_output=True, text=True)
