@@ -248,6 +248,53 @@ def test_rollback_starts_the_previous_release_again(px):
     assert call(px, "/health")[1]["release"] == current
 
 
+SLOW_ROUTE = """
+
+@app.get("/slow")
+async def slow() -> dict:
+    import asyncio
+
+    await asyncio.sleep(8)  # longer than a deploy takes to reach the old instance's stop
+    return {"slept": 8, "release": Path.cwd().name}
+"""
+
+
+def test_a_request_in_flight_at_the_switch_finishes_on_the_old_instance(px):
+    """The old instance is stopped only after its in-flight requests finish (SIGTERM: uvicorn
+    drains, within proxy_stop_timeout), while new requests already reach the new release."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = px.app / "app.py"
+    example = app.read_text()
+    app.write_text(example + SLOW_ROUTE)
+    try:
+        old = release_of(px.inv("deploy"))
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(lambda: (call(px, "/slow"), time.time()))
+            time.sleep(1)  # the request is in the old instance now
+            app.write_text(example + SLOW_ROUTE + "\n# the next release\n")
+            new = release_of(px.inv("deploy"))
+            assert call(px, "/health")[1]["release"] == new != old
+            answer, answered_at = slow.result(timeout=30)
+        assert answer == (200, {"slept": 8, "release": old})
+        journal = px.sudo(f"journalctl -q -o short-unix --no-pager -u {UNIT}@{old}.service")
+        stopping = [line for line in journal.splitlines() if "Stopping" in line]
+        assert stopping, journal
+        stopping_since = float(stopping[-1].split()[0])  # the lab shares this machine's clock
+        assert stopping_since < answered_at  # stopped while the request was in flight
+        assert px.sudo(f"systemctl is-active {UNIT}@{old}.service; true").strip() == "inactive"
+    finally:
+        app.write_text(example)
+        px.inv("deploy")
+
+
+def release_of(done: subprocess.CompletedProcess) -> str:
+    """The release a deploy switched to, from its output."""
+    found = re.search(r"release (\d{8}T\d{6}Z-[0-9a-f]{12})", done.stdout)
+    assert found, done.stdout
+    return found.group(1)
+
+
 def test_a_proxy_command_that_exits_at_once_switches_nothing(px):
     """New settings for the current release (a provision): the new instance exits, the run
     fails in one line, the old instance keeps serving; a second run fails again (the staged
