@@ -83,7 +83,9 @@ def test_handshakes_use_the_keys_they_claim_and_resume(results):
 
 def test_throughput_rows_are_clean_and_memory_fits_the_vps(results):
     doc = results["api-throughput"]
-    assert len(doc["figures"]) == 7  # 3 targets x 1 and 8 connections, php-orders at 8 (quick)
+    assert len(doc["figures"]) == 8  # 3 targets x 1 and 8 connections, PHP's floor and
+    # php-orders at 8 (quick)
+    assert doc["figures"]["php bare script (floor) c=8"]["turns"] == doc["rounds"] == 1
     assert doc["figures"]["php-orders GET /orders c=8"]["host"] == "apps-php"
     for row in doc["figures"].values():
         assert row["complete"] > 0 and row["failed"] == 0 and row["non_2xx"] == 0
@@ -91,8 +93,13 @@ def test_throughput_rows_are_clean_and_memory_fits_the_vps(results):
     assert set(doc["memory"]) == {"fleet1", "fleet2", "apps-php"}
     for host in doc["memory"].values():
         assert 1 < host["rss_mb"] < 256 and 0 < host["pss_mb"] <= host["rss_mb"]
-    assert set(doc["ceiling_ratios"]) == {"php /whoami", "python /whoami"}
+    assert set(doc["ceiling_ratios"]) == {
+        "php /whoami",
+        "python /whoami",
+        "php bare script (floor)",
+    }
     assert all(0 < share < 1 for share in doc["ceiling_ratios"].values())
+    assert 0 < doc["php_whoami_over_floor"] < 2  # the floor answers "{}" through the same pool
 
 
 def test_deploy_noop_changes_nothing_in_one_connection(results):
