@@ -51,10 +51,12 @@ class ApplyOutcome:
 
 
 def notified_handlers(steps: list[Step], handlers: list[Handler]) -> list[Handler]:
-    """Handlers some changed step notified, each once, in handler order."""
+    """Handlers some changed step notified, each once, in handler order, less those another
+    notified handler covers."""
     wanted = {name for step in steps if step.changed for name in step.notify}
     chosen = [h for h in handlers if h.name in wanted or set(h.listen) & wanted]
-    return sorted(chosen, key=lambda h: h.order)
+    covered = {name for h in chosen for name in h.covers}
+    return sorted((h for h in chosen if h.name not in covered), key=lambda h: h.order)
 
 
 def build_script(

@@ -114,12 +114,15 @@ class Removed:
 @dataclass(frozen=True)
 class Handler:
     """A command run once at the end of a host's run when some change notified it: argv such
-    as ``(("systemctl", "restart", unit),)`` or a fixed script (see ``Command``)."""
+    as ``(("systemctl", "restart", unit),)`` or a fixed script (see ``Command``). ``covers``:
+    handlers it does the work of (a restart covers a reload): when both are notified, only
+    this one runs."""
 
     name: str
     command: ShellCommand
     order: int = 50
     listen: Handlers = field(default=())
+    covers: Handlers = field(default=())
 
 
 @dataclass(frozen=True)

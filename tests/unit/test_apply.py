@@ -126,6 +126,18 @@ def test_handlers_are_deduplicated_and_ordered():
     assert [h.name for h in chosen] == ["restart backend", "reload nginx"]
 
 
+def test_a_handler_another_notified_one_covers_does_not_run():
+    a = plan_file(File("/x", b"1", notify=("reload app",)), PathState("absent"))
+    b = plan_file(File("/y", b"2", notify=("restart app",)), PathState("absent"))
+    reload_app, restart_app = (
+        Handler("reload app", "r", order=40),
+        Handler("restart app", "s", order=41, covers=("reload app",)),
+    )
+    handlers = [reload_app, restart_app]
+    assert applying.notified_handlers([a, b], handlers) == [restart_app]
+    assert applying.notified_handlers([a], handlers) == [reload_app]  # alone, it runs
+
+
 def test_a_dropped_connection_mid_run_restores_validated_files(site, monkeypatch):
     """SIGHUP (sshd gone) after the first file: the trap puts the old site back."""
     steps = steps_for(site, b"new site\n")

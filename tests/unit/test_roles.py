@@ -343,6 +343,7 @@ def test_php_restart_handler_tests_then_restarts_after_the_reload():
     reload, restart = backend_php.handlers(host_vars(), FACTS)
     assert (restart.name, restart.order) == ("restart php-fpm", 41)
     assert restart.order > reload.order
+    assert restart.covers == ("restart backend",)  # both notified: the restart alone runs
     ((*_, script, _, version),) = restart.command
     test, rest = script.splitlines()
     assert '"php-fpm$1" --test' in test and version == "8.2"
