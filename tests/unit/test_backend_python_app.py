@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from mtls_deploy.release.steps import ReleaseContext
 from mtls_deploy.resources import Directory, Packages
 from mtls_deploy.role_loader import load
 from mtls_deploy.templating import TEMPLATES_DIR
+from tests.unit.locks import holding
 
 backend_python = load("backend_python").module
 FACTS = HostFacts(os_id="debian", os_version="12")
@@ -271,12 +271,7 @@ def holding_venvs(tmp_path, then: str) -> subprocess.Popen:
     ``tmp_path``) after a while, and lets go."""
     venvs = tmp_path / "venvs"
     venvs.mkdir(exist_ok=True)
-    holder = subprocess.Popen(["flock", str(venvs), "sh", "-c", f"sleep 0.5; {then}"], cwd=tmp_path)
-    for _ in range(50):  # until it holds it
-        if subprocess.run(["flock", "-n", str(venvs), "true"]).returncode != 0:
-            return holder
-        time.sleep(0.02)
-    raise AssertionError("the other build never took venvs/")
+    return holding(venvs, ["sh", "-c", f"sleep 0.5; {then}"], cwd=tmp_path)
 
 
 def test_a_second_build_of_the_same_virtualenv_waits_for_the_first_then_reuses_it(tmp_path):

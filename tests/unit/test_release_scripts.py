@@ -16,6 +16,7 @@ from mtls_deploy.release import plan, remote
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.release.transfer import tar_of
 from mtls_deploy.release.tree import read_tree
+from tests.unit.locks import holding
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the scripts chown and runuser: root")
 USER = "nobody"
@@ -196,12 +197,7 @@ def held(base: Path, seconds: float) -> subprocess.Popen:
     """Another run holding the host's lock for ``seconds`` (flock(1), as the scripts take it)."""
     lock = Path(apply.HOST_LOCK)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(["flock", "-o", str(lock), "sleep", str(seconds)])
-    for _ in range(50):  # until it holds it
-        if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
-            return holder
-        time.sleep(0.05)
-    raise AssertionError("the holder never took the lock")
+    return holding(lock, ["sleep", str(seconds)])
 
 
 def test_a_switch_while_another_run_holds_the_lock_waits_then_gives_up_in_one_line(host):
