@@ -140,7 +140,8 @@ class _Connection(http.client.HTTPSConnection):
 
 @dataclass
 class Outcome:
-    """One request: when it started (perf_counter), how long it took, its status (0: failed)."""
+    """One request: when it started (perf_counter), how long it took, its status (0: failed),
+    and what went wrong: the error, or the start of a non-2xx answer's body."""
 
     start: float
     seconds: float
@@ -178,14 +179,14 @@ class KeepAliveClient:
         while not self._stop.is_set():
             start = time.perf_counter()
             try:
-                status, error = self.request(), ""
+                status, error = self.request()
             except (OSError, http.client.HTTPException) as problem:
                 status, error = 0, f"{type(problem).__name__}: {problem}"
                 self._close()
             self.outcomes.append(Outcome(start, time.perf_counter() - start, status, error))
 
-    def request(self) -> int:
-        """One GET; the answer's status. Sent again once on a new connection when the reused
+    def request(self) -> tuple[int, str]:
+        """One GET; the answer's status, and for a non-2xx answer its start. Sent again once on a new connection when the reused
         one turns out closed before any byte of the answer; any other error is raised."""
         reused = self._connection is not None
         try:
@@ -196,10 +197,12 @@ class KeepAliveClient:
                 raise
             self.retries += 1
             response = self._send()
-        response.read()
+        body = response.read()
         if response.will_close:
             self._close()
-        return response.status
+        if 200 <= response.status < 300:
+            return response.status, ""
+        return response.status, f"{response.status}: {body[:200].decode('utf-8', 'replace')}"
 
     def _send(self) -> http.client.HTTPResponse:
         if self._connection is None:
