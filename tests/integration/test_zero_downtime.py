@@ -113,6 +113,7 @@ def test_releases_switch_under_load_without_a_failed_request(zd):
     figures = {**load.figures, "nginx_reloaded": reloaded, "releases": len(releases),
                "switch_seconds": round(load.ended - load.started, 1)}  # fmt: skip
     record(zd.backend, figures)
+    print(zd.sudo("tail -n 20 /var/log/nginx/api.error.log"))  # shown when an assert fails
     assert len(releases) == 1 + SWITCHES and first.removeprefix("releases/") in releases
     assert zd.sudo("readlink /srv/api/current") == f"releases/{sorted(releases)[-2]}"
     for name in ("ab", "keep-alive"):
