@@ -42,8 +42,15 @@ def front_controller(v: dict) -> str:
 
 
 def exports(v: dict, facts: HostFacts) -> dict:
-    """For the nginx site: the socket systemd listens on (``fastcgi_pass``), the app file."""
-    return {"fastcgi_socket": v["python_socket"], "front_controller": front_controller(v)}
+    """For the nginx site: the socket systemd listens on (``fastcgi_pass``), the app file, and
+    ``fastcgi_retry``: a uWSGI worker that a graceful reload (a chain reload, a restart) reaches
+    between accept() and reading the request exits with the connection unanswered (uWSGI's
+    ``gracefully_kill``), so nginx sends such a request once more; never a POST or PATCH."""
+    return {
+        "fastcgi_socket": v["python_socket"],
+        "front_controller": front_controller(v),
+        "fastcgi_retry": True,
+    }
 
 
 def template_context(v: dict) -> dict:

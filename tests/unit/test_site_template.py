@@ -210,8 +210,27 @@ def test_aliases_are_optional_and_not_repeated():
 
 def test_python_backend_socket_and_front_controller():
     lines = directives(site(backend="python"))
-    assert "fastcgi_pass unix:/run/api-python.sock;" in lines
     assert "fastcgi_param SCRIPT_FILENAME /srv/api-python/app.py;" in lines
+
+
+def test_python_backend_requests_go_once_more_when_a_reload_closed_the_connection():
+    """uWSGI's graceful reload can close a connection unanswered: the socket is listed twice,
+    so nginx may send the request once more (never a POST: nginx's rule for non-idempotent)."""
+    text = site(backend="python")
+    upstream = re.search(r"upstream mtls_api_fastcgi \{([^}]*)\}", text)
+    assert upstream, "no upstream for the python backend"
+    assert directives(upstream.group(1)) == ["server unix:/run/api-python.sock max_fails=0;"] * 2
+    lines = directives(text)
+    assert "fastcgi_pass mtls_api_fastcgi;" in lines
+    assert {"fastcgi_next_upstream error;", "fastcgi_next_upstream_tries 2;"} <= set(lines)
+    assert not any("non_idempotent" in line for line in lines)
+
+
+def test_php_backend_passes_straight_to_its_socket():
+    """PHP-FPM finishes every request it accepted on a reload: one socket, no second try."""
+    text = site(backend="php")
+    assert "upstream " not in text and "fastcgi_next_upstream" not in text
+    assert any(line.startswith("fastcgi_pass unix:") for line in directives(text))
 
 
 # --- error pages: JSON that says why --------------------------------------------------------------
