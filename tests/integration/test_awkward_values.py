@@ -214,8 +214,9 @@ PLACES = {
         "        fastcgi_pass unix:{php_socket};",
         "        fastcgi_param SCRIPT_FILENAME {php_app_dir}/index.php;",
     ],
-    "site:python": [
-        "        fastcgi_pass unix:{python_socket};",
+    "site:python": [  # twice in the upstream: nginx may send a request once more (uWSGI's race)
+        "    server unix:{python_socket} max_fails=0;",
+        "    server unix:{python_socket} max_fails=0;",
         "        fastcgi_param SCRIPT_FILENAME {python_app_dir}/app.py;",
     ],
     "nginx_drop_in": ["ReadWritePaths=/var/log/nginx {nginx_log_dir} /var/lib/nginx /run"],
