@@ -12,17 +12,18 @@ A release switch (``release``): start the new release's instance beside the old 
 until it answers ``proxy_ready_path`` (else stop it: nothing switched), switch, enable it, then
 stop the old one (SIGTERM: in-flight requests finish). New settings (a provision) reach the
 current release the same way: a second instance, ready before the release's link is switched.
-The shell side is ``templates/backend_proxy/instances.sh``.
+The shell side is ``templates/release/instances.sh`` (``mtls_deploy/release/instances.py``).
 """
 
 import re
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.release.instances import instances
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.release.venv import build_venv, retire_venvs
 from mtls_deploy.resources import Directory, File, Handler, Packages, User
-from mtls_deploy.templating import TEMPLATES_DIR, render
+from mtls_deploy.templating import render
 
 PACKAGES = ("curl", "python3-venv")  # curl: the readiness check; venv: requirements.txt
 UNIT_DIR = "/etc/systemd/system"
@@ -33,7 +34,6 @@ ENVIRONMENT_CHANGED = ("app environment changed",)  # role app's notice: app.env
 # Where the release's path goes in the staged settings: a control character, which no inventory
 # value can hold (the schema), replaced for each instance by instances.sh.
 MARK = "\x01"
-INSTANCES = (TEMPLATES_DIR / "backend_proxy" / "instances.sh").read_text()
 # {socket}, {release}, {venv}; a word in braces that is none of them is a typo, refused.
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # systemd's quoting inside "...": backslash and quote escaped (C escapes), % is a specifier,
@@ -169,16 +169,12 @@ def resources(v: dict, facts: HostFacts) -> list:
     ]
 
 
-def instances(verb: str, *arguments: str) -> tuple:
-    """One call of instances.sh, as a ShellCommand."""
-    return (("sh", "-c", INSTANCES, "instances", verb, *arguments),)
-
-
 def handlers(v: dict, facts: HostFacts) -> list[Handler]:
     """After the unit, the staged settings or the app's environment changed: the current
     release again, blue/green (a new instance ready before the switch, the old one retired).
     A new instance that does not answer fails the run; the old one keeps serving."""
-    restart = instances("restart", v["proxy_unit"], staged_path(v), v["app_root"], *readiness(v))
+    unit, root = v["proxy_unit"], v["app_root"]
+    restart = instances("restart", SOCKET_LINK, unit, staged_path(v), root, *readiness(v))
     return [Handler(RESTART[0], restart, order=40, listen=ENVIRONMENT_CHANGED)]
 
 
@@ -202,12 +198,12 @@ def release(v: dict, facts: HostFacts, ctx: ReleaseContext) -> ReleaseSteps:
     (nginx follows the symlink), stop the previous release's instance, remove the virtualenvs
     no release links any more."""
     unit = v["proxy_unit"]
-    old = (instances("retire", unit, ctx.previous),) if ctx.previous else ()
+    old = (instances("retire", SOCKET_LINK, unit, ctx.previous),) if ctx.previous else ()
     retire = (*old, retire_venvs(ctx))
     return ReleaseSteps(
         user=v["proxy_user"],
         build=build_steps(ctx),
-        start=(instances("start", unit, staged_path(v), ctx.release, *readiness(v)),),
-        activate=(instances("activate", unit, ctx.release),),
+        start=(instances("start", SOCKET_LINK, unit, staged_path(v), ctx.release, *readiness(v)),),
+        activate=(instances("activate", SOCKET_LINK, unit, ctx.release),),
         retire=retire,
     )

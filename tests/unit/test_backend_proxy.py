@@ -10,6 +10,7 @@ import pytest
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
+from mtls_deploy.release.instances import INSTANCES
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.resources import Directory, File, Packages, User
 from mtls_deploy.role_loader import load
@@ -221,10 +222,11 @@ def test_handler_restarts_the_current_release_blue_green_after_any_change():
         40,
         ("app environment changed",),
     )
-    assert argv[:2] == ("sh", "-c") and argv[2] == proxy.INSTANCES
+    assert argv[:2] == ("sh", "-c") and argv[2] == INSTANCES
     assert argv[3:] == (
         "instances",
         "restart",
+        ".proxy.sock",
         "api-proxy",
         "/etc/mtls-deploy/api/api-proxy.conf",
         "/srv/api",
@@ -341,15 +343,17 @@ def test_start_activate_retire_call_the_instances_script():
     )
     release = f"/srv/api/releases/{RELEASE_ID}"
     staged = "/etc/mtls-deploy/api/api-proxy.conf"
-    assert start[3:] == ("instances", "start", "api-proxy", staged, release, "/health", "30")
-    assert activate[3:] == ("instances", "activate", "api-proxy", release)
+    link = ".proxy.sock"
+    assert start[3:] == ("instances", "start", link, "api-proxy", staged, release, "/health", "30")
+    assert activate[3:] == ("instances", "activate", link, "api-proxy", release)
     assert retire[3:] == (
         "instances",
         "retire",
+        link,
         "api-proxy",
         "/srv/api/releases/20261129T120000Z-ffffffffffff",
     )
-    assert {start[2], activate[2], retire[2]} == {proxy.INSTANCES}
+    assert {start[2], activate[2], retire[2]} == {INSTANCES}
     assert venvs[3:] == ("retire-venvs", "/srv/api") and "rm -rf" in venvs[2]
 
 
@@ -367,7 +371,7 @@ def test_readiness_follows_the_variables():
 
 def test_the_instances_script_passes_sh_n(tmp_path):
     script = tmp_path / "instances.sh"
-    script.write_text(proxy.INSTANCES)
+    script.write_text(INSTANCES)
     assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
 
 

@@ -1,21 +1,36 @@
-# Managed by mtls-deploy (role backend_proxy): the instances of <unit>@.service, one or two per
-# release. Run as root: sh -c "$(this file)" instances <verb> <arguments>; every argument is
-# quoted by the engine. Verbs:
-#   start UNIT STAGED RELEASE READY TIMEOUT  a new instance for RELEASE beside the running one,
-#       with the settings of STAGED (the release's path in place of its \001 marks); once it
-#       answers GET READY over its socket, RELEASE/.proxy.sock points at that socket. Exited,
-#       or not ready within TIMEOUT s: stopped again, its last output line on stderr, exit 1.
-#   activate UNIT RELEASE                    enable (and start) the instance RELEASE links to
-#   retire UNIT RELEASE                      stop the instance RELEASE links to, after a moment
-#   restart UNIT STAGED ROOT READY TIMEOUT   the current release again, blue/green: a new
+# Managed by mtls-deploy (mtls_deploy/release/instances.py): the instances of a backend's
+# template unit <unit>@.service, one per release (two while a new one gets ready), for the
+# backends nginx reaches through a socket link in the release (backend_proxy, backend_python
+# with an app). Run as root: sh -c "$(this file)" instances <verb> <link> <arguments>; every
+# argument is quoted by the engine. LINK is the name of the link in each release to its
+# instance's socket, /run/<unit>/<instance>/app.sock. Verbs:
+#   start LINK UNIT STAGED RELEASE READY TIMEOUT  a new instance for RELEASE beside the running
+#       one, with the settings of STAGED (the release's path in place of its \001 marks); once
+#       it is ready, RELEASE/LINK points at its socket. Ready: it answers GET READY over its
+#       socket; with READY empty, its unit started (systemd's own readiness: Type=notify) and
+#       its socket is there. Exited, or not ready within TIMEOUT s: stopped again, its last
+#       output line on stderr, exit 1.
+#   activate LINK UNIT RELEASE                    enable (and start) the instance RELEASE links to
+#   retire LINK UNIT RELEASE                      stop the instance RELEASE links to, after a
+#       moment: nginx connects through the link, so once it points elsewhere nothing new
+#       reaches the old instance, which finishes what it has (its unit's graceful stop)
+#   restart LINK UNIT STAGED ROOT READY TIMEOUT   the current release again, blue/green: a new
 #       instance with the new settings, the link switched, the old instance retired; when the
 #       new one fails, STAGED goes back to the settings the old one runs with
 set -u
 
-linked_instance() { # the instance whose socket $1/.proxy.sock points at ("" when none)
-  target=$(readlink "$1/.proxy.sock" 2>/dev/null) || { echo ""; return; }
+linked_instance() { # the instance whose socket $1/$LINK points at ("" when none)
+  target=$(readlink "$1/$LINK" 2>/dev/null) || { echo ""; return; }
   target=${target%/app.sock}
   echo "${target##*/}"
+}
+
+answers() { # socket ready: GET ready answered over the socket; no path: the socket is there
+  if [ -z "$2" ]; then
+    [ -S "$1" ]
+    return
+  fi
+  curl -fsS -o /dev/null --max-time 2 --unix-socket "$1" "http://localhost$2" 2>/dev/null
 }
 
 launch() { # unit staged release ready timeout -> prints the new instance; 1 when not ready
@@ -41,14 +56,15 @@ launch() { # unit staged release ready timeout -> prints the new instance; 1 whe
   }
   end=$(( $(date +%s) + timeout ))
   outcome="did not answer GET $ready within ${timeout}s"
+  [ -n "$ready" ] || outcome="was not ready within ${timeout}s"
   while [ "$(date +%s)" -lt "$end" ]; do
-    if curl -fsS -o /dev/null --max-time 2 --unix-socket "$socket" "http://localhost$ready" \
-        2>/dev/null; then
-      ln -sfn "$socket" "$release/.proxy.sock.new" && mv -T "$release/.proxy.sock.new" \
-        "$release/.proxy.sock" && echo "$instance" && return 0
+    if answers "$socket" "$ready" && systemctl is-active --quiet "$service"; then
+      ln -sfn "$socket" "$release/$LINK.new" && mv -T "$release/$LINK.new" "$release/$LINK" &&
+        echo "$instance" && return 0
     fi
     if ! systemctl is-active --quiet "$service"; then
-      outcome="exited before answering GET $ready"
+      outcome="exited before it was ready"
+      [ -z "$ready" ] || outcome="exited before answering GET $ready"
       break
     fi
     sleep 0.1
@@ -89,8 +105,8 @@ retire() { # unit instance: requests nginx connected just before the switch get 
   drop "$1" "$2"
 }
 
-verb=$1
-shift
+verb=$1 LINK=$2
+shift 2
 case $verb in
   start)
     launch "$@" >/dev/null
