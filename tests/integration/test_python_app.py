@@ -10,6 +10,7 @@ Python or pip error, and the running release keeps serving; a rollback switches 
 import hashlib
 import hmac
 import json
+import shlex
 import shutil
 import subprocess
 
@@ -17,6 +18,7 @@ import pytest
 
 from mtls_deploy.pki.bundle import write_client_bundle
 from mtls_deploy.pki.store import PkiStore
+from mtls_deploy.release.instances import INSTANCES
 
 from .conftest import ROOT, ApiHost, inv, lab_world, needs_lab
 
@@ -111,10 +113,26 @@ def test_a_second_provision_would_change_nothing(world):
     assert "changed=0" in done.stdout and "failed=0" in done.stdout, done.stdout
 
 
+def instance_unit(world) -> str:
+    """The unit of the current release's instance: its socket link names it."""
+    socket = on_host(world, f"readlink {APP_ROOT}/current/.python.sock")
+    assert socket.startswith("/run/api-python/") and socket.endswith("/app.sock"), socket
+    return f"api-python@{socket.split('/')[3]}.service"
+
+
+def main_pid(world) -> str:
+    return on_host(world, f"systemctl show -p MainPID --value {instance_unit(world)}")
+
+
 def test_the_app_runs_sandboxed_as_before(world):
-    report = on_host(world, "systemd-analyze security --no-pager api-python.service | tail -1")
+    unit = instance_unit(world)
+    report = on_host(world, f"systemd-analyze security --no-pager {unit} | tail -1")
     assert float(report.split(":")[1].split()[0]) <= 2.0, report
     assert on_host(world, "ps -o user= -C uwsgi-core | sort -u") == "api-python"
+    # the built-in app's socket-activated service is not there
+    assert on_host(world, "systemctl is-active api-python.socket api-python.service || true") in (
+        "inactive\ninactive"
+    )
 
 
 # Four threads calling /admin/stats over the FastCGI socket for $1 seconds (as nginx would,
@@ -170,22 +188,32 @@ print("ok", counts["ok"], "bad", counts["bad"], "unread", counts["unread"])
 """
 
 
-def test_a_restart_and_a_chain_reload_let_every_request_finish(world):
-    """die-on-term would cut in-flight requests short on a stop: the unit's ExecStop asks the
-    master for a graceful shutdown first; a chain reload replaces workers one at a time. No
-    request the workers read is lost; one they had not read yet may be (uWSGI's race, counted
-    apart: nginx sends it again)."""
+def test_a_blue_green_restart_under_load_loses_no_request_read_or_unread(world):
+    """A restart (the handler, after new settings) starts a second instance, points the
+    release's link at it once it is ready, then stops the first: the load, connecting through
+    the link as nginx does, loses nothing, neither a request a worker had read (die-on-term
+    would cut it short) nor one it had not (uWSGI's race on a graceful stop, which the old
+    instance never meets: nothing new reaches it)."""
+    before = main_pid(world)
+    restart = shlex.join(["sh", "-c", INSTANCES, "instances", "restart", ".python.sock",
+                          "api-python", "/etc/mtls-deploy/api/api-python.conf", APP_ROOT, "",
+                          "60"])  # fmt: skip
     script = (
         f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF\n"
-        "python3 /tmp/load.py 8 /run/api-python.sock > /tmp/load.out &\n"
-        "sleep 2; systemctl restart api-python.service; sleep 2\n"
-        "printf c > /run/api-python/master.fifo; wait; cat /tmp/load.out\n"
+        f"python3 /tmp/load.py 12 {APP_ROOT}/current/.python.sock > /tmp/load.out &\n"
+        f"sleep 2; {restart} && sleep 2 && {restart}; status=$?\n"
+        "wait; cat /tmp/load.out; exit $status\n"
     )
     with world.remote(PY_API.name) as connection:
-        out = connection.run_script(script, sudo=True, check=True, timeout=60).stdout.split()
-    ok, bad, unread = int(out[1]), int(out[3]), int(out[5])
-    print(f"\nrestart and chain reload under load: ok {ok}, bad {bad}, unread {unread}")
-    assert (bad, ok > 100) == (0, True), out
+        out = connection.run_script(script, sudo=True, check=True, timeout=90).stdout.split()
+    ok, bad, unread = int(out[-5]), int(out[-3]), int(out[-1])
+    print(f"\nblue/green restarts under load: ok {ok}, bad {bad}, unread {unread}")
+    assert (bad, unread, ok > 100) == (0, 0, True), out
+    after = instance_unit(world)
+    assert main_pid(world) != before  # the name alternates (<release>, <release>.b): its pid not
+    running = on_host(world, "systemctl list-units --plain --no-legend 'api-python@*' | wc -l")
+    assert running == "1"  # the old instances are gone
+    assert on_host(world, f"systemctl is-enabled {after}") == "enabled"
 
 
 def test_a_redeploy_with_the_same_requirements_reuses_the_virtualenv(world):
@@ -314,17 +342,17 @@ def test_nginx_sends_a_get_once_more_when_the_backend_reset_it_unread_but_never_
     """uWSGI's reload race (see roles/backend_python/README.md), provoked on purpose: the
     backend resets the first connection with the request unread. nginx sends the GET once more
     on a new connection and the client gets the answer; a POST it never sends twice: 503."""
-    socket_path = "/run/api-python.sock"
+    link, fake = f"{APP_ROOT}/current/.python.sock", "/run/api-python/resetting.sock"
     start = (
         f"cat > /tmp/resetting.py <<'EOF'\n{RESETTING_SERVER}\nEOF\n"
-        "systemctl stop api-python.socket api-python.service\n"
-        f"setsid python3 /tmp/resetting.py {socket_path} 1,3 < /dev/null > /tmp/resetting.out 2>&1 &\n"
-        "for i in $(seq 50); do grep -q listening /tmp/resetting.out && exit 0; sleep 0.1; done\n"
-        "cat /tmp/resetting.out; exit 1\n"
+        f"cp -P {link} /tmp/resetting.link\n"
+        f"setsid python3 /tmp/resetting.py {fake} 1,3 < /dev/null > /tmp/resetting.out 2>&1 &\n"
+        "for i in $(seq 50); do grep -q listening /tmp/resetting.out && break; sleep 0.1; done\n"
+        f"grep -q listening /tmp/resetting.out && ln -sfn {fake} {link}\n"
     )
     restore = (
-        "pkill -f /tmp/resetting.py; cat /tmp/resetting.out; rm -f /tmp/resetting.*\n"
-        f"rm -f {socket_path}; systemctl start api-python.socket api-python.service\n"
+        f"mv -T /tmp/resetting.link {link}; pkill -f /tmp/resetting.py\n"
+        f"cat /tmp/resetting.out; rm -f /tmp/resetting.* {fake}\n"
     )
     with world.remote(PY_API.name) as connection:
         connection.run_script(start, sudo=True, check=True, timeout=30)
@@ -337,4 +365,4 @@ def test_nginx_sends_a_get_once_more_when_the_backend_reset_it_unread_but_never_
     assert get == (200, {"attempt": 2}), (get, seen)
     assert post[0] == 503 and post[1]["error"] == "backend unavailable", (post, seen)
     assert seen.split()[1:] == ["1", "reset", "2", "answered", "3", "reset"], seen
-    assert call(world, "GET", "/admin/stats")[0] == 200  # uWSGI serves again
+    assert call(world, "GET", "/admin/stats")[0] == 200  # uWSGI's instance serves again

@@ -6,15 +6,15 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mtls_deploy import schema
 from mtls_deploy.facts import HostFacts
 from mtls_deploy.release import venv as release_venv
+from mtls_deploy.release.instances import INSTANCES
 from mtls_deploy.release.steps import ReleaseContext
-from mtls_deploy.resources import Directory, Packages
+from mtls_deploy.resources import Absent, Directory, Packages, Service
 from mtls_deploy.role_loader import load
 from mtls_deploy.templating import TEMPLATES_DIR
 from tests.unit.locks import holding
@@ -23,6 +23,8 @@ backend_python = load("backend_python").module
 FACTS = HostFacts(os_id="debian", os_version="12")
 INI = "/etc/api-python/uwsgi.ini"
 SERVICE = "/etc/systemd/system/api-python.service"
+TEMPLATE_UNIT = "/etc/systemd/system/api-python@.service"
+STAGED = "/etc/mtls-deploy/api/api-python.conf"
 REQUIREMENTS_SHA = "1a2b3c4d5e6f" + "0" * 52
 
 
@@ -67,6 +69,14 @@ def ini_settings(v: dict) -> dict:
 
 def unit_lines(v: dict) -> list[str]:
     return backend_python.render_units(v)[SERVICE].decode().splitlines()
+
+
+def instance_unit_lines(v: dict) -> list[str]:
+    return backend_python.render_units(v)[TEMPLATE_UNIT].decode().splitlines()
+
+
+def staged_lines(v: dict) -> list[str]:
+    return backend_python.render_units(v)[STAGED].decode().splitlines()
 
 
 def context(**overrides) -> ReleaseContext:
@@ -124,36 +134,72 @@ def test_with_app_src_python3_venv_is_installed_and_venvs_and_shared_dirs_are_th
         )
 
 
-def test_with_app_src_uwsgi_loads_the_callable_through_current_worker_by_worker():
+def test_with_app_src_the_master_imports_the_callable_once_and_instances_name_their_release():
     settings = ini_settings(app_vars())
     assert settings["module"] == "orders:app"
-    assert settings["lazy-apps"] == "true"  # each worker imports the release current names
-    assert settings["pythonpath"] == "/srv/api/current"
-    assert settings["virtualenv"] == "/srv/api/current/.venv"
-    assert settings["chdir"] == "/srv/api/current"
-    assert settings["hook-post-fork"] == "chdir:/srv/api/current"
-    assert settings["master-fifo"] == "/run/api-python/master.fifo"
+    assert settings["need-app"] == "true"  # an app that does not load: the instance never ready
+    assert settings["chmod-socket"] == "666"  # in a directory only nginx's group may enter
     assert settings["worker-reload-mercy"] == "30"  # = harakiri: a request ends before its worker
-    assert "wsgi-file" not in settings
+    assert not {"lazy-apps", "hook-post-fork", "pythonpath", "chdir", "virtualenv", "master-fifo",
+                "protocol", "wsgi-file"} & {k for k, _ in ini_lines(app_vars())}  # fmt: skip
     # Flask routes on PATH_INFO: the whole path ($uri), mounted at /
     assert [x for k, x in ini_lines(app_vars()) if k == "route-run"] == [
         "setpathinfo:${DOCUMENT_URI}",
         "setscriptname:",
     ]
+    staged = staged_lines(app_vars())
+    exec_start = next(x for x in staged if x.startswith("ExecStart="))
+    mark = backend_python.MARK
+    assert exec_start.split()[1:] == [
+        "--ini", INI,
+        "--fastcgi-socket", "/run/api-python/%i/app.sock",
+        "--master-fifo", "/run/api-python/%i/master.fifo",
+        "--chdir", f'"{mark}"', "--pythonpath", f'"{mark}"', "--virtualenv", f'"{mark}/.venv"',
+    ]  # fmt: skip
+    assert f"ConditionPathExists={mark}" in staged and f"WorkingDirectory={mark}" in staged
 
 
-def test_with_app_src_the_service_waits_for_a_release_and_reads_the_environment_file():
-    lines = unit_lines(app_vars())
-    unit_section = lines[: lines.index("[Service]")]
-    assert "ConditionPathExists=/srv/api/current" in unit_section
+def test_a_changed_uwsgi_ini_changes_the_staged_settings_so_a_new_instance_starts():
+    """A running instance keeps the settings it started with: a new uwsgi.ini reaches the app
+    through a new instance, which the staged settings' change brings (the handler)."""
+    one, two = app_vars(), app_vars(python_processes=3)
+    assert staged_lines(one) != staged_lines(two)
+    changed = {r.path for r in backend_python.resources(two, FACTS) if hasattr(r, "content")}
+    assert STAGED in changed
+
+
+def test_with_app_src_the_instances_read_the_environment_file_and_stop_gracefully():
+    lines = instance_unit_lines(app_vars())
     assert "EnvironmentFile=/etc/mtls-deploy/api/app.env" in lines
-    assert "RuntimeDirectory=api-python" in lines  # the master FIFO
-    assert "ReadWritePaths=-/srv/api/shared" in lines
-    assert "ProtectSystem=strict" in lines
+    assert "ReadWritePaths=-/srv/api/shared -/run/api-python/%i" in lines
+    assert "ProtectSystem=strict" in lines and "Type=notify" in lines
+    assert (
+        "ExecStartPre=+/usr/bin/install -d -o api-python -g www-data -m 0750 /run/api-python/%i"
+        in lines
+    )
     # die-on-term cuts requests short: a stop asks the master for a graceful shutdown first
     stop = next(x for x in lines if x.startswith("ExecStop="))
-    assert "printf q > /run/api-python/master.fifo" in stop
+    assert "printf q > /run/api-python/%i/master.fifo" in stop
     assert "TimeoutStopSec=45s" in lines  # > worker-reload-mercy (30)
+
+
+def test_with_app_src_the_built_in_socket_and_service_go():
+    """A host that served the built-in app before its first release: its socket-activated
+    service stops and its unit files go (nginx now connects through the release's link)."""
+    resources = backend_python.resources(app_vars(), FACTS)
+    assert Service("api-python.service", running=False, enabled=False) in resources
+    assert Service("api-python.socket", running=False, enabled=False) in resources
+    gone = {r.path for r in resources if isinstance(r, Absent)}
+    assert gone == {SERVICE, "/etc/systemd/system/api-python.socket"}
+    files = {r.path for r in resources if hasattr(r, "content")}
+    assert {TEMPLATE_UNIT, STAGED} <= files and SERVICE not in files
+    assert Directory("/run/api-python", tree=True) in resources
+
+
+def test_with_app_src_nginx_connects_through_the_current_releases_link():
+    exported = backend_python.exports(app_vars(), FACTS)
+    assert exported["fastcgi_socket"] == "/srv/api/current/.python.sock"
+    assert exported["fastcgi_retry"] is True
 
 
 def test_the_front_controller_names_the_module_under_current():
@@ -162,15 +208,21 @@ def test_the_front_controller_names_the_module_under_current():
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-def test_with_app_src_the_service_still_rates_at_most_2(tmp_path):
-    unit = tmp_path / "api-python.service"
-    unit.write_bytes(backend_python.render_units(app_vars())[SERVICE])
+def test_with_app_src_the_instances_still_rate_at_most_2(tmp_path):
+    """An instance as instances.sh starts it: the template unit and its release's settings."""
+    files = backend_python.render_units(app_vars())
+    release = b"/srv/api/releases/20261130T081500Z-abcdefabcdef"
+    unit = tmp_path / "api-python@r1.service"
+    staged = files[STAGED].replace(backend_python.MARK.encode(), release)
+    unit.write_bytes(files[TEMPLATE_UNIT] + b"\n" + staged)
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
         capture_output=True,
         text=True,
     )
-    match = re.search(r"Overall exposure level for api-python\.service: (\d+\.\d+)", result.stdout)
+    match = re.search(
+        r"Overall exposure level for api-python@r1\.service: (\d+\.\d+)", result.stdout
+    )
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0
 
@@ -213,13 +265,32 @@ def test_release_steps_build_check_activate_retire():
     assert steps.check == (
         ((".venv/bin/python", "-B", "-c", backend_python.CHECK_WSGI, "orders", "app"),),
     )
-    assert steps.activate == (
-        (("sh", "-c", backend_python.ACTIVATE, "activate", "api-python",
-          "/run/api-python/master.fifo"),),
+    release = "/srv/api/releases/20261130T081500Z-abcdefabcdef"
+    link = ".python.sock"
+    assert steps.start == (
+        (("sh", "-c", INSTANCES, "instances", "start", link, "api-python", STAGED, release, "",
+          "60"),),
     )  # fmt: skip
-    assert steps.retire == ((("sh", "-c", release_venv.RETIRE_VENVS, "retire-venvs",
-                              "/srv/api"),),)  # fmt: skip
-    assert steps.start == ()
+    assert steps.activate == (
+        (("sh", "-c", INSTANCES, "instances", "activate", link, "api-python", release),),
+    )
+    assert steps.retire == (
+        (("sh", "-c", release_venv.RETIRE_VENVS, "retire-venvs", "/srv/api"),),
+    )  # fmt: skip  (a first release retires no instance)
+    previous = "/srv/api/releases/20261129T120000Z-ffffffffffff"
+    retire = backend_python.release(app_vars(), FACTS, context(previous=previous)).retire
+    assert retire[0] == (("sh", "-c", INSTANCES, "instances", "retire", link, "api-python",
+                          previous),)  # fmt: skip
+
+
+def test_with_app_src_the_handler_restarts_the_current_release_blue_green():
+    (handler,) = backend_python.handlers(app_vars(), FACTS)
+    assert (handler.name, handler.order, handler.listen) == (
+        "restart backend", 40, ("app environment changed",))  # fmt: skip
+    assert handler.command == (
+        ("sh", "-c", INSTANCES, "instances", "restart", ".python.sock", "api-python", STAGED,
+         "/srv/api", "", "60"),
+    )  # fmt: skip
 
 
 def test_a_tree_without_requirements_gets_the_empty_files_virtualenv():
@@ -228,10 +299,10 @@ def test_a_tree_without_requirements_gets_the_empty_files_virtualenv():
 
 
 @pytest.mark.parametrize(
-    "script", ["BUILD_VENV", "ACTIVATE", "RETIRE_VENVS"]
+    "script", ["BUILD_VENV", "RETIRE_VENVS", "INSTANCES"]
 )  # fmt: skip
 def test_the_scripts_are_valid_sh(script):
-    text = getattr(backend_python if script == "ACTIVATE" else release_venv, script)
+    text = INSTANCES if script == "INSTANCES" else getattr(release_venv, script)
     done = subprocess.run(["sh", "-n", "-c", text], capture_output=True)
     assert done.returncode == 0, done.stderr
 
@@ -400,37 +471,3 @@ esac
 FAKE_SYSTEMCTL = """#!/bin/sh
 case "$1" in show) echo 4194303 ;; esac  # is-active: yes; MainPID: no such process
 """
-
-
-def fake_master(fifo: Path, log: Path) -> None:
-    """uWSGI's master as it was seen on the lab: the first ``c`` comes while it has not yet
-    noted the end of the chain reload before ("already running", nothing done)."""
-    answers = [
-        ["chain reload already running...", "chain reloading complete"],
-        ["chain reload starting...", "chain reloading complete"],
-    ]
-    for lines in answers:
-        with fifo.open() as reader:
-            reader.read(1)
-        with log.open("a") as journal:
-            journal.write("".join(f"{line}\n" for line in lines))
-
-
-def test_activate_asks_again_when_uwsgi_says_a_chain_reload_is_already_running(tmp_path):
-    import threading
-
-    bin_dir, fifo, log = tmp_path / "bin", tmp_path / "master.fifo", tmp_path / "journal"
-    bin_dir.mkdir()
-    for name, text in (("journalctl", FAKE_JOURNALCTL), ("systemctl", FAKE_SYSTEMCTL)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    os.mkfifo(fifo)
-    log.write_text("spawned uWSGI worker 1\n")
-    master = threading.Thread(target=fake_master, args=(fifo, log), daemon=True)
-    master.start()
-    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log)}
-    argv = ["sh", "-c", backend_python.ACTIVATE, "activate", "api-python", str(fifo)]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
-    master.join(5)
-    assert result.returncode == 0, result.stderr
-    assert log.read_text().count("chain reload starting") == 1  # the second ask took

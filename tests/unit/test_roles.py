@@ -427,12 +427,7 @@ def test_python_handlers():
             (("systemctl", "restart", "api-python.socket", "api-python.service"),),
             order=39,
         ),
-        Handler(
-            "restart backend",
-            (("systemctl", "restart", "api-python.service"),),
-            order=40,
-            listen=("app environment changed",),
-        ),
+        Handler("restart backend", (("systemctl", "restart", "api-python.service"),), order=40),
     ]
 
 
