@@ -151,10 +151,12 @@ class Outcome:
 
 @dataclass
 class KeepAliveClient:
-    """GET ``target.path`` again and again on one keep-alive connection, in a thread."""
+    """GET ``target.path`` again and again on one keep-alive connection, in a thread; or POST
+    ``body`` (JSON), which is never sent twice: a POST whose connection closed fails."""
 
     target: Target
     timeout: float = 10.0
+    body: bytes | None = None  # set: POST it
     outcomes: list[Outcome] = field(default_factory=list)
     retries: int = 0  # requests sent again on a new connection (the reused one was closed)
     connections: int = 0
@@ -186,14 +188,15 @@ class KeepAliveClient:
             self.outcomes.append(Outcome(start, time.perf_counter() - start, status, error))
 
     def request(self) -> tuple[int, str]:
-        """One GET; the answer's status, and for a non-2xx answer its start. Sent again once on a new connection when the reused
-        one turns out closed before any byte of the answer; any other error is raised."""
+        """One request; its status, and for a non-2xx answer the answer's start. A GET is sent
+        again once on a new connection when the reused one turns out closed before any byte of
+        the answer; any other error is raised."""
         reused = self._connection is not None
         try:
             response = self._send()
         except CLOSED_BEFORE_ANSWER:
             self._close()
-            if not reused:
+            if not reused or self.body is not None:
                 raise
             self.retries += 1
             response = self._send()
@@ -208,7 +211,11 @@ class KeepAliveClient:
         if self._connection is None:
             self._connection = _Connection(self.target, self.context, self.timeout)
             self.connections += 1
-        self._connection.request("GET", self.target.path)
+        if self.body is None:
+            self._connection.request("GET", self.target.path)
+        else:
+            headers = {"Content-Type": "application/json"}
+            self._connection.request("POST", self.target.path, self.body, headers)
         return self._connection.getresponse()
 
     def _close(self) -> None:

@@ -5,7 +5,8 @@ example app.
 The load, one connection each (bench/load.py): ApacheBench with a connection per request
 (`ab -E`, TLS handshake and client certificate every time), and a keep-alive client that sends
 a request again once when its reused connection turns out closed before any byte of the
-answer, as curl and browsers do: for both, 0 failed and 0 non-2xx. `ab -k` runs beside them
+answer, as curl and browsers do: for both, 0 failed and 0 non-2xx. A third client POSTs
+orders on a keep-alive connection, never sending one twice: 0 failed and 0 non-2xx too. `ab -k` runs beside them
 and is reported; it is asserted only when nginx was not reloaded (its worker processes are the
 same after the switches), since a reload closes idle keep-alive connections and ab never sends
 a request again.
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.load import Load, Target
+from bench.load import KeepAliveClient, Load, Target
 from mtls_deploy import inventory, lab
 
 from .conftest import (
@@ -49,6 +50,7 @@ EXAMPLES = {  # backend: (example app, what its host_vars add)
     "proxy": ("fastapi-orders", {"app_shared": ["var"]}),
 }
 SWITCHES = 3
+ORDER = json.dumps({"item": "tea", "quantity": 1}).encode()
 NGINX_WORKERS = "pgrep -P \"$(cat /run/nginx.pid)\" | sort | tr '\\n' ' '"
 
 
@@ -103,11 +105,15 @@ def zd(request, tmp_path_factory):
 def test_releases_switch_under_load_without_a_failed_request(zd):
     workers = zd.sudo(NGINX_WORKERS)
     first = zd.sudo("readlink /srv/api/current")
+    poster = KeepAliveClient(zd.target(), body=ORDER)  # POSTs, never sent twice
     with Load(zd.target(), zd.base / "load", warm_up=2.0) as load:
+        poster.start()
         for number in range(1, SWITCHES + 1):
             zd.new_release(number)
             zd.inv("deploy")
         zd.inv("rollback")
+        poster.stop()
+    load.figures["POST"] = poster.figures()
     releases = zd.sudo("ls /srv/api/releases").split()
     reloaded = zd.sudo(NGINX_WORKERS) != workers
     figures = {**load.figures, "nginx_reloaded": reloaded, "releases": len(releases),
@@ -116,7 +122,7 @@ def test_releases_switch_under_load_without_a_failed_request(zd):
     print(zd.sudo("tail -n 20 /var/log/nginx/api.error.log"))  # shown when an assert fails
     assert len(releases) == 1 + SWITCHES and first.removeprefix("releases/") in releases
     assert zd.sudo("readlink /srv/api/current") == f"releases/{sorted(releases)[-2]}"
-    for name in ("ab", "keep-alive"):
+    for name in ("ab", "keep-alive", "POST"):
         counts = load.figures[name]
         assert counts["complete"] >= 20, (name, counts)  # the load ran through the switches
         assert (counts["failed"], counts["non_2xx"]) == (0, 0), (name, counts)
