@@ -10,6 +10,9 @@ from ..shell import ShellCommand
 from ..templating import TEMPLATES_DIR
 
 INSTANCES = (TEMPLATES_DIR / "release" / "instances.sh").read_text()
+# Where the release's path goes in a backend's staged settings: a control character, which no
+# inventory value can hold (the schema), replaced for each instance by instances.sh.
+MARK = "\x01"
 
 
 def instances(verb: str, link: str, *arguments: str) -> ShellCommand:

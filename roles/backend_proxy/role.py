@@ -19,7 +19,7 @@ import re
 
 from mtls_deploy.errors import BadInput
 from mtls_deploy.facts import HostFacts
-from mtls_deploy.release.instances import instances
+from mtls_deploy.release.instances import MARK, instances
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.release.venv import build_venv, retire_venvs
 from mtls_deploy.resources import Directory, File, Handler, Packages, User
@@ -31,9 +31,6 @@ LOCATIONS = "nginx/locations/proxy.conf.j2"
 SOCKET_LINK = ".proxy.sock"  # in each release: -> /run/<proxy_unit>/<instance>/app.sock
 RESTART = ("restart proxy instances",)
 ENVIRONMENT_CHANGED = ("app environment changed",)  # role app's notice: app.env changed
-# Where the release's path goes in the staged settings: a control character, which no inventory
-# value can hold (the schema), replaced for each instance by instances.sh.
-MARK = "\x01"
 # {socket}, {release}, {venv}; a word in braces that is none of them is a typo, refused.
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # systemd's quoting inside "...": backslash and quote escaped (C escapes), % is a specifier,

@@ -21,7 +21,7 @@ Every service runs as its own user in a sandbox that ``systemd-analyze security`
 import hashlib
 
 from mtls_deploy.facts import HostFacts
-from mtls_deploy.release.instances import instances
+from mtls_deploy.release.instances import MARK, instances
 from mtls_deploy.release.steps import ReleaseContext, ReleaseSteps
 from mtls_deploy.release.venv import build_venv, retire_venvs
 from mtls_deploy.resources import Absent, Directory, File, Handler, Packages, Service, User
@@ -37,9 +37,6 @@ RESTART_ALL = ("restart backend socket",)
 ENVIRONMENT_CHANGED = ("app environment changed",)
 APP_VARIABLES = ("app_enabled", "app_current", "app_env_file", "app_shared_root")
 SOCKET_LINK = ".python.sock"  # in each release: -> /run/<python_unit>/<instance>/app.sock
-# Where the release's path goes in the staged settings: a control character, which no inventory
-# value can hold (the schema), replaced for each instance by instances.sh.
-MARK = "\x01"
 # How long a new instance may take to load the app and say it is ready (systemd's notify).
 START_TIMEOUT = "60"
 
